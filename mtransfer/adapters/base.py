@@ -1,0 +1,161 @@
+"""The adapter contract every modality implements.
+
+An adapter owns a pretrained backbone and everything between raw inputs and features:
+
+* :meth:`Adapter.preprocess` turns a list of raw inputs (texts, images, waveforms) into a batch
+  of tensors; it runs in the data loader's collate function.
+* :meth:`Adapter.forward_features` runs the backbone on that batch and returns
+  :class:`Features`: a pooled embedding, plus token or frame features and their mask for heads
+  that need them (CTC).
+* :meth:`Adapter.layer_groups` lists the backbone's parameters as ordered
+  :class:`LayerGroup` objects, from the input embeddings / stem up to the top, which strategies
+  freeze and give per-group learning rates.
+* :meth:`Adapter.save_pretrained` / :meth:`Adapter.from_pretrained` persist it; a Hugging Face
+  backbone goes through its own ``save_pretrained``.
+
+Adapters register under a short name (``"text"``) so a saved model can rebuild its adapter.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
+
+import torch
+from torch import nn
+
+ADAPTERS: dict[str, type[Adapter]] = {}
+T = TypeVar("T")
+
+
+def register_adapter(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make an adapter class loadable by name."""
+
+    def wrap(cls):
+        cls.adapter_type = name
+        ADAPTERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_adapter_class(name: str) -> type[Adapter]:
+    if name not in ADAPTERS:
+        raise ValueError(f"Unknown adapter type {name!r}; expected one of {', '.join(sorted(ADAPTERS))}.")
+    return ADAPTERS[name]
+
+
+@dataclass
+class Features:
+    """What an adapter gives a head.
+
+    Shape:
+        pooled: ``(batch, dim)``.
+        tokens: ``(batch, seq, dim)`` token or frame features, or None.
+        mask: ``(batch, seq)``, 1 for real positions, or None.
+    """
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class LayerGroup:
+    """A named set of modules that freeze, unfreeze and take a learning rate together."""
+
+    name: str
+    modules: list[nn.Module] = field(default_factory=list)
+    params: list[nn.Parameter] = field(default_factory=list)
+
+    def parameters(self) -> list[nn.Parameter]:
+        seen: dict[int, nn.Parameter] = {}
+        for m in self.modules:
+            for p in m.parameters():
+                seen.setdefault(id(p), p)
+        for p in self.params:
+            seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def named_parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        ids = {id(p) for p in self.parameters()}
+        return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
+
+
+class Adapter(nn.Module, abc.ABC):
+    """Raw inputs -> tensors -> backbone -> :class:`Features`.
+
+    Subclasses set :attr:`embedding_dim` and implement the abstract methods.
+    """
+
+    adapter_type: ClassVar[str] = ""
+    embedding_dim: int
+
+    @abc.abstractmethod
+    def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
+        """Turn raw inputs into a batch of tensors (collate time, on CPU)."""
+
+    @abc.abstractmethod
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> Features:
+        """Run the backbone on a batch from :meth:`preprocess`."""
+
+    @abc.abstractmethod
+    def layer_groups(self) -> list[LayerGroup]:
+        """Backbone parameters in ordered groups, input side first."""
+
+    @abc.abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """Settings that rebuild this adapter with :meth:`from_pretrained` (JSON types only)."""
+
+    @abc.abstractmethod
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write the backbone (and preprocessing files) into ``folder``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_pretrained(cls, folder: str | os.PathLike, **config: Any) -> Adapter:
+        """Rebuild an adapter saved by :meth:`save_pretrained` with :meth:`get_config`'s settings."""
+
+    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
+        """Raise a ``ValueError`` naming ``source`` and the first bad item; default accepts all."""
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters the forward pass never touches (kept frozen, outside every group)."""
+        return []
+
+
+def load_pretrained(loader: Callable[..., T], name_or_path: str | os.PathLike, what: str, **kwargs: Any) -> T:
+    """Call a ``from_pretrained`` loader and turn its failures into a clear error.
+
+    Args:
+        loader: e.g. ``transformers.AutoModel.from_pretrained``.
+        name_or_path: A local folder or a Hugging Face Hub id.
+        what: What is loaded, for the message (``"text model"``, ``"tokenizer"``).
+
+    Raises:
+        FileNotFoundError: A local-looking path that does not exist.
+        OSError: The id is neither a local folder nor cached, and could not be downloaded.
+    """
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if text.startswith((".", "/", "~")) and not path.exists():
+        raise FileNotFoundError(f"Cannot load {what} {text!r}: no such folder.")
+    try:
+        return loader(str(path) if path.exists() else text, **kwargs)
+    except (OSError, ValueError) as err:  # transformers raises OSError for missing repos/files
+        if path.exists():
+            raise OSError(f"Cannot load {what} from folder {text!r}: {_first_line(err)}") from err
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        reason = "the Hub is switched off (HF_HUB_OFFLINE=1)" if offline else "it could not be downloaded from the Hugging Face Hub"
+        raise OSError(
+            f"Cannot load {what} {text!r}: it is not a local folder, not in the local Hugging Face cache, and {reason}. "
+            f"Pass the path of a folder saved with save_pretrained, or download the model first. ({_first_line(err)})"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    msg = str(err).strip().splitlines()
+    return msg[0] if msg else type(err).__name__

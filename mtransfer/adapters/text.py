@@ -1,0 +1,165 @@
+"""Text adapter for transformers encoders (BERT, RoBERTa, DistilBERT, MiniLM, ELECTRA, ...)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter
+
+POOLINGS = ("cls", "mean", "pooler")
+
+
+def _block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The encoder's list of transformer blocks: the ModuleList holding the most parameters."""
+    best: tuple[str, nn.ModuleList] | None = None
+    best_size = -1
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            size = sum(p.numel() for p in module.parameters())
+            if size > best_size:
+                best, best_size = (name, module), size
+    if best is None:
+        raise ValueError(f"Cannot find the transformer blocks of {type(model).__name__}: no nn.ModuleList in it.")
+    return best
+
+
+@register_adapter("text")
+class TextAdapter(Adapter):
+    """A transformers text encoder with its tokenizer, by Hub id or local folder.
+
+    Layer groups, input side first: ``embeddings`` (everything before the first block),
+    ``layer.0`` ... ``layer.{n-1}`` (one per transformer block), and ``top`` (what follows the
+    blocks, e.g. BERT's pooler or a final layer norm) when it has parameters that are used.
+
+    Args:
+        model_name_or_path: Hub id or folder of a transformers encoder.
+        max_length: Tokens kept per text (longer texts are truncated); default: 128 or the
+            model's limit when that is lower.
+        pooling: ``cls`` (first token's last hidden state), ``mean`` (mean over real tokens) or
+            ``pooler`` (the model's own pooler output, e.g. BERT's tanh layer).
+        pretrained: False builds the same architecture with random weights (a baseline).
+        revision: Hub revision (branch, tag or commit) when loading by id.
+
+    >>> adapter = TextAdapter("prajjwal1/bert-tiny")  # doctest: +SKIP
+    >>> adapter.forward_features(adapter.preprocess(["a text"])).pooled.shape  # doctest: +SKIP
+    torch.Size([1, 128])
+    """
+
+    def __init__(self, model_name_or_path: str | os.PathLike, *, max_length: int | None = None, pooling: str = "mean",
+                 pretrained: bool = True, revision: str | None = None) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"TextAdapter pooling={pooling!r}; expected one of {', '.join(POOLINGS)}.")
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"TextAdapter max_length must be >= 2 tokens, got {max_length}.")
+        self.model_name_or_path = str(model_name_or_path)
+        self.pooling = pooling
+        self.revision = revision
+        kwargs = {"revision": revision} if revision else {}
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, model_name_or_path, "tokenizer", **kwargs)
+        if pretrained:
+            self.backbone = load_pretrained(AutoModel.from_pretrained, model_name_or_path, "text model", **kwargs)
+        else:
+            config = load_pretrained(AutoConfig.from_pretrained, model_name_or_path, "model config", **kwargs)
+            self.backbone = AutoModel.from_config(config)
+        model_max = getattr(self.backbone.config, "max_position_embeddings", None)
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if tok_max and tok_max < 100_000:
+            model_max = min(model_max, tok_max) if model_max else tok_max
+        self.max_length = int(max_length) if max_length is not None else min(128, model_max or 128)
+        if model_max and self.max_length > model_max:
+            raise ValueError(
+                f"TextAdapter max_length={self.max_length} exceeds what {self.model_name_or_path!r} supports "
+                f"(max_position_embeddings={model_max})."
+            )
+        if pooling == "pooler" and getattr(self.backbone, "pooler", None) is None:
+            raise ValueError(
+                f"TextAdapter pooling='pooler' but {type(self.backbone).__name__} from {self.model_name_or_path!r} "
+                "has no pooler; use 'cls' or 'mean'."
+            )
+        for p in self.unused_parameters():
+            p.requires_grad_(False)
+        self.embedding_dim = int(self.backbone.config.hidden_size)
+
+    # --- contract -----------------------------------------------------------------------
+    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
+        for i, item in enumerate(inputs):
+            ok = isinstance(item, str) or (
+                isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)
+            )
+            if not ok:
+                raise ValueError(
+                    f"{source}: item {i} is {type(item).__name__} ({str(item)[:60]!r}); the text adapter expects "
+                    "a string or a pair of strings."
+                )
+
+    def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
+        if inputs and not isinstance(inputs[0], str):
+            first, second = zip(*inputs)
+            enc = self.tokenizer(list(first), list(second), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+        else:
+            enc = self.tokenizer(list(inputs), padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+        return dict(enc)
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> Features:
+        out = self.backbone(**batch)
+        hidden = out.last_hidden_state
+        mask = batch["attention_mask"]
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.pooling == "pooler":
+            pooled = out.pooler_output
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return Features(pooled=pooled, tokens=hidden, mask=mask)
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        pooler = getattr(self.backbone, "pooler", None)
+        if self.pooling != "pooler" and isinstance(pooler, nn.Module):
+            return list(pooler.parameters())
+        return []
+
+    def layer_groups(self) -> list[LayerGroup]:
+        blocks_name, blocks = _block_list(self.backbone)
+        prefix = blocks_name + "."
+        unused = {id(p) for p in self.unused_parameters()}
+        embeddings = LayerGroup("embeddings")
+        layers = [LayerGroup(f"layer.{i}", modules=[block]) for i, block in enumerate(blocks)]
+        top = LayerGroup("top")
+        seen_blocks = False
+        in_blocks = {id(p) for p in blocks.parameters()}
+        for name, p in self.backbone.named_parameters():
+            if id(p) in unused:
+                continue
+            if id(p) in in_blocks or name.startswith(prefix):
+                seen_blocks = True
+                continue
+            (top if seen_blocks else embeddings).params.append(p)
+        groups = [embeddings, *layers] if embeddings.params else list(layers)
+        if top.params:
+            groups.append(top)
+        return groups
+
+    def get_config(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "pooling": self.pooling, "source": self.model_name_or_path}
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        self.backbone.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, **config: Any) -> TextAdapter:
+        source = config.pop("source", None)
+        adapter = cls(Path(folder), **config)
+        if source:
+            adapter.model_name_or_path = source
+        return adapter

@@ -1,0 +1,284 @@
+"""Labelled data: loading from files, ``datasets`` and Python objects; label encoding; batching.
+
+:func:`load_labeled` reads inputs and labels from
+
+* a file: ``.csv``, ``.tsv``, ``.json``, ``.jsonl``, ``.parquet``;
+* a ``datasets.Dataset`` (or a ``DatasetDict`` split you pick), or a dataset name / local
+  dataset folder that ``datasets.load_dataset`` understands (with ``split``);
+* a list of dicts, a dict of lists or a pandas ``DataFrame``;
+
+checks it before any training starts (missing columns, empty data, missing values, labels
+outside the label set, non-numeric regression targets) and returns a :class:`LabeledDataset`
+whose targets are tensors in the head's format.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+class LabeledDataset(Dataset):
+    """Raw inputs with encoded targets.
+
+    Attributes:
+        inputs: Raw inputs (texts, image paths, waveforms...), what the adapter preprocesses.
+        targets: Class ids ``(n,)`` (long), 0/1 indicators ``(n, labels)`` (float) or values
+            ``(n, targets)`` (float); None for unlabelled data.
+        task: The head task the targets are encoded for.
+        label_names: Class or label names (classification), target names (regression).
+        source: Where the data came from, for messages.
+
+    >>> ds = load_labeled([{"text": "hi", "label": "pos"}, {"text": "no", "label": "neg"}])
+    >>> ds.label_names, ds.targets.tolist()
+    (['neg', 'pos'], [1, 0])
+    """
+
+    def __init__(self, inputs: Sequence[Any], targets: torch.Tensor | None, *, task: str,
+                 label_names: list[str], source: str = "data") -> None:
+        if targets is not None and len(targets) != len(inputs):
+            raise ValueError(f"{source}: {len(inputs)} inputs but {len(targets)} targets.")
+        self.inputs = list(inputs)
+        self.targets = targets
+        self.task = task
+        self.label_names = list(label_names)
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor | None, int]:
+        return self.inputs[index], (None if self.targets is None else self.targets[index]), index
+
+    def __repr__(self) -> str:
+        return f"LabeledDataset(source={self.source!r}, n={len(self)}, task={self.task!r}, labels={self.label_names[:8]}{'...' if len(self.label_names) > 8 else ''})"
+
+    def subset(self, indices: Sequence[int]) -> LabeledDataset:
+        indices = list(indices)
+        targets = None if self.targets is None else self.targets[torch.as_tensor(indices, dtype=torch.long)]
+        return LabeledDataset([self.inputs[i] for i in indices], targets, task=self.task,
+                              label_names=self.label_names, source=self.source)
+
+
+def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]:
+    """Columns (name -> values) and a description of the source."""
+    import datasets as hf_datasets
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        name = str(source)
+        if path.is_file():
+            fmt = FILE_FORMATS.get(path.suffix.lower())
+            if fmt is None:
+                raise ValueError(f"{name}: unsupported file type {path.suffix!r}; expected one of {', '.join(FILE_FORMATS)}.")
+            if path.stat().st_size == 0:
+                raise ValueError(f"{name}: the file is empty.")
+            kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+            try:
+                ds = hf_datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+            except Exception as err:
+                raise ValueError(f"{name}: cannot read it as {fmt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+            return ds.to_dict(), name
+        if str(source).startswith((".", "/", "~")) and not path.exists():
+            raise FileNotFoundError(f"{name}: no such file or folder.")
+        try:
+            ds = hf_datasets.load_dataset(str(path) if path.exists() else name, split=split or "train")
+        except Exception as err:
+            raise ValueError(
+                f"{name}: not a data file ({', '.join(FILE_FORMATS)}) and datasets.load_dataset could not load it "
+                f"({str(err).splitlines()[0] if str(err) else type(err).__name__})."
+            ) from err
+        return ds.to_dict(), f"{name}[{split or 'train'}]"
+    if isinstance(source, hf_datasets.DatasetDict):
+        if split is None or split not in source:
+            raise ValueError(f"DatasetDict: name the split to use (split=...); it has {', '.join(source)}.")
+        return source[split].to_dict(), f"dataset[{split}]"
+    if isinstance(source, hf_datasets.Dataset):
+        return source.to_dict(), "dataset"
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # pandas
+        return {c: source[c].tolist() for c in source.columns}, "DataFrame"
+    if isinstance(source, dict):
+        lengths = {k: len(v) for k, v in source.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"dict of columns: columns have different lengths {lengths}.")
+        return {k: list(v) for k, v in source.items()}, "dict"
+    if isinstance(source, (list, tuple)):
+        if source and not all(isinstance(r, dict) for r in source):
+            raise ValueError("list data: expected a list of dicts (one per example), e.g. [{'text': ..., 'label': ...}].")
+        keys: list[str] = []
+        for r in source:
+            keys += [k for k in r if k not in keys]
+        return {k: [r.get(k) for r in source] for k in keys}, "list"
+    raise TypeError(f"Cannot read labelled data from {type(source).__name__}; pass a file path, a datasets.Dataset, "
+                    "a list of dicts, a dict of lists or a pandas DataFrame.")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _label_key(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _sorted_names(names: set[str]) -> list[str]:
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def load_labeled(
+    source: Any,
+    *,
+    input_column: str = "text",
+    label_column: str | Sequence[str] | None = "label",
+    task: str = "single_label_classification",
+    label_names: Sequence[str] | None = None,
+    label_separator: str | None = None,
+    split: str | None = None,
+) -> LabeledDataset:
+    """Read inputs and labels and check them.
+
+    Args:
+        source: File path, dataset name or folder, ``datasets.Dataset``, list of dicts, dict of
+            lists or pandas DataFrame.
+        input_column: Column of raw inputs (texts, image paths, audio...).
+        label_column: Label column; for multi-target regression a list of columns; None for
+            unlabelled data (prediction).
+        task: ``single_label_classification``, ``multi_label_classification`` or ``regression``.
+        label_names: The label set. Training data leave it None (taken from the data, sorted);
+            evaluation data pass the training set's names, and a label outside them is an error.
+        label_separator: For multi-label data stored as strings (``"sports,politics"``).
+        split: Split to read from a dataset name or ``DatasetDict``.
+
+    Raises:
+        ValueError: Missing column, empty data, missing values, unknown labels, bad targets;
+            the message names the source, the column and the row.
+    """
+    from mtransfer.heads import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}.")
+    columns, name = _read_records(source, split)
+    needed = [input_column] + ([] if label_column is None else ([label_column] if isinstance(label_column, str) else list(label_column)))
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(f"{name}: no column {', '.join(map(repr, missing))}; it has columns {', '.join(map(repr, columns)) or '(none)'}.")
+    inputs = columns[input_column]
+    if len(inputs) == 0:
+        raise ValueError(f"{name}: the dataset is empty (no rows).")
+    for i, x in enumerate(inputs):
+        if _is_missing(x):
+            raise ValueError(f"{name}: column {input_column!r} row {i} is empty (None/NaN).")
+    if label_column is None:
+        return LabeledDataset(inputs, None, task=task, label_names=list(label_names or []), source=name)
+
+    label_cols = [label_column] if isinstance(label_column, str) else list(label_column)
+    if task == "regression":
+        values = np.zeros((len(inputs), len(label_cols)), dtype=np.float32)
+        for j, col in enumerate(label_cols):
+            for i, v in enumerate(columns[col]):
+                try:
+                    values[i, j] = float(v)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; regression targets must be numbers.") from None
+                if not math.isfinite(values[i, j]):
+                    raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; regression targets must be finite numbers.")
+        return LabeledDataset(inputs, torch.from_numpy(values), task=task, label_names=label_cols, source=name)
+
+    if len(label_cols) != 1:
+        raise ValueError(f"{name}: classification takes one label column, got {label_cols}.")
+    col = label_cols[0]
+    raw = columns[col]
+    if task == "multi_label_classification":
+        rows: list[list[str]] = []
+        for i, v in enumerate(raw):
+            if _is_missing(v):
+                raise ValueError(f"{name}: column {col!r} row {i} is empty (None/NaN); use an empty list for no labels.")
+            if isinstance(v, str):
+                if label_separator is None:
+                    raise ValueError(f"{name}: column {col!r} row {i} is the string {v!r}; multi-label data need a list "
+                                     "of labels per row, or label_separator to split strings.")
+                items = [s.strip() for s in v.split(label_separator) if s.strip()]
+            elif isinstance(v, (list, tuple, np.ndarray)):
+                items = [_label_key(x) for x in v]
+            else:
+                raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; expected a list of labels.")
+            rows.append(items)
+        names = list(label_names) if label_names is not None else _sorted_names({x for r in rows for x in r})
+        index = {n: k for k, n in enumerate(names)}
+        targets = torch.zeros(len(rows), len(names))
+        for i, items in enumerate(rows):
+            for x in items:
+                if x not in index:
+                    raise ValueError(f"{name}: column {col!r} row {i} has label {x!r}, which is not in the label set "
+                                     f"{names[:20]}{'...' if len(names) > 20 else ''}.")
+                targets[i, index[x]] = 1.0
+        if not names:
+            raise ValueError(f"{name}: column {col!r} holds no labels at all.")
+        return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
+
+    keys = []
+    for i, v in enumerate(raw):
+        if _is_missing(v):
+            raise ValueError(f"{name}: column {col!r} row {i} has no label (None/NaN).")
+        keys.append(_label_key(v))
+    names = list(label_names) if label_names is not None else _sorted_names(set(keys))
+    index = {n: k for k, n in enumerate(names)}
+    unknown = sorted({k for k in keys if k not in index})
+    if unknown:
+        first = next(i for i, k in enumerate(keys) if k not in index)
+        raise ValueError(f"{name}: column {col!r} has labels {unknown[:10]} (first at row {first}) outside the label set "
+                         f"{names[:20]}{'...' if len(names) > 20 else ''}.")
+    if label_names is None and len(names) < 2:
+        raise ValueError(f"{name}: column {col!r} has a single label {names}; classification needs at least two classes.")
+    targets = torch.tensor([index[k] for k in keys], dtype=torch.long)
+    return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation that depends only on ``seed`` and the epoch (``set_epoch``), so runs resume exactly."""
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+@dataclass
+class Collator:
+    """Batches ``(input, target, index)`` items: the adapter preprocesses the inputs."""
+
+    adapter: Any
+    training: bool = False
+
+    def __call__(self, items: list[tuple[Any, torch.Tensor | None, int]]) -> dict[str, Any]:
+        inputs, targets, indices = zip(*items)
+        batch: dict[str, Any] = {"inputs": self.adapter.preprocess(list(inputs), training=self.training),
+                                 "indices": torch.tensor(indices, dtype=torch.long)}
+        if targets[0] is not None:
+            batch["labels"] = torch.stack(list(targets))
+        return batch

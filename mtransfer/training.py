@@ -1,0 +1,636 @@
+"""Training settings and the Accelerate training loop shared by every modality.
+
+The loop reads like Accelerate's own examples (``prepare``, ``accumulate``, ``backward``,
+``gather_for_metrics``, ``save_state`` / ``load_state``). The transfer strategy enters in two
+places only: at each epoch's start the plan's trainable groups are unfrozen (the others get
+``requires_grad=False`` and eval mode), and one ``LambdaLR`` gives every optimizer param group
+the plan's learning rate for its layer group at every step (0 while frozen).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mtransfer.atomic import atomic_write_json
+from mtransfer.data import Collator, EpochShuffleSampler, LabeledDataset
+from mtransfer.heads import tune_thresholds
+from mtransfer.metrics import DEFAULT_METRICS, compute_metrics, greater_is_better
+from mtransfer.model import TransferModel
+from mtransfer.schedules import SCHEDULES, get_schedule
+from mtransfer.strategies import STRATEGIES, TrainingPlan, plan_strategy
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TRACKERS = ("tensorboard",)
+
+
+@dataclass
+class TrainingArguments:
+    """Every setting of a training run, checked when it is made.
+
+    Attributes:
+        output_dir: Folder for the model, checkpoints, metrics.json, plots and logs.
+        strategy: ``frozen``, ``last_n``, ``full``, ``two_stage``, ``gradual_unfreezing`` or
+            ``chain_thaw`` (see :mod:`mtransfer.strategies`).
+        num_epochs: Epochs in all, over every phase of the strategy.
+        learning_rate: Peak LR of fine-tuning (and of the head, but for head-only phases).
+        head_learning_rate: Peak LR of the head-only phases of ``two_stage`` and ``chain_thaw``
+            (default: 10 x ``learning_rate``).
+        last_n: Top adapter groups trained by ``last_n`` and by ``two_stage``'s second stage.
+        head_epochs: Epochs of ``two_stage``'s head-only stage.
+        unfreeze_every: Epochs between unfreezings under ``gradual_unfreezing``.
+        chain_thaw_epochs: Epochs per single-group step under ``chain_thaw``.
+        discriminative_lr_decay: LR divided by this per group going down (ULMFiT: 2.6).
+        lr_schedule: ``constant``, ``linear``, ``cosine`` or ``slanted_triangular``.
+        warmup_ratio: Linear warmup fraction of each schedule segment.
+        stlr_cut_frac: Rising fraction of the slanted-triangular schedule.
+        stlr_ratio: Peak-to-lowest ratio of the slanted-triangular schedule.
+        batch_size: Training batch size per process.
+        eval_batch_size: Evaluation batch size per process.
+        gradient_accumulation_steps: Batches per optimizer step.
+        weight_decay: AdamW weight decay (not on biases and norm weights).
+        max_grad_norm: Gradient clipping norm; None to disable.
+        adam_betas: AdamW betas.
+        adam_epsilon: AdamW epsilon.
+        mixed_precision: ``no``, ``fp16`` (CUDA) or ``bf16``.
+        seed: Seeds Python, NumPy and torch, and the data order.
+        metrics: Metric names (shipped or any ``evaluate`` metric); default by task.
+        metric_for_best_model: Metric deciding the best epoch and early stopping (``loss``,
+            ``accuracy``, ...); default: the task's first metric.
+        greater_is_better: Direction of that metric; default from its name.
+        early_stopping_patience: Stop after this many epochs without improvement; None: never.
+        early_stopping_threshold: Least change that counts as an improvement.
+        load_best_model_at_end: End with the best epoch's weights (needs evaluation data).
+        save_checkpoints: Save a resumable checkpoint (``save_state``) after each epoch.
+        save_total_limit: Checkpoints kept (the latest ones); None keeps all.
+        resume_from_checkpoint: ``"latest"`` or a checkpoint folder to resume from.
+        tune_thresholds: Multi-label: pick each label's threshold on the evaluation data at the end.
+        report_to: Trackers through Accelerate (``tensorboard``); empty for none.
+        run_name: Name of the run for trackers; default: the output folder's name.
+        logging_steps: Optimizer steps between loss logs and progress-bar updates.
+        progress_bar: Show tqdm progress bars (main process only).
+        cpu: Force CPU; None: CPU exactly when no CUDA device is present.
+        dataloader_num_workers: Worker processes per data loader.
+        plot: Write ``learning_curve.png``.
+    """
+
+    output_dir: str = "outputs/run"
+    strategy: str = "full"
+    num_epochs: int = 3
+    learning_rate: float = 2e-5
+    head_learning_rate: float | None = None
+    last_n: int | None = None
+    head_epochs: int = 1
+    unfreeze_every: int = 1
+    chain_thaw_epochs: int = 1
+    discriminative_lr_decay: float | None = None
+    lr_schedule: str = "linear"
+    warmup_ratio: float = 0.1
+    stlr_cut_frac: float = 0.1
+    stlr_ratio: float = 32.0
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_epsilon: float = 1e-8
+    mixed_precision: str = "no"
+    seed: int = 42
+    metrics: list[str] | None = None
+    metric_for_best_model: str | None = None
+    greater_is_better: bool | None = None
+    early_stopping_patience: int | None = None
+    early_stopping_threshold: float = 0.0
+    load_best_model_at_end: bool = True
+    save_checkpoints: bool = True
+    save_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    tune_thresholds: bool = False
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    run_name: str | None = None
+    logging_steps: int = 10
+    progress_bar: bool = True
+    cpu: bool | None = None
+    dataloader_num_workers: int = 0
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"TrainingArguments.{name}={getattr(self, name)!r}: expected {expected}.")
+
+        if self.strategy not in STRATEGIES:
+            raise bad("strategy", f"one of {', '.join(STRATEGIES)}")
+        if self.lr_schedule not in SCHEDULES:
+            raise bad("lr_schedule", f"one of {', '.join(SCHEDULES)}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise bad("mixed_precision", f"one of {', '.join(MIXED_PRECISION)}")
+        for name in ("num_epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "head_epochs",
+                     "unfreeze_every", "chain_thaw_epochs", "logging_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "an integer >= 1")
+        if self.dataloader_num_workers < 0:
+            raise bad("dataloader_num_workers", "an integer >= 0")
+        for name in ("learning_rate", "head_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not 0 < value < 10):
+                raise bad(name, "a learning rate > 0 (and < 10)")
+        if self.last_n is not None and (not isinstance(self.last_n, int) or self.last_n < 1):
+            raise bad("last_n", "an integer >= 1 or None")
+        if self.strategy == "last_n" and self.last_n is None:
+            raise ValueError("TrainingArguments.strategy='last_n' needs last_n (how many top layer groups train).")
+        if self.strategy == "two_stage" and self.head_epochs >= self.num_epochs:
+            raise ValueError(f"TrainingArguments.head_epochs={self.head_epochs} must be < num_epochs={self.num_epochs} "
+                             "for strategy='two_stage' (a head stage, then a fine-tuning stage).")
+        if self.discriminative_lr_decay is not None and self.discriminative_lr_decay < 1.0:
+            raise bad("discriminative_lr_decay", "a factor >= 1.0 (e.g. 2.6) or None")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise bad("warmup_ratio", "a fraction in [0, 1)")
+        if not 0.0 < self.stlr_cut_frac < 1.0:
+            raise bad("stlr_cut_frac", "a fraction in (0, 1)")
+        if self.stlr_ratio < 1.0:
+            raise bad("stlr_ratio", "a ratio >= 1")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "a value >= 0")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise bad("max_grad_norm", "a norm > 0 or None")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise bad("early_stopping_patience", "an integer >= 1 or None")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise bad("save_total_limit", "an integer >= 1 or None")
+        self.adam_betas = tuple(self.adam_betas)
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise bad("adam_betas", "two numbers in [0, 1)")
+        if isinstance(self.report_to, str):
+            self.report_to = [] if self.report_to in ("none", "") else [self.report_to]
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            raise bad("report_to", f"a list of trackers from {', '.join(TRACKERS)}")
+        if self.mixed_precision == "fp16" and (self.cpu or not torch.cuda.is_available()):
+            raise ValueError("TrainingArguments.mixed_precision='fp16' needs a CUDA GPU; on CPU use 'bf16' or 'no'.")
+        if self.metrics is not None:
+            self.metrics = list(self.metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+class TrainerCallback:
+    """Hooks into :class:`Trainer`; override the ones you need. ``trainer.state`` holds the progress."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_before_optimizer_step(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer, batch: dict[str, Any]) -> None: ...
+    def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, record: dict[str, Any]) -> None: ...
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None: ...
+
+
+@dataclass
+class TrainerState:
+    """Progress saved with every checkpoint (as ``trainer_state.json``)."""
+
+    epoch: int = -1  # last completed epoch
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    best_metric: str | None
+    best_value: float | None
+    final_metrics: dict[str, float]
+    output_dir: str
+    model_dir: str
+    metrics_path: str
+    plot_path: str | None
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        lines = [f"TrainResult(output_dir={self.output_dir!r}, best_epoch={self.best_epoch}, "
+                 f"{self.best_metric}={self.best_value if self.best_value is None else round(self.best_value, 4)}, "
+                 f"stopped_early={self.stopped_early}, train_seconds={self.train_seconds:.1f})"]
+        for rec in self.history:
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if k not in ("lr",)}
+            lines.append(f"  {shown}")
+        return "\n".join(lines)
+
+
+def _accelerator(args: TrainingArguments, find_unused: bool):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    # A notebook or a script may train several models in one process: start from clean state,
+    # keeping the distributed environment (PartialState).
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    cpu = args.cpu if args.cpu is not None else not torch.cuda.is_available()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused else []
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=list(args.report_to) or None,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+        kwargs_handlers=handlers,
+    )
+
+
+def _param_groups(model: TransferModel, weight_decay: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """One or two optimizer param groups per layer group (with / without weight decay)."""
+    groups, owners, seen = [], [], set()
+    for g in model.layer_groups():
+        decay, no_decay = [], []
+        for name, p in g.named_parameters(model):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(p)
+        for params, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if params:
+                groups.append({"params": params, "weight_decay": wd, "lr": 1.0, "group_name": g.name})
+                owners.append(g.name)
+    return groups, owners
+
+
+class Trainer:
+    """Fine-tune a :class:`TransferModel` under a transfer strategy, on one or many processes.
+
+    Checks the data against the model and the strategy against its layer groups when it is
+    made, so a bad setting fails before any training.
+
+    >>> trainer = Trainer(model, TrainingArguments(output_dir="out", strategy="two_stage"),  # doctest: +SKIP
+    ...                   train_dataset=train, eval_dataset=valid)
+    >>> result = trainer.train()  # doctest: +SKIP
+    """
+
+    def __init__(self, model: TransferModel, args: TrainingArguments, train_dataset: LabeledDataset,
+                 eval_dataset: LabeledDataset | None = None, callbacks: Sequence[TrainerCallback] = ()) -> None:
+        self.model = model
+        self.args = args
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.callbacks = list(callbacks)
+        self.state = TrainerState()
+        for ds, role in ((train_dataset, "train_dataset"), (eval_dataset, "eval_dataset")):
+            if ds is not None:
+                self._check_dataset(ds, role)
+        self.metric_names = list(args.metrics or DEFAULT_METRICS[model.task])
+        best = args.metric_for_best_model or (self.metric_names[0] if eval_dataset is not None else "loss")
+        self.best_metric = "eval_" + best.removeprefix("eval_")
+        if eval_dataset is not None and best.removeprefix("eval_") not in (*self.metric_names, "loss"):
+            raise ValueError(f"TrainingArguments.metric_for_best_model={best!r} is not computed; "
+                             f"expected 'loss' or one of metrics {self.metric_names}.")
+        self.greater_is_better = args.greater_is_better if args.greater_is_better is not None else greater_is_better(best)
+        if args.early_stopping_patience is not None and eval_dataset is None:
+            raise ValueError("TrainingArguments.early_stopping_patience needs an eval_dataset to watch.")
+        if args.tune_thresholds and (model.task != "multi_label_classification" or eval_dataset is None):
+            raise ValueError("TrainingArguments.tune_thresholds is for multi-label classification with an eval_dataset.")
+        self.group_names = [g.name for g in model.layer_groups()]
+        self.plan: TrainingPlan = plan_strategy(
+            args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
+            head_learning_rate=args.head_learning_rate, last_n=args.last_n, head_epochs=args.head_epochs,
+            unfreeze_every=args.unfreeze_every, chain_thaw_epochs=args.chain_thaw_epochs,
+            discriminative_lr_decay=args.discriminative_lr_decay,
+        )
+        self.accelerator = None
+        self.optimizer = None
+
+    def _check_dataset(self, ds: LabeledDataset, role: str) -> None:
+        if len(ds) == 0:
+            raise ValueError(f"{role} ({ds.source}) is empty.")
+        if ds.targets is None:
+            raise ValueError(f"{role} ({ds.source}) has no labels; load it with a label_column.")
+        if ds.task != self.model.task:
+            raise ValueError(f"{role} ({ds.source}) is labelled for {ds.task!r} but the model's head does {self.model.task!r}.")
+        if ds.task != "regression" and list(ds.label_names) != list(self.model.label_names):
+            raise ValueError(f"{role} ({ds.source}) has labels {ds.label_names[:10]} but the model was built for "
+                             f"{self.model.label_names[:10]}; load it with label_names=model.label_names.")
+        if ds.task == "regression" and ds.targets.shape[1] != self.model.head.config.num_outputs:
+            raise ValueError(f"{role} ({ds.source}) has {ds.targets.shape[1]} regression targets but the head has "
+                             f"{self.model.head.config.num_outputs} outputs.")
+        self.model.adapter.validate_inputs(ds.inputs, source=f"{role} ({ds.source})")
+
+    # --- learning rates -----------------------------------------------------------------
+    def lr_lambda(self, group_index: int, steps_per_epoch: int):
+        """``step -> learning rate`` of one layer group under the plan and the schedule."""
+        plan, args = self.plan, self.args
+        schedules: dict[int, Any] = {}
+
+        def lr_at(step: int) -> float:
+            epoch = min(step // steps_per_epoch, plan.num_epochs - 1)
+            phase = plan.phase_at(epoch)
+            peak = phase.peak_lrs[group_index]
+            if peak == 0.0:
+                return 0.0
+            start, length = plan.segment_bounds(phase.segment)
+            total = length * steps_per_epoch
+            if phase.segment not in schedules:
+                schedules[phase.segment] = get_schedule(args.lr_schedule, warmup_ratio=args.warmup_ratio, total_steps=total,
+                                                        stlr_cut_frac=args.stlr_cut_frac, stlr_ratio=args.stlr_ratio)
+            return peak * schedules[phase.segment](step - start * steps_per_epoch, total)
+
+        return lr_at
+
+    # --- main loop ----------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        from accelerate.utils import set_seed
+        from torch.utils.data import DataLoader
+        from tqdm.auto import tqdm
+
+        args, model = self.args, self.model
+        out_dir = Path(args.output_dir)
+        find_unused = any(len(p.trainable) < len(self.group_names) for p in self.plan.phases)
+        accelerator = self.accelerator = _accelerator(args, find_unused)
+        set_seed(args.seed)
+        if model.task == "regression":
+            model.head.set_target_stats(self.train_dataset.targets)
+
+        train_dl = DataLoader(self.train_dataset, batch_size=args.batch_size,
+                              sampler=EpochShuffleSampler(len(self.train_dataset), args.seed),
+                              collate_fn=Collator(model.adapter, training=True), num_workers=args.dataloader_num_workers)
+        eval_dl = None
+        if self.eval_dataset is not None:
+            eval_dl = DataLoader(self.eval_dataset, batch_size=args.eval_batch_size, shuffle=False,
+                                 collate_fn=Collator(model.adapter), num_workers=args.dataloader_num_workers)
+
+        model.set_trainable(self.group_names)  # every group registered with DDP; phases toggle them
+        param_groups, owners = _param_groups(model, args.weight_decay)
+        optimizer = torch.optim.AdamW(param_groups, lr=1.0, betas=args.adam_betas, eps=args.adam_epsilon)
+        if eval_dl is not None:
+            model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
+        else:
+            model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
+        self.optimizer = optimizer
+        unwrapped: TransferModel = accelerator.unwrap_model(model)
+        steps_per_epoch = max(1, math.ceil(len(train_dl) / args.gradient_accumulation_steps))
+        index = {name: i for i, name in enumerate(self.group_names)}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+            [self.lr_lambda(index[o], steps_per_epoch) for o in owners])
+        accelerator.register_for_checkpointing(scheduler)
+        self.scheduler = scheduler
+
+        if args.resume_from_checkpoint:
+            self._resume(accelerator, out_dir, args.resume_from_checkpoint)
+        if args.report_to:
+            accelerator.init_trackers(args.run_name or out_dir.name, config=_tracker_config(args))
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+
+        start = time.perf_counter()
+        show = args.progress_bar and accelerator.is_local_main_process
+        for epoch in range(self.state.epoch + 1, args.num_epochs):
+            if self.state.stopped_early:
+                break
+            phase = self.plan.phase_at(epoch)
+            unwrapped.set_trainable(self.plan.trainable_names(epoch))
+            model.train()
+            train_dl.set_epoch(epoch)
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, epoch)
+            epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=accelerator.device)
+            window_sum = torch.zeros((), device=accelerator.device)
+            batches = 0
+            bar = tqdm(total=len(train_dl), desc=f"epoch {epoch + 1}/{args.num_epochs} [{phase.name}]",
+                       disable=not show, leave=False, dynamic_ncols=True)
+            for batch in train_dl:
+                with accelerator.accumulate(model):
+                    out = model(batch["inputs"], batch["labels"])
+                    accelerator.backward(out.loss)
+                    if accelerator.sync_gradients:
+                        if args.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        for cb in self.callbacks:
+                            cb.on_before_optimizer_step(self)
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                        self.state.global_step += 1
+                    optimizer.zero_grad(set_to_none=True)
+                loss = out.loss.detach()
+                loss_sum += loss
+                window_sum += loss
+                batches += 1
+                bar.update(1)
+                for cb in self.callbacks:
+                    cb.on_step_end(self, batch)
+                if batches % args.logging_steps == 0:
+                    window = (window_sum / args.logging_steps).item()
+                    window_sum.zero_()
+                    if show:
+                        bar.set_postfix(loss=f"{window:.4f}")
+                    if args.report_to:
+                        accelerator.log({"train/loss": window, "train/lr": scheduler.get_last_lr()[-1]},
+                                        step=self.state.global_step)
+            bar.close()
+            train_loss = accelerator.reduce(loss_sum / max(1, batches), reduction="mean").item()
+            record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": train_loss,
+                                      "lr": {name: scheduler.get_last_lr()[i] for i, name in enumerate(owners)},
+                                      "seconds": time.perf_counter() - epoch_start}
+            if eval_dl is not None:
+                metrics = self._evaluate(model, eval_dl)
+                record.update(metrics)
+                for cb in self.callbacks:
+                    cb.on_evaluate(self, metrics)
+            self._track_best(record, unwrapped, out_dir, accelerator)
+            self.state.history.append(record)
+            self.state.epoch = epoch
+            if args.report_to:
+                accelerator.log({k if k.startswith("eval_") else f"epoch/{k}": v for k, v in record.items()
+                                 if isinstance(v, (int, float)) and k != "epoch"}, step=self.state.global_step)
+            if show:
+                shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "seconds")
+                tqdm.write(f"epoch {epoch + 1}/{args.num_epochs} [{phase.name}] {shown}  ({record['seconds']:.1f}s)")
+            if args.save_checkpoints:
+                self._save_checkpoint(accelerator, out_dir, epoch)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, record)
+        train_seconds = time.perf_counter() - start
+        return self._finish(accelerator, model, unwrapped, eval_dl, out_dir, train_seconds)
+
+    def _track_best(self, record: dict[str, Any], unwrapped: TransferModel, out_dir: Path, accelerator) -> None:
+        args = self.args
+        if self.eval_dataset is None:
+            return
+        value = record[self.best_metric]
+        best = self.state.best_value
+        sign = 1.0 if self.greater_is_better else -1.0
+        improved = best is None or sign * (value - best) > args.early_stopping_threshold
+        if improved:
+            self.state.best_value, self.state.best_epoch = float(value), record["epoch"]
+            self.state.epochs_without_improvement = 0
+            if accelerator.is_main_process:
+                unwrapped.save_pretrained(out_dir / "model")
+            accelerator.wait_for_everyone()
+        else:
+            self.state.epochs_without_improvement += 1
+            if args.early_stopping_patience and self.state.epochs_without_improvement >= args.early_stopping_patience:
+                self.state.stopped_early = True
+
+    def _finish(self, accelerator, model, unwrapped: TransferModel, eval_dl, out_dir: Path, train_seconds: float) -> TrainResult:
+        args = self.args
+        model_dir = out_dir / "model"
+        last_epoch = self.state.history[-1]["epoch"] if self.state.history else None
+        if self.eval_dataset is not None and args.load_best_model_at_end and self.state.best_epoch not in (None, last_epoch):
+            best = TransferModel.from_pretrained(model_dir)
+            unwrapped.load_state_dict(best.state_dict())
+        final: dict[str, float] = {}
+        if eval_dl is not None:
+            if args.tune_thresholds:
+                probs, labels = self._gather_outputs(model, eval_dl)
+                unwrapped.head.set_thresholds(tune_thresholds(torch.sigmoid(probs), labels))
+            final = self._evaluate(model, eval_dl)
+        if accelerator.is_main_process and (self.eval_dataset is None or not args.load_best_model_at_end
+                                            or args.tune_thresholds or not model_dir.exists()):
+            unwrapped.save_pretrained(model_dir)
+        plot_path = None
+        if accelerator.is_main_process:
+            if args.plot and self.state.history:
+                from mtransfer.plots import plot_learning_curve
+
+                plot_path = str(plot_learning_curve(self.state.history, out_dir / "learning_curve.png", self.best_metric))
+            atomic_write_json(out_dir / "metrics.json", {
+                "args": self.args.to_dict(),
+                "plan": self.plan.describe(),
+                "layer_groups": self.group_names,
+                "num_processes": accelerator.num_processes,
+                "train_samples": len(self.train_dataset),
+                "eval_samples": len(self.eval_dataset) if self.eval_dataset is not None else 0,
+                "history": self.state.history,
+                "best": {"metric": self.best_metric, "value": self.state.best_value, "epoch": self.state.best_epoch},
+                "final_eval": final,
+                "stopped_early": self.state.stopped_early,
+                "train_seconds": train_seconds,
+            })
+        accelerator.wait_for_everyone()
+        if args.report_to:
+            accelerator.end_training()
+        unwrapped.set_trainable(self.group_names)
+        unwrapped.eval()
+        self.model = unwrapped
+        result = TrainResult(history=self.state.history, best_epoch=self.state.best_epoch,
+                             best_metric=self.best_metric if self.eval_dataset is not None else None,
+                             best_value=self.state.best_value, final_metrics=final, output_dir=str(out_dir),
+                             model_dir=str(model_dir), metrics_path=str(out_dir / "metrics.json"), plot_path=plot_path,
+                             stopped_early=self.state.stopped_early, train_seconds=train_seconds)
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
+
+    # --- evaluation ---------------------------------------------------------------------
+    def _gather_outputs(self, model, dataloader) -> tuple[torch.Tensor, torch.Tensor]:
+        accelerator = self.accelerator
+        model.eval()
+        outputs, labels = [], []
+        for batch in dataloader:
+            with torch.no_grad():
+                out = model(batch["inputs"])
+            logits, targets = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
+            outputs.append(logits.cpu())
+            labels.append(targets.cpu())
+        return torch.cat(outputs), torch.cat(labels)
+
+    def _evaluate(self, model, dataloader) -> dict[str, float]:
+        head = self.accelerator.unwrap_model(model).head
+        logits, labels = self._gather_outputs(model, dataloader)
+        loss = head.loss(logits, labels).item()
+        preds = head.predict(logits).numpy()
+        refs = labels.numpy()
+        metrics = compute_metrics(head.task, self.metric_names, preds, refs)
+        return {"eval_loss": loss, **{f"eval_{k}": v for k, v in metrics.items()}, "eval_samples": int(len(labels))}
+
+    def evaluate(self, dataset: LabeledDataset | None = None) -> dict[str, float]:
+        """Metrics of the (trained) model on ``dataset`` (default: the eval dataset), single process."""
+        from accelerate import Accelerator
+
+        dataset = dataset if dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("Trainer.evaluate needs a dataset (none given and no eval_dataset).")
+        self._check_dataset(dataset, "dataset")
+        if self.accelerator is None:
+            self.accelerator = Accelerator(cpu=self.args.cpu if self.args.cpu is not None else not torch.cuda.is_available())
+        from torch.utils.data import DataLoader
+
+        dl = DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(self.model.adapter))
+        model, dl = self.accelerator.prepare(self.model, dl)
+        return self._evaluate(model, dl)
+
+    # --- checkpoints --------------------------------------------------------------------
+    def _save_checkpoint(self, accelerator, out_dir: Path, epoch: int) -> None:
+        ckpt_root = out_dir / "checkpoints"
+        final = ckpt_root / f"epoch_{epoch + 1}"
+        tmp = ckpt_root / f".epoch_{epoch + 1}.tmp"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            ckpt_root.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        if accelerator.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            if self.args.save_total_limit:
+                for old in _checkpoints(ckpt_root)[:-self.args.save_total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    def _resume(self, accelerator, out_dir: Path, where: str) -> None:
+        if where == "latest":
+            found = _checkpoints(out_dir / "checkpoints")
+            if not found:
+                raise FileNotFoundError(f"resume_from_checkpoint='latest': no checkpoint under {out_dir / 'checkpoints'}.")
+            path = found[-1]
+        else:
+            path = Path(where)
+        if not (path / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"resume_from_checkpoint={str(path)!r}: not a checkpoint folder (no trainer_state.json).")
+        accelerator.load_state(str(path))
+        self.state = TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+        accelerator.print(f"resumed from {path} (epoch {self.state.epoch + 1} done, step {self.state.global_step})")
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"epoch_\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def _tracker_config(args: TrainingArguments) -> dict[str, Any]:
+    """TensorBoard hparams accept only scalars and strings."""
+    out = {}
+    for k, v in args.to_dict().items():
+        if isinstance(v, (int, float, str, bool)):
+            out[k] = v
+        elif v is not None:
+            out[k] = str(v)
+    return out

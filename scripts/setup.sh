@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install everything mtransfer needs on a fresh Debian machine: system packages and a
+# Python virtual environment at .venv with the pinned stack. Idempotent: a second run
+# checks what is there and downloads nothing.
+#
+#   bash scripts/setup.sh            # runtime + test dependencies
+#
+# Environment: MTRANSFER_VENV (default: <repo>/.venv), PYTHON (default: python3.11 or python3).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${MTRANSFER_VENV:-$root/.venv}"
+python_bin="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+
+# --- system packages --------------------------------------------------------------------
+apt_packages=(ffmpeg espeak-ng sox fortunes fortunes-de fortunes-es fortunes-it fortunes-ru)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "[setup] installing system packages: ${missing[*]}"
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "[setup] system packages present"
+fi
+
+# --- python environment -------------------------------------------------------------------
+stamp="$venv/.mtransfer-setup"
+want="$(cat "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "import mtransfer" 2>/dev/null; then
+    echo "[setup] python environment up to date ($venv)"
+    exit 0
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating virtual environment $venv"
+    "$python_bin" -m venv "$venv"
+fi
+echo "[setup] installing the pinned stack (first run: several GB, a few minutes)"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -e "$root[test]"
+echo "$want" > "$stamp"
+echo "[setup] done"

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random models built once per session, saved and loaded back from disk."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny import TOPICS, build_tiny_bert, topic_examples
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """Folder of a tiny random BERT (2 layers, hidden 32) and its WordPiece tokenizer."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def topic_data():
+    """A small synthetic 3-topic text task the tiny BERT can learn: (train rows, eval rows)."""
+    rng = random.Random(0)
+    return topic_examples(rng, 48), topic_examples(rng, 21)
+
+
+@pytest.fixture()
+def labels():
+    return list(TOPICS)

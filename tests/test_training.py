@@ -1,0 +1,269 @@
+import json
+import math
+
+import pytest
+import torch
+
+import mtransfer as mt
+from mtransfer.schedules import slanted_triangular
+from mtransfer.training import TrainerCallback
+
+
+def make(tiny_bert, topic_data, tmp_path, *, model_kwargs=None, **arg_overrides):
+    train_rows, eval_rows = topic_data
+    train = mt.load_labeled(train_rows)
+    val = mt.load_labeled(eval_rows, label_names=train.label_names)
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names, seed=0, **(model_kwargs or {}))
+    settings = dict(output_dir=str(tmp_path / "run"), num_epochs=2, learning_rate=1e-3, batch_size=16,
+                    progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+    settings.update(arg_overrides)
+    return mt.Trainer(model, mt.TrainingArguments(**settings), train, val)
+
+
+def snapshot(model):
+    return {g.name: [p.detach().clone() for p in g.parameters()] for g in model.layer_groups()}
+
+
+class Recorder(TrainerCallback):
+    """Per epoch: groups that got gradients, param-group LRs, and a parameter snapshot at the end."""
+
+    def __init__(self):
+        self.with_grad, self.lrs, self.snapshots, self.step_lrs = {}, {}, [], []
+
+    def on_train_begin(self, trainer):
+        self.snapshots.append(snapshot(trainer.accelerator.unwrap_model(trainer.model)))
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.epoch = epoch
+        self.with_grad[epoch] = set()
+
+    def on_before_optimizer_step(self, trainer):
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        for g in model.layer_groups():
+            grads = [p.grad for p in g.parameters()]
+            if any(x is not None for x in grads):
+                self.with_grad[self.epoch].add(g.name)
+        self.lrs[self.epoch] = {pg["group_name"]: pg["lr"] for pg in trainer.optimizer.param_groups}
+        self.step_lrs.append({pg["group_name"]: pg["lr"] for pg in trainer.optimizer.param_groups})
+
+    def on_epoch_end(self, trainer, epoch, record):
+        self.snapshots.append(snapshot(trainer.accelerator.unwrap_model(trainer.model)))
+
+
+def changed_groups(before, after):
+    return {name for name in before if any(not torch.equal(a, b) for a, b in zip(before[name], after[name]))}
+
+
+GROUPS = ["embeddings", "layer.0", "layer.1", "head"]
+CASES = {
+    "frozen": (dict(num_epochs=2), [{"head"}] * 2),
+    "last_n": (dict(num_epochs=2, last_n=1), [{"layer.1", "head"}] * 2),
+    "full": (dict(num_epochs=2), [set(GROUPS)] * 2),
+    "two_stage": (dict(num_epochs=3, head_epochs=1), [{"head"}, set(GROUPS), set(GROUPS)]),
+    "gradual_unfreezing": (dict(num_epochs=4), [{"head"}, {"head", "layer.1"}, {"head", "layer.1", "layer.0"}, set(GROUPS)]),
+    "chain_thaw": (dict(num_epochs=5), [{"head"}, {"embeddings"}, {"layer.0"}, {"layer.1"}, set(GROUPS)]),
+}
+
+
+@pytest.mark.parametrize("strategy", list(CASES))
+def test_strategy_trains_exactly_the_intended_groups(strategy, tiny_bert, topic_data, tmp_path):
+    overrides, expected = CASES[strategy]
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy=strategy, weight_decay=0.1, **overrides)
+    rec = Recorder()
+    trainer.callbacks.append(rec)
+    trainer.train()
+    for epoch, groups in enumerate(expected):
+        # frozen groups get no gradient ...
+        assert rec.with_grad[epoch] == groups, f"epoch {epoch}"
+        # ... and keep their values (weight decay included); trainable ones change
+        assert changed_groups(rec.snapshots[epoch], rec.snapshots[epoch + 1]) == groups, f"epoch {epoch}"
+        # frozen groups' learning rate is exactly zero
+        assert {g for g, lr in rec.lrs[epoch].items() if lr > 0} == groups
+
+
+def test_param_groups_carry_exact_discriminative_rates(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=1, learning_rate=1e-3,
+                   discriminative_lr_decay=2.6, lr_schedule="constant", warmup_ratio=0.0)
+    rec = Recorder()
+    trainer.callbacks.append(rec)
+    trainer.train()
+    expected = {"head": 1e-3, "layer.1": 1e-3 / 2.6, "layer.0": 1e-3 / 2.6**2, "embeddings": 1e-3 / 2.6**3}
+    for lrs in rec.step_lrs:
+        assert lrs == pytest.approx(expected, rel=1e-12)
+    # both weight-decay and no-decay param groups of a layer group carry its rate
+    names = [pg["group_name"] for pg in trainer.optimizer.param_groups]
+    assert names.count("layer.0") == 2
+
+
+def test_two_stage_rates_and_slanted_triangular_schedule_per_stage(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="two_stage", num_epochs=3, head_epochs=1,
+                   learning_rate=1e-4, head_learning_rate=1e-2, lr_schedule="slanted_triangular")
+    rec = Recorder()
+    trainer.callbacks.append(rec)
+    trainer.train()
+    steps = math.ceil(144 / 16)  # 9 optimizer steps per epoch
+    assert len(rec.step_lrs) == 3 * steps
+    for s in range(steps):  # stage 1: head only, its own schedule over 9 steps
+        assert rec.step_lrs[s]["head"] == pytest.approx(1e-2 * slanted_triangular(s, steps))
+        assert rec.step_lrs[s]["layer.0"] == 0.0
+    for s in range(2 * steps):  # stage 2 restarts the schedule over 18 steps
+        lrs = rec.step_lrs[steps + s]
+        assert lrs["head"] == pytest.approx(1e-4 * slanted_triangular(s, 2 * steps))
+        assert lrs["embeddings"] == lrs["head"]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_bert, topic_data, tmp_path):
+    common = dict(strategy="two_stage", num_epochs=3, save_checkpoints=True, lr_schedule="linear")
+    full = make(tiny_bert, topic_data, tmp_path / "a", **common)
+    res_full = full.train()
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, trainer, batch):
+            if trainer.state.epoch == 0 and trainer.state.global_step == 12:  # mid-way through epoch 2
+                raise KeyboardInterrupt
+
+    killed = make(tiny_bert, topic_data, tmp_path / "b", **common)
+    killed.callbacks.append(Kill())
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    ckpts = sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir())
+    assert ckpts == ["epoch_1"]  # nothing half-written
+
+    resumed = make(tiny_bert, topic_data, tmp_path / "b", resume_from_checkpoint="latest", **common)
+    res = resumed.train()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["eval_loss"] for r in res.history] == [r["eval_loss"] for r in res_full.history]
+    assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in res_full.history]
+    assert res.final_metrics == res_full.final_metrics
+
+
+def test_checkpoints_rotate_and_resume_errors(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints=True,
+                   save_total_limit=2)
+    trainer.train()
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_2", "epoch_3"]
+    state = json.loads((root / "epoch_3" / "trainer_state.json").read_text())
+    assert state["epoch"] == 2 and state["global_step"] == 27
+    with pytest.raises(FileNotFoundError, match="no checkpoint under"):
+        make(tiny_bert, topic_data, tmp_path / "fresh", resume_from_checkpoint="latest").train()
+
+
+def test_early_stopping_and_best_model(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=6, learning_rate=1e-9,
+                   lr_schedule="constant", warmup_ratio=0.0, early_stopping_patience=2, early_stopping_threshold=0.01)
+    res = trainer.train()
+    assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
+
+
+def test_best_epoch_weights_are_restored_at_the_end(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=4, learning_rate=3e-3,
+                   metric_for_best_model="loss")
+    res = trainer.train()
+    best = min(r["eval_loss"] for r in res.history)
+    assert res.best_value == pytest.approx(best)
+    assert res.final_metrics["eval_loss"] == pytest.approx(best, rel=1e-6)
+    saved = mt.TransferModel.from_pretrained(res.model_dir)
+    texts = [r["text"] for r in topic_data[1]]
+    assert torch.equal(saved.predict_outputs(texts), trainer.model.predict_outputs(texts))
+
+
+def test_outputs_metrics_json_plot_and_tensorboard(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="two_stage", num_epochs=2, plot=True,
+                   report_to=["tensorboard"], save_checkpoints=True)
+    res = trainer.train()
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best"]["metric"] == "eval_accuracy"
+    assert [h["phase"] for h in metrics["history"]] == ["head", "unfreeze all"]
+    assert metrics["plan"][0]["trainable"] == ["head"]
+    assert metrics["eval_samples"] == 63 and metrics["history"][0]["eval_samples"] == 63
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((out / "logs").rglob("events.out.tfevents*"))
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert "eval_accuracy" in repr(res)
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=1, gradient_accumulation_steps=4)
+    trainer.train()
+    assert trainer.state.global_step == math.ceil(9 / 4)
+
+
+def test_regression_end_to_end_in_original_units(tiny_bert, topic_data, tmp_path):
+    price = {"food": 1000.0, "science": 3000.0, "sport": 5000.0}
+    train_rows, eval_rows = topic_data
+    train = mt.load_labeled([{"text": r["text"], "price": price[r["label"]]} for r in train_rows],
+                            label_column="price", task="regression")
+    val = mt.load_labeled([{"text": r["text"], "price": price[r["label"]]} for r in eval_rows],
+                          label_column="price", task="regression")
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["price"], task="regression", seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "reg"), strategy="full", num_epochs=4, learning_rate=3e-3,
+                                progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+    res = mt.Trainer(model, args, train, val).train()
+    assert res.best_metric == "eval_mse"
+    preds = model.predict([r["text"] for r in eval_rows])
+    assert 0 < min(preds) and max(preds) < 7000 and 2000 < sum(preds) / len(preds) < 4000
+    assert res.final_metrics["eval_r_squared"] > 0.3
+    loaded = mt.TransferModel.from_pretrained(res.model_dir)
+    assert loaded.predict([r["text"] for r in eval_rows]) == preds
+
+
+def test_multilabel_with_tuned_thresholds(tiny_bert, topic_data, tmp_path):
+    train_rows, eval_rows = topic_data
+    tags = lambda r: [r["label"]] + (["long"] if len(r["text"].split()) > 7 else [])  # noqa: E731
+    train = mt.load_labeled([{"text": r["text"], "tags": tags(r)} for r in train_rows], label_column="tags",
+                            task="multi_label_classification")
+    val = mt.load_labeled([{"text": r["text"], "tags": tags(r)} for r in eval_rows], label_column="tags",
+                          task="multi_label_classification", label_names=train.label_names)
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names,
+                                           task="multi_label_classification", seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "ml"), strategy="full", num_epochs=3, learning_rate=3e-3,
+                                progress_bar=False, report_to=[], plot=False, save_checkpoints=False,
+                                tune_thresholds=True)
+    res = mt.Trainer(model, args, train, val).train()
+    assert set(res.final_metrics) >= {"eval_f1", "eval_accuracy", "eval_loss"}
+    thresholds = model.head.thresholds
+    assert not torch.equal(thresholds, torch.full_like(thresholds, 0.5))
+    loaded = mt.TransferModel.from_pretrained(res.model_dir)
+    assert torch.equal(loaded.head.thresholds, thresholds)
+    assert loaded.predict([r["text"] for r in eval_rows]) == model.predict([r["text"] for r in eval_rows])
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("strategy", "freeze", r"TrainingArguments.strategy='freeze': expected one of frozen"),
+    ("num_epochs", 0, r"TrainingArguments.num_epochs=0: expected an integer >= 1"),
+    ("learning_rate", -1.0, r"TrainingArguments.learning_rate=-1.0: expected a learning rate > 0"),
+    ("lr_schedule", "cyclic", r"TrainingArguments.lr_schedule='cyclic'"),
+    ("warmup_ratio", 1.5, r"TrainingArguments.warmup_ratio=1.5"),
+    ("discriminative_lr_decay", 0.5, r"discriminative_lr_decay=0.5: expected a factor >= 1.0"),
+    ("mixed_precision", "fp8", r"mixed_precision='fp8'"),
+    ("report_to", ["wandb"], r"report_to=\['wandb'\]"),
+])
+def test_invalid_settings_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        mt.TrainingArguments(**{field: value})
+
+
+def test_invalid_strategy_combinations():
+    with pytest.raises(ValueError, match="strategy='last_n' needs last_n"):
+        mt.TrainingArguments(strategy="last_n")
+    with pytest.raises(ValueError, match="head_epochs=3 must be < num_epochs=3"):
+        mt.TrainingArguments(strategy="two_stage", num_epochs=3, head_epochs=3)
+
+
+def test_trainer_checks_data_and_plan_before_training(tiny_bert, topic_data, tmp_path):
+    with pytest.raises(ValueError, match=r"last_n=7 does not fit this model: it has 3 adapter layer groups"):
+        make(tiny_bert, topic_data, tmp_path, strategy="last_n", last_n=7)
+    with pytest.raises(ValueError, match=r"needs num_epochs >= 5"):
+        make(tiny_bert, topic_data, tmp_path, strategy="chain_thaw", num_epochs=3)
+    with pytest.raises(ValueError, match="metric_for_best_model='bleu' is not computed"):
+        make(tiny_bert, topic_data, tmp_path, metric_for_best_model="bleu")
+    train = mt.load_labeled(topic_data[0])
+    other = mt.load_labeled([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names)
+    with pytest.raises(ValueError, match=r"eval_dataset \(list\) has labels \['x', 'y'\] but the model was built for"):
+        mt.Trainer(model, mt.TrainingArguments(output_dir=str(tmp_path)), train, other)
