@@ -9,39 +9,21 @@ A saved model is a folder::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mtransfer.adapters.base import Adapter, LayerGroup, get_adapter_class
+from mtransfer.adapters.base import Adapter, LayerGroup, get_adapter_class, quiet_transformers
 from mtransfer.atomic import atomic_directory
 from mtransfer.heads import Head, HeadConfig
 
 FORMAT_VERSION = 1
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' per-file progress bars and load reports inside mtransfer calls."""
-    from transformers.utils import logging as tlog
-
-    was_enabled = tlog.is_progress_bar_enabled()
-    verbosity = tlog.get_verbosity()
-    tlog.disable_progress_bar()
-    tlog.set_verbosity_error()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            tlog.enable_progress_bar()
-        tlog.set_verbosity(verbosity)
 
 
 @dataclass

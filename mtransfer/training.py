@@ -291,7 +291,7 @@ class Trainer:
     >>> result = trainer.train()  # doctest: +SKIP
     """
 
-    def __init__(self, model: TransferModel, args: TrainingArguments, train_dataset: LabeledDataset,
+    def __init__(self, model: TransferModel, args: TrainingArguments, train_dataset: LabeledDataset | None = None,
                  eval_dataset: LabeledDataset | None = None, callbacks: Sequence[TrainerCallback] = ()) -> None:
         self.model = model
         self.args = args
@@ -366,6 +366,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         args, model = self.args, self.model
+        if self.train_dataset is None:
+            raise ValueError("Trainer.train needs a train_dataset.")
         out_dir = Path(args.output_dir)
         find_unused = any(len(p.trainable) < len(self.group_names) for p in self.plan.phases)
         accelerator = self.accelerator = _accelerator(args, find_unused)
@@ -569,20 +571,19 @@ class Trainer:
         return {"eval_loss": loss, **{f"eval_{k}": v for k, v in metrics.items()}, "eval_samples": int(len(labels))}
 
     def evaluate(self, dataset: LabeledDataset | None = None) -> dict[str, float]:
-        """Metrics of the (trained) model on ``dataset`` (default: the eval dataset), single process."""
-        from accelerate import Accelerator
+        """Metrics of the model on ``dataset`` (default: the eval dataset), sharded over the processes."""
+        from torch.utils.data import DataLoader
 
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("Trainer.evaluate needs a dataset (none given and no eval_dataset).")
         self._check_dataset(dataset, "dataset")
         if self.accelerator is None:
-            self.accelerator = Accelerator(cpu=self.args.cpu if self.args.cpu is not None else not torch.cuda.is_available())
-        from torch.utils.data import DataLoader
-
-        dl = DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(self.model.adapter))
-        model, dl = self.accelerator.prepare(self.model, dl)
-        return self._evaluate(model, dl)
+            self.accelerator = _accelerator(self.args, find_unused=False)
+        model = self.accelerator.unwrap_model(self.model).to(self.accelerator.device)
+        dl = DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(model.adapter),
+                        num_workers=self.args.dataloader_num_workers)
+        return self._evaluate(model, self.accelerator.prepare_data_loader(dl))
 
     # --- checkpoints --------------------------------------------------------------------
     def _save_checkpoint(self, accelerator, out_dir: Path, epoch: int) -> None:

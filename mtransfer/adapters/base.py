@@ -19,10 +19,11 @@ Adapters register under a short name (``"text"``) so a saved model can rebuild i
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -127,6 +128,23 @@ class Adapter(nn.Module, abc.ABC):
         return []
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-file progress bars and load reports inside mtransfer calls."""
+    from transformers.utils import logging as tlog
+
+    was_enabled = tlog.is_progress_bar_enabled()
+    verbosity = tlog.get_verbosity()
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            tlog.enable_progress_bar()
+        tlog.set_verbosity(verbosity)
+
+
 def load_pretrained(loader: Callable[..., T], name_or_path: str | os.PathLike, what: str, **kwargs: Any) -> T:
     """Call a ``from_pretrained`` loader and turn its failures into a clear error.
 
@@ -144,7 +162,8 @@ def load_pretrained(loader: Callable[..., T], name_or_path: str | os.PathLike, w
     if text.startswith((".", "/", "~")) and not path.exists():
         raise FileNotFoundError(f"Cannot load {what} {text!r}: no such folder.")
     try:
-        return loader(str(path) if path.exists() else text, **kwargs)
+        with quiet_transformers():
+            return loader(str(path) if path.exists() else text, **kwargs)
     except (OSError, ValueError) as err:  # transformers raises OSError for missing repos/files
         if path.exists():
             raise OSError(f"Cannot load {what} from folder {text!r}: {_first_line(err)}") from err

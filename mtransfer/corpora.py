@@ -1,0 +1,62 @@
+"""Real labelled corpora that exist offline on a Debian machine with mtransfer's setup.
+
+* Debian's ``fortunes`` packages: each category file (``computers``, ``food``, ``love``,
+  ``politics``, ``science``...) is a topic label, each fortune a text. Attribution lines
+  (``-- Author, "Title", stardate 3012.4``) are removed so that the label has to be read from
+  the content.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Sequence
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+DEFAULT_TOPICS = ("computers", "food", "love", "politics", "science")
+_ATTRIBUTION = re.compile(r"^\s*--\s*\S.*$|^\s+-\s+\S.*$")
+_OVERSTRIKE = re.compile(r".\x08")
+
+
+def read_fortunes(category: str, folder: str | Path = FORTUNES_DIR, min_chars: int = 20,
+                  max_chars: int = 400) -> list[str]:
+    """The fortunes of one category file, cleaned: attributions dropped, whitespace collapsed."""
+    folder = Path(folder)
+    path = folder / category
+    if not path.is_file():
+        have = sorted(p.name for p in folder.glob("*") if p.is_file() and "." not in p.name) if folder.is_dir() else []
+        raise FileNotFoundError(
+            f"No fortunes category file {str(path)!r}. Install Debian's 'fortunes' package (scripts/setup.sh does)"
+            + (f"; categories here: {', '.join(have[:30])}" if have else "") + "."
+        )
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    texts, seen = [], set()
+    for entry in raw.split("\n%\n"):
+        entry = _OVERSTRIKE.sub("", entry)
+        lines = [ln for ln in entry.splitlines() if not _ATTRIBUTION.match(ln)]
+        text = " ".join(" ".join(lines).split())
+        if min_chars <= len(text) <= max_chars and text not in seen:
+            seen.add(text)
+            texts.append(text)
+    return texts
+
+
+def fortunes_splits(topics: Sequence[str] = DEFAULT_TOPICS, *, train_per_topic: int = 48, valid_per_topic: int = 24,
+                    test_per_topic: int = 60, seed: int = 0, folder: str | Path = FORTUNES_DIR) -> dict[str, list[dict]]:
+    """Balanced train / validation / test rows ``{"text", "label"}`` from fortunes categories."""
+    rng = random.Random(seed)
+    splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    need = train_per_topic + valid_per_topic + 1
+    for topic in topics:
+        texts = read_fortunes(topic, folder)
+        if len(texts) < need:
+            raise ValueError(f"fortunes category {topic!r} has {len(texts)} usable texts; need at least {need}.")
+        rng.shuffle(texts)
+        a, b = train_per_topic, train_per_topic + valid_per_topic
+        splits["train"] += [{"text": t, "label": topic} for t in texts[:a]]
+        splits["validation"] += [{"text": t, "label": topic} for t in texts[a:b]]
+        splits["test"] += [{"text": t, "label": topic} for t in texts[b:b + test_per_topic]]
+    for rows in splits.values():
+        rng.shuffle(rows)
+    return splits

@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mtransfer.cli import main, parse_overrides
+
+
+def write_csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("verb", ["demo", "train", "evaluate", "predict"])
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([verb, "--help"])
+    assert exc.value.code == 0
+    assert "usage: mtransfer " + verb in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "mtransfer.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "demo" in out.stdout and "train" in out.stdout
+
+
+def test_overrides_are_typed_and_unknown_keys_rejected():
+    assert parse_overrides(["num_epochs=3", "learning_rate=1e-4", "report_to=", "progress_bar=false",
+                            "last_n=None", "adam_betas=0.8,0.9"]) == {
+        "num_epochs": 3, "learning_rate": 1e-4, "report_to": [], "progress_bar": False, "last_n": None,
+        "adam_betas": [0.8, 0.9]}
+    with pytest.raises(ValueError, match="--set num_epoch: unknown training setting; did you mean num_epochs"):
+        parse_overrides(["num_epoch=3"])
+    with pytest.raises(ValueError, match="--set num_epochs=three"):
+        parse_overrides(["num_epochs=three"])
+
+
+def test_train_evaluate_predict_round_trip(tiny_bert, topic_data, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", topic_data[0])
+    valid = write_csv(tmp_path / "valid.csv", topic_data[1])
+    code = main(["train", "--model", str(tiny_bert), "--train", str(train), "--validation", str(valid),
+                 "--output-dir", str(tmp_path / "out"), "--strategy", "two_stage", "--epochs", "3", "--lr", "3e-3",
+                 "--no-progress", "--set", "report_to=", "--set", "save_checkpoints=false"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["final"]["eval_samples"] == 63
+    assert main(["evaluate", "--model-dir", summary["model_dir"], "--data", str(valid)]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["eval_accuracy"] == pytest.approx(summary["final"]["eval_accuracy"])
+    texts = tmp_path / "texts.txt"
+    texts.write_text("bread cheese soup the\ngoal match team a\n")
+    assert main(["predict", "--model-dir", summary["model_dir"], "--input", str(texts)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["input"] for r in rows] == ["bread cheese soup the", "goal match team a"]
+    assert set(rows[0]["scores"]) == {"food", "science", "sport"}
+    assert sum(rows[0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_train_errors_are_one_line_and_exit_2(tiny_bert, tmp_path, capsys):
+    bad = tmp_path / "train.csv"
+    bad.write_text("sentence,label\na,x\nb,y\n")
+    code = main(["train", "--model", str(tiny_bert), "--train", str(bad), "--output-dir", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "train.csv: no column 'text'; it has columns 'sentence', 'label'" in err
+    code = main(["train", "--model", str(tiny_bert), "--train", str(bad), "--output-dir", str(tmp_path / "o"),
+                 "--strategy", "melt"])
+    assert code == 2 and "TrainingArguments.strategy='melt'" in capsys.readouterr().err

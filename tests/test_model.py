@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+import mtransfer as mt
+from mtransfer.model import TransferModel
+
+
+def texts(topic_data):
+    return [r["text"] for r in topic_data[1]]
+
+
+def test_save_load_identical_predictions_and_labels(tiny_bert, topic_data, tmp_path):
+    model = TransferModel.from_backbone("text", tiny_bert, labels=["food", "science", "sport"], seed=0,
+                                        head={"hidden_sizes": [16], "activation": "tanh"}, pooling="cls", max_length=20)
+    folder = model.save_pretrained(tmp_path / "m")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert "config.json" in files and "model.safetensors" in files and "backbone/model.safetensors" in files
+    assert not [f for f in files if f.endswith((".bin", ".pkl", ".pt", ".pth", ".pickle"))]
+    loaded = TransferModel.from_pretrained(folder)
+    assert loaded.label_names == ["food", "science", "sport"]
+    assert loaded.adapter.pooling == "cls" and loaded.adapter.max_length == 20
+    assert loaded.head.config.hidden_sizes == [16]
+    assert torch.equal(loaded.predict_outputs(texts(topic_data)), model.predict_outputs(texts(topic_data)))
+    assert loaded.predict(texts(topic_data)) == model.predict(texts(topic_data))
+    proba = loaded.predict_proba(texts(topic_data)[:3])
+    assert proba.shape == (3, 3) and torch.allclose(proba.sum(1), torch.ones(3))
+
+
+def test_interrupted_save_leaves_nothing_behind(tiny_bert, tmp_path, monkeypatch):
+    model = TransferModel.from_backbone("text", tiny_bert, labels=2)
+
+    def boom(folder):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(model.adapter, "save_pretrained", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.save_pretrained(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwriting_a_saved_model_is_atomic(tiny_bert, tmp_path):
+    a = TransferModel.from_backbone("text", tiny_bert, labels=["x", "y"], seed=1)
+    b = TransferModel.from_backbone("text", tiny_bert, labels=["x", "y"], seed=2)
+    a.save_pretrained(tmp_path / "m")
+    b.save_pretrained(tmp_path / "m")
+    loaded = TransferModel.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.head.out.weight, b.head.out.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_reset_head_and_repr(tiny_bert):
+    model = TransferModel.from_backbone("text", tiny_bert, labels=2)
+    model.reset_head(["a", "b", "c", "d"])
+    assert model.head.config.num_outputs == 4 and model.label_names == ["a", "b", "c", "d"]
+    assert "task=single_label_classification" in repr(model)
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an mtransfer model folder"):
+        TransferModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="not an mtransfer config"):
+        TransferModel.from_pretrained(tmp_path)
+
+
+def test_unknown_modality():
+    with pytest.raises(ValueError, match="Unknown adapter type 'smell'"):
+        TransferModel.from_backbone("smell", "x", labels=2)
+
+
+def test_predict_proba_refuses_regression(tiny_bert):
+    model = TransferModel.from_backbone("text", tiny_bert, labels=["y"], task="regression")
+    with pytest.raises(ValueError, match="predict_proba is for classification"):
+        model.predict_proba(["the"])
+
+
+def test_set_trainable_rejects_unknown_groups(tiny_bert):
+    model = TransferModel.from_backbone("text", tiny_bert, labels=2)
+    with pytest.raises(ValueError, match=r"Unknown layer groups \['layer.9'\]"):
+        model.set_trainable(["layer.9"])
+
+
+def test_frozen_groups_stay_in_eval_mode(tiny_bert):
+    model = TransferModel.from_backbone("text", tiny_bert, labels=2)
+    model.set_trainable(["head", "layer.1"])
+    model.train()
+    assert not model.adapter.backbone.encoder.layer[0].training
+    assert model.adapter.backbone.encoder.layer[1].training and model.head.training
+    assert mt.STRATEGIES

@@ -1,0 +1,57 @@
+"""The same training code under `accelerate launch` with 2 CPU processes (gloo)."""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mtransfer as mt
+from tests.tiny import topic_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_disjoint_shards_and_metrics_count_each_example_once(tiny_bert, tmp_path):
+    out = tmp_path / "ddp"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(ROOT / "tests/launch_worker.py"), str(tiny_bert), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert {r["distributed_type"] for r in ranks} == {"DistributedType.MULTI_CPU"}
+    for epoch in ("1", "2"):
+        a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
+        assert len(a) == len(b) == 48
+        assert not set(a) & set(b)  # disjoint shards
+        assert sorted(a + b) == list(range(96))  # together, every example once
+    assert ranks[0]["seen"]["1"] != ranks[0]["seen"]["2"]  # reshuffled each epoch
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # gradients were synchronised
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert [h["eval_samples"] for h in metrics["history"]] == [63, 63]
+    assert metrics["final_eval"]["eval_samples"] == 63
+    # the gathered metric equals a single-process evaluation of the saved model on all 63 rows
+    rng = random.Random(0)
+    topic_examples(rng, 32)
+    rows = topic_examples(rng, 21)
+    model = mt.TransferModel.from_pretrained(out / "model")
+    preds = model.predict([r["text"] for r in rows])
+    accuracy = sum(p == r["label"] for p, r in zip(preds, rows)) / len(rows)
+    assert metrics["final_eval"]["eval_accuracy"] == pytest.approx(accuracy)
