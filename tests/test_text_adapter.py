@@ -81,3 +81,32 @@ def test_random_init_has_same_architecture_different_weights(tiny_bert):
 def test_bad_pooling():
     with pytest.raises(ValueError, match="pooling='max'; expected one of cls, mean, pooler"):
         TextAdapter("whatever", pooling="max")
+
+
+@pytest.mark.parametrize("family", ["distilbert", "roberta"])
+def test_other_encoder_families_get_groups_and_train(family, tiny_bert, tmp_path):
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel, RobertaConfig, RobertaModel
+
+    import mtransfer as mt
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    if family == "distilbert":
+        model = DistilBertModel(DistilBertConfig(vocab_size=tok.vocab_size, dim=32, n_layers=3, n_heads=2, hidden_dim=37,
+                                                 max_position_embeddings=64))
+    else:
+        model = RobertaModel(RobertaConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3,
+                                           num_attention_heads=2, intermediate_size=37, max_position_embeddings=70,
+                                           pad_token_id=tok.pad_token_id))
+    model.save_pretrained(tmp_path / family)
+    tok.save_pretrained(tmp_path / family)
+    adapter = TextAdapter(tmp_path / family)
+    assert [g.name for g in adapter.layer_groups()] == ["embeddings", "layer.0", "layer.1", "layer.2"]
+    assert adapter.embedding_dim == 32
+    rows = [{"text": t, "label": lab} for t, lab in [("bread cheese", "food"), ("goal team", "sport")] * 8]
+    train = mt.load_labeled(rows)
+    m = mt.TransferModel.from_backbone("text", tmp_path / family, labels=train.label_names)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "out"), strategy="gradual_unfreezing", num_epochs=2,
+                                learning_rate=1e-3, progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+    mt.Trainer(m, args, train).train()
+    loaded = mt.TransferModel.from_pretrained(tmp_path / "out" / "model")
+    assert torch.equal(loaded.predict_outputs(["bread"]), m.predict_outputs(["bread"]))

@@ -267,3 +267,39 @@ def test_trainer_checks_data_and_plan_before_training(tiny_bert, topic_data, tmp
     model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names)
     with pytest.raises(ValueError, match=r"eval_dataset \(list\) has labels \['x', 'y'\] but the model was built for"):
         mt.Trainer(model, mt.TrainingArguments(output_dir=str(tmp_path)), train, other)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine", "slanted_triangular"])
+def test_every_schedule_drives_the_param_group_rates(schedule, tiny_bert, topic_data, tmp_path):
+    from mtransfer.schedules import get_schedule
+
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=2, learning_rate=1e-3,
+                   lr_schedule=schedule, warmup_ratio=0.2)
+    rec = Recorder()
+    trainer.callbacks.append(rec)
+    trainer.train()
+    total = 2 * 9
+    fn = get_schedule(schedule, warmup_ratio=0.2, total_steps=total)
+    assert [lrs["head"] for lrs in rec.step_lrs] == pytest.approx([1e-3 * fn(s, total) for s in range(total)], rel=1e-12)
+    assert len({round(lrs["head"], 12) for lrs in rec.step_lrs}) > (1 if schedule != "constant" else 0)
+
+
+def test_bf16_mixed_precision_on_cpu(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="two_stage", num_epochs=2, mixed_precision="bf16", cpu=True)
+    res = trainer.train()
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert all(math.isfinite(r["train_loss"]) for r in res.history)
+    # weights stay float32 (autocast only), so the saved model is a normal fp32 model
+    assert next(trainer.model.parameters()).dtype == torch.float32
+
+
+def test_fp16_on_cpu_is_refused_with_a_reason():
+    with pytest.raises(ValueError, match="mixed_precision='fp16' needs a CUDA GPU"):
+        mt.TrainingArguments(mixed_precision="fp16", cpu=True)
+
+
+@pytest.mark.gpu
+def test_fp16_on_gpu_trains(tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=1, mixed_precision="fp16")
+    res = trainer.train()
+    assert math.isfinite(res.history[0]["train_loss"])
