@@ -282,3 +282,32 @@ class Collator:
         if targets[0] is not None:
             batch["labels"] = torch.stack(list(targets))
         return batch
+
+
+class CachedFeatureDataset(Dataset):
+    """Cached pooled features with a dataset's targets; reads whole batches from the memory map.
+
+    ``__getitems__`` lets the data loader fetch a batch in one vectorised read; use
+    :func:`collate_cached` as its ``collate_fn``.
+    """
+
+    def __init__(self, entry: Any, targets: torch.Tensor) -> None:
+        if len(entry) != len(targets):
+            raise ValueError(f"feature cache {entry.path}: {len(entry)} rows for {len(targets)} targets.")
+        self.entry = entry
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.entry)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {"features": self.entry.rows(indices), "labels": self.targets[idx], "indices": idx}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+
+def collate_cached(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Identity: :class:`CachedFeatureDataset` already returns a batch."""
+    return batch

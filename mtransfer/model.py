@@ -39,6 +39,16 @@ class ModelOutput:
     pooled: torch.Tensor | None = None
 
 
+def _eval_frozen(module: nn.Module) -> None:
+    """Put every largest subtree whose parameters all have ``requires_grad=False`` in eval mode."""
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        module.eval()
+        return
+    for child in module.children():
+        _eval_frozen(child)
+
+
 def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapter_kwargs: Any) -> Adapter:
     """Build the adapter registered as ``modality`` (``"text"``, ...)."""
     import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
@@ -67,7 +77,6 @@ class TransferModel(nn.Module):
         self.label_names = list(label_names) if label_names is not None else [str(i) for i in range(head.config.num_outputs)]
         if len(self.label_names) != head.config.num_outputs:
             raise ValueError(f"{len(self.label_names)} label names for a head with {head.config.num_outputs} outputs.")
-        self._frozen_groups: set[str] = set()
         self._adapter_trains = True
 
     # --- construction -------------------------------------------------------------------
@@ -125,7 +134,7 @@ class TransferModel(nn.Module):
     def set_trainable(self, trainable: set[str] | Sequence[str]) -> None:
         """Train exactly the named groups: ``requires_grad`` on, train mode; others frozen, eval mode.
 
-        Frozen groups run in eval mode (no dropout, frozen batch-norm statistics), so their
+        Frozen parts run in eval mode (no dropout, frozen batch-norm statistics), so their
         output is the deterministic feature a cache or a linear model would see.
         """
         trainable = set(trainable)
@@ -139,26 +148,35 @@ class TransferModel(nn.Module):
                 p.requires_grad_(g.name in trainable)
         for p in self.adapter.unused_parameters():
             p.requires_grad_(False)
-        self._frozen_groups = known - trainable
         self._adapter_trains = any(g.name in trainable for g in groups if g.name != "head")
         self.train(self.training)
 
     def train(self, mode: bool = True) -> TransferModel:
+        """Set train / eval mode; in train mode, every submodule whose parameters are all frozen stays in eval."""
         super().train(mode)
-        if mode and self._frozen_groups:
-            for g in self.layer_groups():
-                if g.name in self._frozen_groups:
-                    for m in g.modules:
-                        m.eval()
+        if mode:
+            _eval_frozen(self)
         return self
 
     # --- forward ------------------------------------------------------------------------
-    def forward(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None = None, **_: Any) -> ModelOutput:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self._adapter_trains):
-            features = self.adapter.forward_features(inputs)
-        logits = self.head(features.pooled)
+    def forward(self, inputs: dict[str, torch.Tensor] | None = None, labels: torch.Tensor | None = None,
+                features: torch.Tensor | None = None, **_: Any) -> ModelOutput:
+        """Head outputs (and the loss when ``labels`` are given).
+
+        Pass either ``inputs`` (a batch from the adapter's ``preprocess``) or ``features``
+        (pooled features, e.g. from a :class:`~mtransfer.cache.FeatureCache`), which skips the backbone.
+
+        Shape:
+            features: ``(batch, embedding_dim)``.
+        """
+        if features is None:
+            if inputs is None:
+                raise ValueError("TransferModel.forward needs inputs or features.")
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self._adapter_trains):
+                features = self.adapter.forward_features(inputs).pooled
+        logits = self.head(features)
         loss = self.head.loss(logits, labels) if labels is not None else None
-        return ModelOutput(logits=logits, loss=loss, pooled=features.pooled)
+        return ModelOutput(logits=logits, loss=loss, pooled=features)
 
     @torch.no_grad()
     def predict_outputs(self, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from mtransfer.atomic import atomic_write_json
-from mtransfer.data import Collator, EpochShuffleSampler, LabeledDataset
+from mtransfer.data import CachedFeatureDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
 from mtransfer.heads import tune_thresholds
 from mtransfer.metrics import DEFAULT_METRICS, compute_metrics, greater_is_better
 from mtransfer.model import TransferModel
@@ -81,6 +81,12 @@ class TrainingArguments:
         cpu: Force CPU; None: CPU exactly when no CUDA device is present.
         dataloader_num_workers: Worker processes per data loader.
         plot: Write ``learning_curve.png``.
+        cache_features: Head-only phases (``frozen``, the head stage of ``two_stage`` and
+            ``chain_thaw``, the first phase of ``gradual_unfreezing``) train and evaluate on
+            cached backbone features: one forward pass over the data, then none per epoch.
+        cache_dir: Feature-cache folder (default ``$MTRANSFER_CACHE`` or ``~/.cache/mtransfer/features``).
+        augmented_views: Cache this many augmented views of the training data (preprocessing in
+            training mode) and use view ``epoch % augmented_views`` in cached epochs; 0: plain features.
     """
 
     output_dir: str = "outputs/run"
@@ -123,6 +129,9 @@ class TrainingArguments:
     cpu: bool | None = None
     dataloader_num_workers: int = 0
     plot: bool = True
+    cache_features: bool = True
+    cache_dir: str | None = None
+    augmented_views: int = 0
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -139,6 +148,8 @@ class TrainingArguments:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "an integer >= 1")
+        if self.augmented_views < 0:
+            raise bad("augmented_views", "an integer >= 0")
         if self.dataloader_num_workers < 0:
             raise bad("dataloader_num_workers", "an integer >= 0")
         for name in ("learning_rate", "head_learning_rate"):
@@ -322,6 +333,8 @@ class Trainer:
         )
         self.accelerator = None
         self.optimizer = None
+        self.feature_cache = None
+        self._cached: dict[str, Any] = {}
 
     def _check_dataset(self, ds: LabeledDataset, role: str) -> None:
         if len(ds) == 0:
@@ -414,19 +427,22 @@ class Trainer:
                 break
             phase = self.plan.phase_at(epoch)
             unwrapped.set_trainable(self.plan.trainable_names(epoch))
+            epoch_train_dl, epoch_eval_dl = train_dl, eval_dl
+            if args.cache_features and self._head_only(phase):
+                epoch_train_dl, epoch_eval_dl = self._cached_loaders(accelerator, unwrapped, epoch, show)
             model.train()
-            train_dl.set_epoch(epoch)
+            epoch_train_dl.set_epoch(epoch)
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=accelerator.device)
             window_sum = torch.zeros((), device=accelerator.device)
             batches = 0
-            bar = tqdm(total=len(train_dl), desc=f"epoch {epoch + 1}/{args.num_epochs} [{phase.name}]",
+            bar = tqdm(total=len(epoch_train_dl), desc=f"epoch {epoch + 1}/{args.num_epochs} [{phase.name}]",
                        disable=not show, leave=False, dynamic_ncols=True)
-            for batch in train_dl:
+            for batch in epoch_train_dl:
                 with accelerator.accumulate(model):
-                    out = model(batch["inputs"], batch["labels"])
+                    out = model(batch.get("inputs"), batch["labels"], features=batch.get("features"))
                     accelerator.backward(out.loss)
                     if accelerator.sync_gradients:
                         if args.max_grad_norm:
@@ -459,7 +475,7 @@ class Trainer:
                                       "lr": {name: scheduler.get_last_lr()[i] for i, name in enumerate(owners)},
                                       "seconds": time.perf_counter() - epoch_start}
             if eval_dl is not None:
-                metrics = self._evaluate(model, eval_dl)
+                metrics = self._evaluate(model, epoch_eval_dl)
                 record.update(metrics)
                 for cb in self.callbacks:
                     cb.on_evaluate(self, metrics)
@@ -478,6 +494,38 @@ class Trainer:
                 cb.on_epoch_end(self, epoch, record)
         train_seconds = time.perf_counter() - start
         return self._finish(accelerator, model, unwrapped, eval_dl, out_dir, train_seconds)
+
+    def _head_only(self, phase) -> bool:
+        return phase.trainable == frozenset({len(self.group_names) - 1})
+
+    def _cached_loaders(self, accelerator, unwrapped: TransferModel, epoch: int, show: bool):
+        """Data loaders over cached features for a head-only epoch (extracting them on first use)."""
+        from torch.utils.data import DataLoader
+
+        from mtransfer.cache import FeatureCache
+
+        args = self.args
+        if self.feature_cache is None:
+            self.feature_cache = FeatureCache(args.cache_dir)
+        views = list(range(1, args.augmented_views + 1)) or [0]
+        view = views[epoch % len(views)]
+
+        def entry(dataset: LabeledDataset, v: int):
+            return self.feature_cache.features(
+                unwrapped.adapter, dataset.inputs, view=v, seed=args.seed, batch_size=args.eval_batch_size,
+                device=accelerator.device, process_index=accelerator.process_index,
+                num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone, progress=show)
+
+        if ("train", view) not in self._cached:
+            dl = DataLoader(CachedFeatureDataset(entry(self.train_dataset, view), self.train_dataset.targets),
+                            batch_size=args.batch_size, sampler=EpochShuffleSampler(len(self.train_dataset), args.seed),
+                            collate_fn=collate_cached)
+            self._cached[("train", view)] = accelerator.prepare_data_loader(dl)
+        if self.eval_dataset is not None and "eval" not in self._cached:
+            dl = DataLoader(CachedFeatureDataset(entry(self.eval_dataset, 0), self.eval_dataset.targets),
+                            batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_cached)
+            self._cached["eval"] = accelerator.prepare_data_loader(dl)
+        return self._cached[("train", view)], self._cached.get("eval")
 
     def _track_best(self, record: dict[str, Any], unwrapped: TransferModel, out_dir: Path, accelerator) -> None:
         args = self.args
@@ -555,7 +603,7 @@ class Trainer:
         outputs, labels = [], []
         for batch in dataloader:
             with torch.no_grad():
-                out = model(batch["inputs"])
+                out = model(batch.get("inputs"), features=batch.get("features"))
             logits, targets = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
             outputs.append(logits.cpu())
             labels.append(targets.cpu())

@@ -9,7 +9,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import random
+import tempfile
 from pathlib import Path
+
+# every test process gets its own feature cache (never the user's ~/.cache)
+os.environ.setdefault("MTRANSFER_CACHE", tempfile.mkdtemp(prefix="mtransfer-test-cache-"))
 
 import pytest
 import torch

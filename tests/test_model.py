@@ -85,5 +85,6 @@ def test_frozen_groups_stay_in_eval_mode(tiny_bert):
     model.set_trainable(["head", "layer.1"])
     model.train()
     assert not model.adapter.backbone.encoder.layer[0].training
+    assert not model.adapter.backbone.embeddings.dropout.training  # a group made of parameters still goes to eval
     assert model.adapter.backbone.encoder.layer[1].training and model.head.training
     assert mt.STRATEGIES

@@ -41,3 +41,10 @@ def topic_examples(rng: random.Random, per_topic: int) -> list[dict]:
             rows.append({"text": " ".join(tokens), "label": topic})
     rng.shuffle(rows)
     return rows
+
+
+def extraction_texts(n: int = 50) -> list[str]:
+    """Deterministic texts of varied length, for feature-extraction tests."""
+    rng = random.Random(7)
+    words = [w for ws in TOPICS.values() for w in ws] + FILLER
+    return [" ".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(n)]

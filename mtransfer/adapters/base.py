@@ -123,6 +123,23 @@ class Adapter(nn.Module, abc.ABC):
     def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
         """Raise a ``ValueError`` naming ``source`` and the first bad item; default accepts all."""
 
+    def feature_fingerprint(self) -> dict[str, Any]:
+        """Everything about this adapter that changes its features (a feature-cache key part).
+
+        The default covers the adapter type, its settings (without the ``source`` name) and a
+        content hash of all its weights; adapters add their preprocessing state (tokenizer...).
+        """
+        from mtransfer.cache import hash_tensors
+
+        config = {k: v for k, v in self.get_config().items() if k != "source"}
+        return {"type": self.adapter_type, "config": config, "weights": hash_tensors(self.state_dict())}
+
+    def input_fingerprint(self, inputs: Sequence[Any]) -> str:
+        """Hash of a dataset's inputs (a feature-cache key part); file-based adapters add sizes and times."""
+        from mtransfer.cache import text_fingerprint
+
+        return text_fingerprint(inputs)
+
     def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters the forward pass never touches (kept frozen, outside every group)."""
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -148,6 +149,19 @@ class TextAdapter(Adapter):
         if top.params:
             groups.append(top)
         return groups
+
+    def feature_fingerprint(self) -> dict[str, Any]:
+        import hashlib
+
+        fingerprint = super().feature_fingerprint()
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # padding / truncation state changes as the tokenizer is used: leave it out
+            spec = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")},
+                              sort_keys=True)
+        else:
+            spec = json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        fingerprint["tokenizer"] = hashlib.sha256(f"{type(self.tokenizer).__name__}|{spec}".encode()).hexdigest()
+        return fingerprint
 
     def get_config(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "pooling": self.pooling, "source": self.model_name_or_path}

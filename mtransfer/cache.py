@@ -1,0 +1,263 @@
+"""On-disk cache of backbone ("bottleneck") features.
+
+Features are written once and read memory-mapped afterwards, by training (the ``frozen``
+strategy and every head-only phase), linear models and ranking. An entry is a folder named by
+the hash of everything that changes the features:
+
+* the backbone's weights (a content hash of its tensors, so fine-tuned, random-init and
+  re-downloaded models never share features by accident),
+* the adapter's preprocessing settings (tokenizer, max length, pooling, image size, sample
+  rate...: :meth:`Adapter.feature_fingerprint`),
+* the dataset (a hash of its inputs, :meth:`Adapter.input_fingerprint`),
+* the view (0 for the plain features, k >= 1 for the k-th augmented view and its seed).
+
+An entry holds ``meta.json`` and fixed-size shards ``shard_00000.safetensors`` ... Each shard
+is written to a temporary file and renamed, and ``meta.json`` says ``complete`` only once every
+shard is there, so an interrupted extraction resumes with the missing shards and two writers
+can only write the same bytes to the same name. Under ``accelerate launch`` each process
+extracts every ``num_processes``-th shard; readers see one cache in dataset order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from mtransfer.atomic import atomic_write_json
+
+CACHE_FORMAT = 1
+DEFAULT_SHARD_SIZE = 4096
+
+
+def default_cache_dir() -> Path:
+    """``$MTRANSFER_CACHE``, else ``~/.cache/mtransfer/features``."""
+    return Path(os.environ.get("MTRANSFER_CACHE", Path.home() / ".cache" / "mtransfer" / "features"))
+
+
+def hash_tensors(tensors: dict[str, torch.Tensor]) -> str:
+    """Content hash of named tensors (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _read_safetensors_mmap(path: Path, name: str) -> np.ndarray:
+    """A zero-copy, read-only memory map of one tensor of a safetensors file."""
+    with open(path, "rb") as fh:
+        header_len = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(header_len))
+    info = header[name]
+    dtype = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}[info["dtype"]]
+    if dtype is None:
+        raise ValueError(f"{path}: bf16 cache shards cannot be memory-mapped; cache in float32 or float16.")
+    start, end = info["data_offsets"]
+    shape = tuple(info["shape"])
+    if end == start:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + start, shape=shape)
+
+
+@dataclass
+class CacheEntry:
+    """One cached feature matrix, read through memory maps.
+
+    Shape:
+        ``(num_rows, dim)``; :meth:`rows` returns ``(len(indices), dim)``.
+    """
+
+    path: Path
+    num_rows: int
+    dim: int
+    shard_size: int
+
+    def _shard(self, i: int) -> np.ndarray:
+        if not hasattr(self, "_maps"):
+            self._maps: dict[int, np.ndarray] = {}
+        if i not in self._maps:
+            self._maps[i] = _read_safetensors_mmap(self.path / f"shard_{i:05d}.safetensors", "features")
+        return self._maps[i]
+
+    def rows(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Rows in the given order (a copy, so the tensor outlives the map)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(idx), self.dim), dtype=np.float32)
+        shard_of, offset = np.divmod(idx, self.shard_size)
+        for s in np.unique(shard_of):
+            mask = shard_of == s
+            out[mask] = self._shard(int(s))[offset[mask]]
+        return torch.from_numpy(out)
+
+    def all(self) -> torch.Tensor:
+        return self.rows(np.arange(self.num_rows))
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getstate__(self) -> dict[str, Any]:  # memory maps reopen in data-loader workers
+        return {k: v for k, v in self.__dict__.items() if k != "_maps"}
+
+
+class FeatureCache:
+    """Features of (adapter, dataset, view) triples, extracted once, memory-mapped after.
+
+    Args:
+        root: Folder of the cache (default :func:`default_cache_dir`).
+        shard_size: Rows per shard (the unit of resumption and of multi-process work).
+        dtype: ``float32`` or ``float16`` storage.
+
+    >>> cache = FeatureCache("/tmp/mt-cache")  # doctest: +SKIP
+    >>> feats = cache.features(model.adapter, train.inputs)  # doctest: +SKIP
+    >>> feats.rows([0, 1]).shape  # doctest: +SKIP
+    torch.Size([2, 384])
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, *, shard_size: int = DEFAULT_SHARD_SIZE,
+                 dtype: str = "float32") -> None:
+        if shard_size < 1:
+            raise ValueError(f"FeatureCache shard_size must be >= 1, got {shard_size}.")
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"FeatureCache dtype={dtype!r}; expected 'float32' or 'float16'.")
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.shard_size = shard_size
+        self.dtype = dtype
+        self.hits = 0
+        self.misses = 0
+
+    # --- keys -----------------------------------------------------------------------------
+    def key(self, adapter: Any, inputs: Sequence[Any], view: int = 0, seed: int = 0) -> dict[str, Any]:
+        """Everything that decides the features, as a JSON-ready dict."""
+        return {
+            "format": CACHE_FORMAT,
+            "adapter": adapter.feature_fingerprint(),
+            "data": adapter.input_fingerprint(inputs),
+            "num_rows": len(inputs),
+            "view": int(view),
+            "view_seed": int(seed) if view else 0,
+            "dtype": self.dtype,
+            "shard_size": self.shard_size,
+        }
+
+    def entry_path(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        return self.root / digest
+
+    def lookup(self, key: dict[str, Any]) -> CacheEntry | None:
+        """The complete entry for ``key``, or None."""
+        path = self.entry_path(key)
+        meta_path = path / "meta.json"
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text())
+        if not meta.get("complete") or meta.get("key") != key:
+            return None
+        return CacheEntry(path, meta["num_rows"], meta["dim"], meta["shard_size"])
+
+    # --- extraction -------------------------------------------------------------------------
+    def features(self, adapter: Any, inputs: Sequence[Any], *, view: int = 0, seed: int = 0, batch_size: int = 64,
+                 device: torch.device | str | None = None, process_index: int = 0, num_processes: int = 1,
+                 wait: Callable[[], None] | None = None, on_shard: Callable[[int], None] | None = None,
+                 progress: bool = False) -> CacheEntry:
+        """The cached features of ``inputs``, extracting whatever is missing first.
+
+        Args:
+            adapter: Its backbone runs in eval mode, without gradients.
+            inputs: Raw inputs, in dataset order.
+            view: 0 for plain features; k >= 1 for the k-th augmented view (preprocessing in
+                training mode, seeded by ``seed``, ``view`` and the shard).
+            batch_size: Inputs per forward pass.
+            device: Where the backbone runs (default: where its parameters are).
+            process_index, num_processes: This process's share of the shards.
+            wait: Called after this process's shards are written (``accelerator.wait_for_everyone``).
+            on_shard: Called with each shard index after it is written.
+            progress: Show a progress bar.
+        """
+        key = self.key(adapter, inputs, view, seed)
+        found = self.lookup(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        path = self.entry_path(key)
+        path.mkdir(parents=True, exist_ok=True)
+        n = len(inputs)
+        num_shards = max(1, -(-n // self.shard_size))
+        mine = [s for s in range(num_shards) if s % num_processes == process_index]
+        todo = [s for s in mine if not (path / f"shard_{s:05d}.safetensors").is_file()]
+        if todo:
+            self._extract(adapter, inputs, path, todo, view, seed, batch_size, device, on_shard, progress)
+        if wait is not None:
+            wait()
+        missing = [s for s in range(num_shards) if not (path / f"shard_{s:05d}.safetensors").is_file()]
+        if missing:
+            raise RuntimeError(f"feature cache {path}: shards {missing[:5]} were not written by any process.")
+        dim = _read_safetensors_mmap(path / "shard_00000.safetensors", "features").shape[1]
+        if process_index == 0:
+            atomic_write_json(path / "meta.json", {"key": key, "complete": True, "num_rows": n, "dim": int(dim),
+                                                   "shard_size": self.shard_size, "num_shards": num_shards})
+        if wait is not None:
+            wait()
+        return CacheEntry(path, n, int(dim), self.shard_size)
+
+    @torch.no_grad()
+    def _extract(self, adapter, inputs, path: Path, shards: list[int], view: int, seed: int, batch_size: int,
+                 device, on_shard, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        was_training = adapter.training
+        adapter.eval()
+        device = torch.device(device) if device is not None else next(adapter.parameters()).device
+        storage = torch.float16 if self.dtype == "float16" else torch.float32
+        bar = tqdm(total=sum(min(self.shard_size, len(inputs) - s * self.shard_size) for s in shards),
+                   desc="extracting features", disable=not progress, leave=False)
+        try:
+            for s in shards:
+                lo, hi = s * self.shard_size, min(len(inputs), (s + 1) * self.shard_size)
+                chunks = []
+                generator_state = None
+                if view:
+                    generator_state = torch.random.get_rng_state()
+                    torch.manual_seed((seed * 1_000_003 + view * 10_007 + s) % (2**31))
+                for start in range(lo, hi, batch_size):
+                    batch = adapter.preprocess(list(inputs[start:min(hi, start + batch_size)]), training=bool(view))
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    chunks.append(adapter.forward_features(batch).pooled.float().cpu())
+                    bar.update(len(chunks[-1]))
+                if generator_state is not None:
+                    torch.random.set_rng_state(generator_state)
+                feats = torch.cat(chunks).to(storage).contiguous()
+                tmp = path / f".shard_{s:05d}.{os.getpid()}.tmp"
+                save_file({"features": feats}, str(tmp))
+                os.replace(tmp, path / f"shard_{s:05d}.safetensors")
+                if on_shard is not None:
+                    on_shard(s)
+        finally:
+            bar.close()
+            adapter.train(was_training)
+
+    def clear(self) -> None:
+        """Remove every entry under the root."""
+        import shutil
+
+        if self.root.is_dir():
+            shutil.rmtree(self.root)
+
+
+def text_fingerprint(items: Sequence[Any]) -> str:
+    """Hash of a sequence of strings (or string pairs)."""
+    h = hashlib.sha256()
+    for x in items:
+        h.update(repr(x).encode("utf-8", errors="surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
