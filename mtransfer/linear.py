@@ -163,11 +163,12 @@ def fit_linear(features: torch.Tensor | np.ndarray, targets: torch.Tensor | np.n
 
     alphas = np.logspace(-3, 3, 13)
     grid_c = {"C": list(np.logspace(-3, 2, 6))}
+    logistic = dict(Cs=10, max_iter=max_iter, random_state=seed, use_legacy_attributes=False, l1_ratios=(0.0,),
+                    scoring="neg_log_loss")
     if kind == "logistic" and task == "multi_label_classification":
-        model = OneVsRestClassifier(LogisticRegressionCV(Cs=10, cv=splitter.n_splits, max_iter=max_iter, random_state=seed,
-                                                         use_legacy_attributes=False))
+        model = OneVsRestClassifier(LogisticRegressionCV(cv=splitter.n_splits, **logistic))
     elif kind == "logistic":
-        model = LogisticRegressionCV(Cs=10, cv=splitter, max_iter=max_iter, random_state=seed, use_legacy_attributes=False)
+        model = LogisticRegressionCV(cv=splitter, **logistic)
     elif kind == "linear_svm":
         model = GridSearchCV(LinearSVC(max_iter=max_iter * 5, random_state=seed), grid_c, cv=splitter)
     elif kind == "ridge":
