@@ -335,6 +335,7 @@ class Trainer:
         self.optimizer = None
         self.feature_cache = None
         self._cached: dict[str, Any] = {}
+        self._best_state: dict[str, torch.Tensor] | None = None
 
     def _check_dataset(self, ds: LabeledDataset, role: str) -> None:
         if len(ds) == 0:
@@ -538,9 +539,12 @@ class Trainer:
         if improved:
             self.state.best_value, self.state.best_epoch = float(value), record["epoch"]
             self.state.epochs_without_improvement = 0
-            if accelerator.is_main_process:
-                unwrapped.save_pretrained(out_dir / "model")
-            accelerator.wait_for_everyone()
+            if args.save_checkpoints:  # on disk, so a resumed run still finds the best weights
+                if accelerator.is_main_process:
+                    unwrapped.save_pretrained(out_dir / "model")
+                accelerator.wait_for_everyone()
+            elif args.load_best_model_at_end:  # no resume possible: a copy in memory is enough
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
         else:
             self.state.epochs_without_improvement += 1
             if args.early_stopping_patience and self.state.epochs_without_improvement >= args.early_stopping_patience:
@@ -551,16 +555,23 @@ class Trainer:
         model_dir = out_dir / "model"
         last_epoch = self.state.history[-1]["epoch"] if self.state.history else None
         if self.eval_dataset is not None and args.load_best_model_at_end and self.state.best_epoch not in (None, last_epoch):
-            best = TransferModel.from_pretrained(model_dir)
-            unwrapped.load_state_dict(best.state_dict())
+            if self._best_state is not None:
+                unwrapped.load_state_dict(self._best_state)
+            else:
+                unwrapped.load_state_dict(TransferModel.from_pretrained(model_dir).state_dict())
+        self._best_state = None
         final: dict[str, float] = {}
         if eval_dl is not None:
+            # the backbone did not change since the cache was written when the run ends head-only
+            if args.cache_features and self._head_only(self.plan.phases[-1]) and "eval" in self._cached:
+                eval_dl = self._cached["eval"]
             if args.tune_thresholds:
                 probs, labels = self._gather_outputs(model, eval_dl)
                 unwrapped.head.set_thresholds(tune_thresholds(torch.sigmoid(probs), labels))
             final = self._evaluate(model, eval_dl)
-        if accelerator.is_main_process and (self.eval_dataset is None or not args.load_best_model_at_end
-                                            or args.tune_thresholds or not model_dir.exists()):
+        # the best model is already on disk when it was saved at each improvement
+        on_disk = args.save_checkpoints and self.eval_dataset is not None and args.load_best_model_at_end
+        if accelerator.is_main_process and (not on_disk or args.tune_thresholds or not model_dir.exists()):
             unwrapped.save_pretrained(model_dir)
         plot_path = None
         if accelerator.is_main_process:

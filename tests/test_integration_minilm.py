@@ -25,18 +25,21 @@ def demo_runs(tmp_path_factory):
 def test_minilm_transfer_beats_chance_and_random_init(demo_runs):
     out, runs = demo_runs
     acc = {r.strategy if r.pretrained else "random": r.results["test_accuracy"] for r in runs}
+    assert acc["linear"] > 3 * 1 / 5 and acc["linear"] > acc["random"] + 0.2
     chance = 1 / 5
     assert acc["frozen"] > 3 * chance  # clearly above chance
     assert acc["two_stage"] > 3 * chance
     assert acc["frozen"] > acc["random"] + 0.2  # transfer beats the same architecture from random init
     assert acc["two_stage"] > acc["random"] + 0.2
     results = json.loads((out / "results.json").read_text())
-    assert [r["name"] for r in results] == ["frozen probe", "two-stage fine-tune", "random init (no transfer)"]
+    assert [r["name"] for r in results] == ["frozen probe", "two-stage fine-tune", "random init (no transfer)",
+                                            "logistic regression (cached)"]
     for slug in ("frozen", "two_stage", "random_init"):
         assert (out / slug / "model" / "config.json").is_file()
         assert (out / slug / "learning_curve.png").is_file()
         assert json.loads((out / slug / "metrics.json").read_text())["train_samples"] == 240
     assert (out / "comparison.png").is_file()
+    assert (out / "logistic" / "model" / "model.safetensors").is_file()
     print("\n" + (out / "results.txt").read_text())
 
 
