@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -236,7 +237,7 @@ class FeatureCache:
                 if generator_state is not None:
                     torch.random.set_rng_state(generator_state)
                 feats = torch.cat(chunks).to(storage).contiguous()
-                tmp = path / f".shard_{s:05d}.{os.getpid()}.tmp"
+                tmp = path / f".shard_{s:05d}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # unique per writer, threads too
                 save_file({"features": feats}, str(tmp))
                 os.replace(tmp, path / f"shard_{s:05d}.safetensors")
                 if on_shard is not None:

@@ -503,16 +503,12 @@ class Trainer:
         """Data loaders over cached features for a head-only epoch (extracting them on first use)."""
         from torch.utils.data import DataLoader
 
-        from mtransfer.cache import FeatureCache
-
         args = self.args
-        if self.feature_cache is None:
-            self.feature_cache = FeatureCache(args.cache_dir)
         views = list(range(1, args.augmented_views + 1)) or [0]
         view = views[epoch % len(views)]
 
         def entry(dataset: LabeledDataset, v: int):
-            return self.feature_cache.features(
+            return self._feature_cache().features(
                 unwrapped.adapter, dataset.inputs, view=v, seed=args.seed, batch_size=args.eval_batch_size,
                 device=accelerator.device, process_index=accelerator.process_index,
                 num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone, progress=show)
@@ -640,9 +636,25 @@ class Trainer:
         if self.accelerator is None:
             self.accelerator = _accelerator(self.args, find_unused=False)
         model = self.accelerator.unwrap_model(self.model).to(self.accelerator.device)
-        dl = DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(model.adapter),
-                        num_workers=self.args.dataloader_num_workers)
+        if self.args.cache_features and self.state.history and self._head_only(self.plan.phases[-1]):
+            # the backbone is as it was when the run's features were cached: read (and fill) the cache
+            entry = self._feature_cache().features(
+                model.adapter, dataset.inputs, batch_size=self.args.eval_batch_size, device=self.accelerator.device,
+                process_index=self.accelerator.process_index, num_processes=self.accelerator.num_processes,
+                wait=self.accelerator.wait_for_everyone)
+            dl = DataLoader(CachedFeatureDataset(entry, dataset.targets), batch_size=self.args.eval_batch_size,
+                            collate_fn=collate_cached)
+        else:
+            dl = DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(model.adapter),
+                            num_workers=self.args.dataloader_num_workers)
         return self._evaluate(model, self.accelerator.prepare_data_loader(dl))
+
+    def _feature_cache(self):
+        from mtransfer.cache import FeatureCache
+
+        if self.feature_cache is None:
+            self.feature_cache = FeatureCache(self.args.cache_dir)
+        return self.feature_cache
 
     # --- checkpoints --------------------------------------------------------------------
     def _save_checkpoint(self, accelerator, out_dir: Path, epoch: int) -> None:

@@ -233,3 +233,22 @@ def test_augmented_views_are_cached_separately(tiny_bert, topic_data, tmp_path):
     trainer.train()
     assert trainer.feature_cache.misses == 2  # views 1 and 2, each extracted once, reused in epoch 3
     assert len([p for p in (tmp_path / "c").iterdir() if p.is_dir()]) == 2
+
+
+def test_evaluate_after_a_frozen_run_reads_the_cache(tiny_bert, topic_data, tmp_path):
+    train = mt.load_labeled(topic_data[0])
+    test = mt.load_labeled(topic_data[1], label_names=train.label_names)
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names, seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "o"), strategy="frozen", num_epochs=2, learning_rate=1e-2,
+                                progress_bar=False, report_to=[], plot=False, save_checkpoints=False,
+                                cache_dir=str(tmp_path / "c"))
+    trainer = mt.Trainer(model, args, train)
+    trainer.train()
+    calls = count_backbone_calls(model)
+    cached = trainer.evaluate(test)
+    assert calls["n"] == 1 and trainer.feature_cache.misses == 2  # test features extracted once (1 batch)...
+    trainer.evaluate(test)
+    assert calls["n"] == 1 and trainer.feature_cache.hits == 1  # ... and read back the second time
+    preds = model.predict(test.inputs)
+    accuracy = sum(train.label_names[int(t)] == p for t, p in zip(test.targets, preds)) / len(preds)
+    assert cached["eval_accuracy"] == pytest.approx(accuracy)
