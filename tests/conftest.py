@@ -45,3 +45,11 @@ def topic_data():
 @pytest.fixture()
 def labels():
     return list(TOPICS)
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence(tiny_bert, tmp_path_factory) -> Path:
+    """Folder of a tiny sentence-transformers model (the tiny BERT, mean pooling, Dense 32->16, Normalize)."""
+    from tests.tiny import build_tiny_sentence_transformer
+
+    return build_tiny_sentence_transformer(tiny_bert, tmp_path_factory.mktemp("tiny-sentence"))

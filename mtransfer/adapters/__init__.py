@@ -1,6 +1,8 @@
 """Modality adapters: raw inputs -> backbone -> features. Importing this registers the built-ins."""
 
 from mtransfer.adapters.base import ADAPTERS, Adapter, Features, LayerGroup, get_adapter_class, register_adapter
+from mtransfer.adapters.sentence import SentenceTransformerAdapter
 from mtransfer.adapters.text import TextAdapter
 
-__all__ = ["ADAPTERS", "Adapter", "Features", "LayerGroup", "TextAdapter", "get_adapter_class", "register_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "Features", "LayerGroup", "SentenceTransformerAdapter", "TextAdapter", "get_adapter_class",
+           "register_adapter"]

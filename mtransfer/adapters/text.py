@@ -30,6 +30,47 @@ def _block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return best
 
 
+def encoder_layer_groups(backbone: nn.Module, unused: Sequence[nn.Parameter] = ()) -> list[LayerGroup]:
+    """Layer groups of a transformers encoder, input side first.
+
+    ``embeddings`` (every parameter before the first block), ``layer.0`` ... ``layer.{n-1}``
+    (one per block of the largest ``nn.ModuleList``), and ``top`` (parameters after the blocks,
+    e.g. a pooler or final norm) when there are any; ``unused`` parameters are left out.
+    """
+    blocks_name, blocks = _block_list(backbone)
+    prefix = blocks_name + "."
+    skip = {id(p) for p in unused}
+    embeddings = LayerGroup("embeddings")
+    layers = [LayerGroup(f"layer.{i}", modules=[block]) for i, block in enumerate(blocks)]
+    top = LayerGroup("top")
+    seen_blocks = False
+    in_blocks = {id(p) for p in blocks.parameters()}
+    for name, p in backbone.named_parameters():
+        if id(p) in skip:
+            continue
+        if id(p) in in_blocks or name.startswith(prefix):
+            seen_blocks = True
+            continue
+        (top if seen_blocks else embeddings).params.append(p)
+    groups = [embeddings, *layers] if embeddings.params else list(layers)
+    if top.params:
+        groups.append(top)
+    return groups
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Hash of what a tokenizer does (vocabulary, normalisation, pre-tokenisation), not of its padding state."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # padding / truncation state changes as the tokenizer is used: leave it out
+        spec = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")},
+                          sort_keys=True)
+    else:
+        spec = json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}|{spec}".encode()).hexdigest()
+
+
 @register_adapter("text")
 class TextAdapter(Adapter):
     """A transformers text encoder with its tokenizer, by Hub id or local folder.
@@ -130,38 +171,10 @@ class TextAdapter(Adapter):
         return []
 
     def layer_groups(self) -> list[LayerGroup]:
-        blocks_name, blocks = _block_list(self.backbone)
-        prefix = blocks_name + "."
-        unused = {id(p) for p in self.unused_parameters()}
-        embeddings = LayerGroup("embeddings")
-        layers = [LayerGroup(f"layer.{i}", modules=[block]) for i, block in enumerate(blocks)]
-        top = LayerGroup("top")
-        seen_blocks = False
-        in_blocks = {id(p) for p in blocks.parameters()}
-        for name, p in self.backbone.named_parameters():
-            if id(p) in unused:
-                continue
-            if id(p) in in_blocks or name.startswith(prefix):
-                seen_blocks = True
-                continue
-            (top if seen_blocks else embeddings).params.append(p)
-        groups = [embeddings, *layers] if embeddings.params else list(layers)
-        if top.params:
-            groups.append(top)
-        return groups
+        return encoder_layer_groups(self.backbone, self.unused_parameters())
 
     def feature_fingerprint(self) -> dict[str, Any]:
-        import hashlib
-
-        fingerprint = super().feature_fingerprint()
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None:  # padding / truncation state changes as the tokenizer is used: leave it out
-            spec = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")},
-                              sort_keys=True)
-        else:
-            spec = json.dumps(sorted(self.tokenizer.get_vocab().items()))
-        fingerprint["tokenizer"] = hashlib.sha256(f"{type(self.tokenizer).__name__}|{spec}".encode()).hexdigest()
-        return fingerprint
+        return {**super().feature_fingerprint(), "tokenizer": tokenizer_fingerprint(self.tokenizer)}
 
     def get_config(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "pooling": self.pooling, "source": self.model_name_or_path}
