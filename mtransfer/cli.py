@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import sys
-import typing
 from typing import Any, Sequence
 
 

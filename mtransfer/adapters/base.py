@@ -116,9 +116,17 @@ class Adapter(nn.Module, abc.ABC):
         """Write the backbone (and preprocessing files) into ``folder``."""
 
     @classmethod
-    @abc.abstractmethod
     def from_pretrained(cls, folder: str | os.PathLike, **config: Any) -> Adapter:
-        """Rebuild an adapter saved by :meth:`save_pretrained` with :meth:`get_config`'s settings."""
+        """Rebuild an adapter saved by :meth:`save_pretrained` with :meth:`get_config`'s settings.
+
+        The default passes the folder and the settings to the constructor; a ``source`` setting
+        (the original Hub id or path) is kept as ``model_name_or_path`` for model cards.
+        """
+        source = config.pop("source", None)
+        adapter = cls(Path(folder), **config)
+        if source:
+            adapter.model_name_or_path = source
+        return adapter
 
     def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
         """Raise a ``ValueError`` naming ``source`` and the first bad item; default accepts all."""

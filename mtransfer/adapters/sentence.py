@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -97,11 +96,3 @@ class SentenceTransformerAdapter(Adapter):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.backbone.save(str(folder))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **config: Any) -> SentenceTransformerAdapter:
-        source = config.pop("source", None)
-        adapter = cls(Path(folder), **config)
-        if source:
-            adapter.model_name_or_path = source
-        return adapter

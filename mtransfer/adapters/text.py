@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -182,11 +181,3 @@ class TextAdapter(Adapter):
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.backbone.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **config: Any) -> TextAdapter:
-        source = config.pop("source", None)
-        adapter = cls(Path(folder), **config)
-        if source:
-            adapter.model_name_or_path = source
-        return adapter
