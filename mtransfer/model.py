@@ -126,10 +126,13 @@ class TransferModel(nn.Module):
     def layer_groups(self) -> list[LayerGroup]:
         """The adapter's groups (input side first) and the head last."""
         groups = self.adapter.layer_groups()
-        extra = [p for n, p in self.adapter.named_parameters() if not n.startswith("backbone.")]
-        if extra:  # adapter-owned parameters outside the backbone (e.g. a layer-weighting vector) train with the top
+        new = self.adapter.head_modules()
+        covered = {id(p) for g in groups for p in g.parameters()}
+        covered |= {id(p) for p in self.adapter.unused_parameters()} | {id(p) for m in new for p in m.parameters()}
+        extra = [p for p in self.adapter.parameters() if id(p) not in covered]
+        if extra:  # adapter parameters no group names (e.g. a layer-weighting vector) train with the top group
             groups[-1].params.extend(extra)
-        return [*groups, LayerGroup("head", modules=[self.head])]
+        return [*groups, LayerGroup("head", modules=[self.head, *new])]
 
     def set_trainable(self, trainable: set[str] | Sequence[str]) -> None:
         """Train exactly the named groups: ``requires_grad`` on, train mode; others frozen, eval mode.
@@ -148,7 +151,8 @@ class TransferModel(nn.Module):
                 p.requires_grad_(g.name in trainable)
         for p in self.adapter.unused_parameters():
             p.requires_grad_(False)
-        self._adapter_trains = any(g.name in trainable for g in groups if g.name != "head")
+        self._adapter_trains = (any(g.name in trainable for g in groups if g.name != "head")
+                                or ("head" in trainable and bool(self.adapter.head_modules())))
         self.train(self.training)
 
     def train(self, mode: bool = True) -> TransferModel:

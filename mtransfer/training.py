@@ -429,7 +429,7 @@ class Trainer:
             phase = self.plan.phase_at(epoch)
             unwrapped.set_trainable(self.plan.trainable_names(epoch))
             epoch_train_dl, epoch_eval_dl = train_dl, eval_dl
-            if args.cache_features and self._head_only(phase):
+            if self._use_cache(phase):
                 epoch_train_dl, epoch_eval_dl = self._cached_loaders(accelerator, unwrapped, epoch, show)
             model.train()
             epoch_train_dl.set_epoch(epoch)
@@ -499,6 +499,11 @@ class Trainer:
     def _head_only(self, phase) -> bool:
         return phase.trainable == frozenset({len(self.group_names) - 1})
 
+    def _use_cache(self, phase) -> bool:
+        """Cached features serve a phase that trains only the head, when the adapter has no new modules."""
+        adapter = self.accelerator.unwrap_model(self.model).adapter if self.accelerator else self.model.adapter
+        return self.args.cache_features and self._head_only(phase) and not adapter.head_modules()
+
     def _cached_loaders(self, accelerator, unwrapped: TransferModel, epoch: int, show: bool):
         """Data loaders over cached features for a head-only epoch (extracting them on first use)."""
         from torch.utils.data import DataLoader
@@ -559,7 +564,7 @@ class Trainer:
         final: dict[str, float] = {}
         if eval_dl is not None:
             # the backbone did not change since the cache was written when the run ends head-only
-            if args.cache_features and self._head_only(self.plan.phases[-1]) and "eval" in self._cached:
+            if self._use_cache(self.plan.phases[-1]) and "eval" in self._cached:
                 eval_dl = self._cached["eval"]
             if args.tune_thresholds:
                 probs, labels = self._gather_outputs(model, eval_dl)
@@ -636,7 +641,7 @@ class Trainer:
         if self.accelerator is None:
             self.accelerator = _accelerator(self.args, find_unused=False)
         model = self.accelerator.unwrap_model(self.model).to(self.accelerator.device)
-        if self.args.cache_features and self.state.history and self._head_only(self.plan.phases[-1]):
+        if self.state.history and self._use_cache(self.plan.phases[-1]):
             # the backbone is as it was when the run's features were cached: read (and fill) the cache
             entry = self._feature_cache().features(
                 model.adapter, dataset.inputs, batch_size=self.args.eval_batch_size, device=self.accelerator.device,

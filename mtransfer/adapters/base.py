@@ -152,6 +152,14 @@ class Adapter(nn.Module, abc.ABC):
         """Parameters the forward pass never touches (kept frozen, outside every group)."""
         return []
 
+    def head_modules(self) -> list[nn.Module]:
+        """New, randomly initialised modules inside the adapter (e.g. a sequence encoder).
+
+        They are not transferred, so they train with the head in every phase, and pooled
+        features are not cached for head-only phases (they change as these modules train).
+        """
+        return []
+
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
