@@ -60,3 +60,26 @@ def fortunes_splits(topics: Sequence[str] = DEFAULT_TOPICS, *, train_per_topic: 
     for rows in splits.values():
         rng.shuffle(rows)
     return splits
+
+
+# The English category files of Debian's fortunes / fortunes-min packages (fortunes-it and
+# others install their own languages' files into the same folder).
+ENGLISH_CATEGORIES = (
+    "art ascii-art computers cookie debian definitions disclaimer drugs education ethnic food fortunes goedel "
+    "humorists kids knghtbrd law linux linuxcookie literature love magic medicine men-women miscellaneous news "
+    "paradoxum people perl pets platitudes politics pratchett riddles science songs-poems sports startrek tao "
+    "translate-me wisdom work zippy"
+).split()
+
+
+def fortunes_corpus(exclude_texts: Sequence[str] = (), folder: str | Path = FORTUNES_DIR) -> list[str]:
+    """Every English fortune (all English category files), minus ``exclude_texts``: an unlabelled corpus."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No fortunes folder {str(folder)!r}. Install Debian's 'fortunes' package (scripts/setup.sh does).")
+    excluded = set(exclude_texts)
+    texts: list[str] = []
+    for name in ENGLISH_CATEGORIES:
+        if (folder / name).is_file():
+            texts += [t for t in read_fortunes(name, folder, min_chars=10, max_chars=2000) if t not in excluded]
+    return texts

