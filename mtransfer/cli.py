@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a backbone on labelled data",
                            description="Fine-tune a backbone on a labelled file or dataset with a transfer strategy.")
     train.add_argument("--model", required=True, help="backbone: Hub id or local folder")
-    train.add_argument("--modality", default="text", help="adapter (default: text)")
+    train.add_argument("--modality", default="text", help="adapter: text, sentence or static_vectors (default: text)")
     train.add_argument("--train", required=True, help="training data: .csv/.tsv/.json/.jsonl/.parquet file or dataset name")
     train.add_argument("--validation", default=None, help="validation data (same formats)")
     _add_data_args(train)
@@ -148,6 +148,10 @@ def cmd_train(a: argparse.Namespace) -> int:
                                 label_names=None if a.task == "regression" else train.label_names,
                                 label_separator=a.label_separator)
     adapter_kwargs = {k: v for k, v in (("max_length", a.max_length), ("pooling", a.pooling)) if v is not None}
+    if a.modality == "static_vectors":  # the embedding keeps the training words (plus the file's most frequent)
+        adapter_kwargs["vocab_texts"] = train.inputs
+        if "max_length" in adapter_kwargs:
+            adapter_kwargs["max_tokens"] = adapter_kwargs.pop("max_length")
     head = {"hidden_sizes": [int(x) for x in a.hidden_sizes.split(",") if x.strip()]}
     model = mt.TransferModel.from_backbone(a.modality, a.model, labels=train.label_names, task=a.task, head=head,
                                            seed=a.seed, **adapter_kwargs)

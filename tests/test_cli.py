@@ -72,3 +72,17 @@ def test_train_errors_are_one_line_and_exit_2(tiny_bert, tmp_path, capsys):
     code = main(["train", "--model", str(tiny_bert), "--train", str(bad), "--output-dir", str(tmp_path / "o"),
                  "--strategy", "melt"])
     assert code == 2 and "TrainingArguments.strategy='melt'" in capsys.readouterr().err
+
+
+def test_train_with_static_vectors_builds_the_vocabulary_from_the_training_file(topic_data, tmp_path, capsys):
+    from gensim.test.utils import datapath
+
+    import mtransfer as mt
+
+    train = write_csv(tmp_path / "train.csv", topic_data[0])
+    code = main(["train", "--modality", "static_vectors", "--model", datapath("test_glove.txt"), "--train", str(train),
+                 "--output-dir", str(tmp_path / "sv"), "--strategy", "full", "--epochs", "1", "--lr", "1e-2",
+                 "--no-progress", "--set", "report_to=", "--set", "save_checkpoints=false"])
+    assert code == 0
+    model = mt.TransferModel.from_pretrained(tmp_path / "sv" / "model")
+    assert "the" in model.adapter.vocabulary
