@@ -178,6 +178,18 @@ def quiet_transformers() -> Iterator[None]:
         tlog.set_verbosity(verbosity)
 
 
+def require_texts(inputs: Sequence[Any], source: str, adapter: str, allow_pairs: bool = False) -> None:
+    """Raise a ``ValueError`` naming ``source`` and the first input that is not a string (or a pair of strings)."""
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            continue
+        if allow_pairs and isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            continue
+        expected = "a string or a pair of strings" if allow_pairs else "a string"
+        raise ValueError(f"{source}: item {i} is {type(item).__name__} ({str(item)[:60]!r}); the {adapter} adapter "
+                         f"expects {expected}.")
+
+
 def load_pretrained(loader: Callable[..., T], name_or_path: str | os.PathLike, what: str, **kwargs: Any) -> T:
     """Call a ``from_pretrained`` loader and turn its failures into a clear error.
 

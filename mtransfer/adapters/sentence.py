@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter
+from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter, require_texts
 from mtransfer.adapters.text import encoder_layer_groups, tokenizer_fingerprint
 
 
@@ -59,10 +59,7 @@ class SentenceTransformerAdapter(Adapter):
             self.embedding_dim = int(self.forward_features(self.preprocess(["dimension probe"])).pooled.shape[-1])
 
     def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
-        for i, item in enumerate(inputs):
-            if not isinstance(item, str):
-                raise ValueError(f"{source}: item {i} is {type(item).__name__} ({str(item)[:60]!r}); the sentence "
-                                 "adapter expects a string.")
+        require_texts(inputs, source, "sentence")
 
     def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
         enc = self.backbone.preprocess(list(inputs))

@@ -29,7 +29,7 @@ import regex
 import torch
 from torch import nn
 
-from mtransfer.adapters.base import Adapter, Features, LayerGroup, register_adapter
+from mtransfer.adapters.base import Adapter, Features, LayerGroup, register_adapter, require_texts
 from mtransfer.atomic import atomic_directory
 
 FORMATS = ("auto", "glove", "word2vec", "word2vec_binary", "fasttext", "kv")
@@ -242,10 +242,7 @@ class StaticVectorsAdapter(Adapter):
 
     # --- contract -----------------------------------------------------------------------
     def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
-        for i, item in enumerate(inputs):
-            if not isinstance(item, str):
-                raise ValueError(f"{source}: item {i} is {type(item).__name__} ({str(item)[:60]!r}); the static-vectors "
-                                 "adapter expects a string.")
+        require_texts(inputs, source, "static-vectors")
 
     def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
         ids = [[self.index.get(t, 1) for t in self.tokenize(text)] or [1] for text in inputs]

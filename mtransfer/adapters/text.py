@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter
+from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter, require_texts
 
 POOLINGS = ("cls", "mean", "pooler")
 
@@ -130,15 +130,7 @@ class TextAdapter(Adapter):
 
     # --- contract -----------------------------------------------------------------------
     def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
-        for i, item in enumerate(inputs):
-            ok = isinstance(item, str) or (
-                isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)
-            )
-            if not ok:
-                raise ValueError(
-                    f"{source}: item {i} is {type(item).__name__} ({str(item)[:60]!r}); the text adapter expects "
-                    "a string or a pair of strings."
-                )
+        require_texts(inputs, source, "text", allow_pairs=True)
 
     def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
         if inputs and not isinstance(inputs[0], str):
