@@ -162,7 +162,9 @@ def _plot(runs: list[DemoRun], path: Path, num_classes: int) -> None:
     from mtransfer.atomic import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
-    names = [r.name for r in runs]
+    import textwrap
+
+    names = [textwrap.fill(r.name, 16, break_on_hyphens=False) for r in runs]
     ax.bar(names, [r.results["test_accuracy"] for r in runs],
            color=["tab:blue", "tab:green", "tab:gray", "tab:orange"][:len(runs)])
     ax.axhline(1 / num_classes, color="red", linestyle="--", linewidth=1, label="chance")

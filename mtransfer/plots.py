@@ -26,6 +26,9 @@ def plot_learning_curve(history: Sequence[dict[str, Any]], path: str | Path, met
     if all("eval_loss" in r for r in history):
         ax.plot(epochs, [r["eval_loss"] for r in history], "s-", label="eval loss")
     ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()
     if metric and metric != "eval_loss" and all(metric in r for r in history):
