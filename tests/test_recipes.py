@@ -1,0 +1,100 @@
+"""Shipped recipe configs validate without loading weights; recipes smoke-run on tiny models."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mtransfer.config import load_recipe_config
+from tests.test_multiprocess import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "recipes" / "configs").rglob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert len(CONFIGS) >= 5
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "recipes" / "configs")))
+def test_every_shipped_config_validates_and_documents_its_launch_command(path):
+    config = load_recipe_config(path)
+    header = path.read_text().splitlines()[:3]
+    assert any("accelerate launch" in line and str(path.relative_to(ROOT)) in line for line in header)
+    assert config.training.strategy
+    assert config.model.name_or_path
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    config = load_recipe_config(CONFIGS[0], ["training.num_epochs=2", "training.learning_rate=3e-4",
+                                             "model.adapter.max_length=32", "data.test=null", "training.report_to=[]"])
+    assert config.training.num_epochs == 2 and config.training.learning_rate == 3e-4
+    assert config.model.adapter["max_length"] == 32 and config.data.test is None and config.training.report_to == []
+
+
+@pytest.mark.parametrize("override,message", [
+    (["training.num_epoch=2"], r"unknown key training.num_epoch; did you mean training.num_epochs"),
+    (["training.num_epochs=two"], r"training.num_epochs is 'two' \(str\); expected int"),
+    (["model.modality=[1]"], r"model.modality is \[1\] \(list\); expected str"),
+    (["optimizer.lr=1"], r"must start with one of model, data, training"),
+    (["training.strategy=melt"], r"TrainingArguments.strategy='melt'"),
+])
+def test_bad_keys_and_types_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe_config(CONFIGS[0], override)
+
+
+def test_unknown_section_in_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {}\noptimiser: {lr: 1}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown section 'optimiser'"):
+        load_recipe_config(bad)
+
+
+def smoke_overrides(tiny_bert, out):
+    return [f"model.name_or_path={tiny_bert}", "model.adapter.max_length=16", "training.num_epochs=2",
+            "training.head_epochs=1", f"training.output_dir={out}", "training.report_to=[]", "training.progress_bar=false",
+            "training.save_checkpoints=false", "training.plot=false"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_recipe_smoke_runs_on_a_tiny_model(path, tiny_bert, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import train as recipe
+    finally:
+        sys.path.pop(0)
+    overrides = smoke_overrides(tiny_bert, tmp_path / "out")
+    if load_recipe_config(path).training.strategy == "gradual_unfreezing":
+        overrides.append("training.num_epochs=3")
+    assert recipe.main(["--config", str(path), *overrides]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["test"]["eval_samples"] == 300 and (tmp_path / "out" / "model" / "config.json").is_file()
+
+
+def test_recipe_rejects_bad_overrides_before_loading(capsys):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import train as recipe
+    finally:
+        sys.path.pop(0)
+    assert recipe.main(["--config", str(CONFIGS[0]), "training.batch_sise=4"]) == 2
+    assert "unknown key training.batch_sise; did you mean training.batch_size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_recipe_under_two_process_accelerate_launch(tiny_bert, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(ROOT / "recipes/train.py"),
+           "--config", str(ROOT / "recipes/configs/text/two_stage.yaml"), *smoke_overrides(tiny_bert, tmp_path / "ddp")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["final_eval"]["eval_samples"] == 120
