@@ -132,33 +132,26 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    import mtransfer as mt
+    """Flags -> a recipe config -> :func:`mtransfer.config.run_recipe` (the same path as ``recipes/train.py``)."""
+    from mtransfer.config import DataSettings, ModelSettings, RecipeConfig, run_recipe
+    from mtransfer.training import TrainingArguments
 
     settings = dict(output_dir=a.output_dir, strategy=a.strategy, num_epochs=a.epochs, learning_rate=a.lr,
                     head_learning_rate=a.head_lr, last_n=a.last_n, batch_size=a.batch_size, seed=a.seed,
                     progress_bar=not a.no_progress, resume_from_checkpoint="latest" if a.resume else None)
     settings.update(parse_overrides(a.overrides))
-    args = mt.TrainingArguments(**settings)  # bad settings fail here, before any loading
-    label_column = a.label_column.split(",") if a.task == "regression" and "," in a.label_column else a.label_column
-    train = mt.load_labeled(a.train, input_column=a.input_column, label_column=label_column, task=a.task,
-                            label_separator=a.label_separator)
-    valid = None
-    if a.validation:
-        valid = mt.load_labeled(a.validation, input_column=a.input_column, label_column=label_column, task=a.task,
-                                label_names=None if a.task == "regression" else train.label_names,
-                                label_separator=a.label_separator)
-    adapter_kwargs = {k: v for k, v in (("max_length", a.max_length), ("pooling", a.pooling)) if v is not None}
-    if a.modality == "static_vectors":  # the embedding keeps the training words (plus the file's most frequent)
-        adapter_kwargs["vocab_texts"] = train.inputs
-        if "max_length" in adapter_kwargs:
-            adapter_kwargs["max_tokens"] = adapter_kwargs.pop("max_length")
+    args = TrainingArguments(**settings)  # bad settings fail here, before any loading
+    max_length_key = "max_tokens" if a.modality == "static_vectors" else "max_length"
+    adapter = {k: v for k, v in ((max_length_key, a.max_length), ("pooling", a.pooling)) if v is not None}
     head = {"hidden_sizes": [int(x) for x in a.hidden_sizes.split(",") if x.strip()]}
-    model = mt.TransferModel.from_backbone(a.modality, a.model, labels=train.label_names, task=a.task, head=head,
-                                           seed=a.seed, **adapter_kwargs)
-    result = mt.Trainer(model, args, train, valid).train()
+    config = RecipeConfig(
+        ModelSettings(modality=a.modality, name_or_path=a.model, adapter=adapter, head=head, seed=a.seed),
+        DataSettings(train=a.train, validation=a.validation, input_column=a.input_column, label_column=a.label_column,
+                     task=a.task, label_separator=a.label_separator),
+        args, source="mtransfer train")
+    out = run_recipe(config)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"model_dir": result.model_dir, "metrics": result.metrics_path, "best_epoch": result.best_epoch,
-                          "final": result.final_metrics}))
+        print(json.dumps(out))
     return 0
 
 

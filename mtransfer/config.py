@@ -49,7 +49,7 @@ class DataSettings:
     validation: str | None = None
     test: str | None = None
     input_column: str = "text"
-    label_column: str = "label"
+    label_column: str = "label"  # regression with several targets: comma-separated columns
     task: str = "single_label_classification"
     label_separator: str | None = None
 
@@ -177,13 +177,19 @@ def _dataset(source: str | None, split: str, data: DataSettings, label_names: li
 
         rows = fortunes_splits()[split]
         return mt.load_labeled(rows, label_names=label_names)
-    return mt.load_labeled(source, input_column=data.input_column, label_column=data.label_column, task=data.task,
+    label_column: str | list[str] = data.label_column
+    if data.task == "regression" and "," in label_column:  # several regression targets: "price,size"
+        label_column = [c.strip() for c in label_column.split(",")]
+    return mt.load_labeled(source, input_column=data.input_column, label_column=label_column, task=data.task,
                            label_names=None if data.task == "regression" else label_names,
                            label_separator=data.label_separator)
 
 
 def run_recipe(config: RecipeConfig) -> dict[str, Any]:
-    """Load the data and the model of a config, train, and evaluate on the test data when given."""
+    """Load the data and the model of a config, train, and evaluate on the test data when given.
+
+    The one path from settings to a trained model, shared by ``recipes/train.py`` and ``mtransfer train``.
+    """
     import mtransfer as mt
 
     d = config.data
@@ -199,7 +205,8 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
                                            seed=config.model.seed, **adapter)
     trainer = mt.Trainer(model, config.training, train, valid)
     result = trainer.train()
-    out = {"model_dir": result.model_dir, "best_epoch": result.best_epoch, "final": result.final_metrics}
+    out = {"model_dir": result.model_dir, "metrics": result.metrics_path, "best_epoch": result.best_epoch,
+           "final": result.final_metrics}
     if test is not None:
         out["test"] = trainer.evaluate(test)
     return out

@@ -86,3 +86,24 @@ def test_train_with_static_vectors_builds_the_vocabulary_from_the_training_file(
     assert code == 0
     model = mt.TransferModel.from_pretrained(tmp_path / "sv" / "model")
     assert "the" in model.adapter.vocabulary
+
+
+def test_train_regression_with_two_target_columns(tiny_bert, topic_data, tmp_path, capsys):
+    import csv
+
+    import mtransfer as mt
+
+    path = tmp_path / "prices.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["text", "price", "size"])
+        w.writeheader()
+        for i, r in enumerate(topic_data[0]):
+            w.writerow({"text": r["text"], "price": 100 + i, "size": i % 7})
+    code = main(["train", "--model", str(tiny_bert), "--train", str(path), "--label-column", "price,size",
+                 "--task", "regression", "--output-dir", str(tmp_path / "reg"), "--strategy", "full", "--epochs", "1",
+                 "--no-progress", "--set", "report_to=", "--set", "save_checkpoints=false"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model = mt.TransferModel.from_pretrained(out["model_dir"])
+    assert model.label_names == ["price", "size"] and model.head.config.num_outputs == 2
+    assert out["metrics"].endswith("metrics.json")
