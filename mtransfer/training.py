@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -196,10 +196,6 @@ class TrainingArguments:
         d = asdict(self)
         d["adam_betas"] = list(self.adam_betas)
         return d
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 class TrainerCallback:
