@@ -69,6 +69,17 @@ class LabeledDataset(Dataset):
                               label_names=self.label_names, source=self.source)
 
 
+def _dataset_columns(ds: Any) -> dict[str, list]:
+    """A ``datasets.Dataset`` as columns; class-label columns as their names, media as stored values."""
+    import datasets as hf_datasets
+
+    columns = ds.to_dict()
+    for name, feature in ds.features.items():
+        if isinstance(feature, hf_datasets.ClassLabel):
+            columns[name] = [None if v is None or v < 0 else feature.int2str(int(v)) for v in columns[name]]
+    return columns
+
+
 def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]:
     """Columns (name -> values) and a description of the source."""
     import datasets as hf_datasets
@@ -87,7 +98,7 @@ def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]
                 ds = hf_datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
             except Exception as err:
                 raise ValueError(f"{name}: cannot read it as {fmt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-            return ds.to_dict(), name
+            return _dataset_columns(ds), name
         if str(source).startswith((".", "/", "~")) and not path.exists():
             raise FileNotFoundError(f"{name}: no such file or folder.")
         try:
@@ -97,13 +108,13 @@ def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]
                 f"{name}: not a data file ({', '.join(FILE_FORMATS)}) and datasets.load_dataset could not load it "
                 f"({str(err).splitlines()[0] if str(err) else type(err).__name__})."
             ) from err
-        return ds.to_dict(), f"{name}[{split or 'train'}]"
+        return _dataset_columns(ds), f"{name}[{split or 'train'}]"
     if isinstance(source, hf_datasets.DatasetDict):
         if split is None or split not in source:
             raise ValueError(f"DatasetDict: name the split to use (split=...); it has {', '.join(source)}.")
-        return source[split].to_dict(), f"dataset[{split}]"
+        return _dataset_columns(source[split]), f"dataset[{split}]"
     if isinstance(source, hf_datasets.Dataset):
-        return source.to_dict(), "dataset"
+        return _dataset_columns(source), "dataset"
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # pandas
         return {c: source[c].tolist() for c in source.columns}, "DataFrame"
     if isinstance(source, dict):

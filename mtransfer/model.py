@@ -236,8 +236,14 @@ class TransferModel(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> TransferModel:
-        """Load a folder written by :meth:`save_pretrained`."""
+    def from_pretrained(cls, folder: str | os.PathLike, **adapter_overrides: Any) -> TransferModel:
+        """Load a folder written by :meth:`save_pretrained`.
+
+        Args:
+            folder: The model folder.
+            **adapter_overrides: Passed to the adapter's ``from_pretrained`` (e.g. ``module=`` for
+                a ``torch`` backbone whose class cannot be rebuilt by import).
+        """
         import mtransfer.adapters  # noqa: F401
 
         folder = Path(folder).expanduser()
@@ -249,7 +255,7 @@ class TransferModel(nn.Module):
             raise ValueError(f"{config_path}: not an mtransfer config (no 'mtransfer_format' key); "
                              "for a plain transformers model use TransferModel.from_backbone.")
         with quiet_transformers():
-            adapter = get_adapter_class(config["adapter_type"]).from_pretrained(folder / "backbone", **config["adapter"])
+            adapter = get_adapter_class(config["adapter_type"]).from_pretrained(folder / "backbone", **{**config["adapter"], **adapter_overrides})
         model = cls(adapter, Head(HeadConfig(**config["head"])), config["label_names"])
         state = load_file(str(folder / "model.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)

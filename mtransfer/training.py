@@ -10,6 +10,7 @@ the plan's learning rate for its layer group at every step (0 while frozen).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -28,6 +29,8 @@ from mtransfer.metrics import DEFAULT_METRICS, compute_metrics, greater_is_bette
 from mtransfer.model import TransferModel
 from mtransfer.schedules import SCHEDULES, get_schedule
 from mtransfer.strategies import STRATEGIES, TrainingPlan, plan_strategy
+
+logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TRACKERS = ("tensorboard",)
@@ -87,6 +90,8 @@ class TrainingArguments:
         cache_dir: Feature-cache folder (default ``$MTRANSFER_CACHE`` or ``~/.cache/mtransfer/features``).
         augmented_views: Cache this many augmented views of the training data (preprocessing in
             training mode) and use view ``epoch % augmented_views`` in cached epochs; 0: plain features.
+        skip_bad_inputs: Leave out inputs the adapter cannot read (corrupt or missing image and
+            audio files), with a warning saying how many; False stops before training and lists them.
     """
 
     output_dir: str = "outputs/run"
@@ -132,6 +137,7 @@ class TrainingArguments:
     cache_features: bool = True
     cache_dir: str | None = None
     augmented_views: int = 0
+    skip_bad_inputs: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -306,6 +312,11 @@ class Trainer:
         self.eval_dataset = eval_dataset
         self.callbacks = list(callbacks)
         self.state = TrainerState()
+        self.skipped_inputs: dict[str, list[int]] = {}
+        self._readable: set[int] = set()  # datasets already read once by _drop_bad
+        if args.skip_bad_inputs:
+            self.train_dataset = train_dataset = self._drop_bad(train_dataset, "train_dataset")
+            self.eval_dataset = eval_dataset = self._drop_bad(eval_dataset, "eval_dataset")
         for ds, role in ((train_dataset, "train_dataset"), (eval_dataset, "eval_dataset")):
             if ds is not None:
                 self._check_dataset(ds, role)
@@ -333,6 +344,24 @@ class Trainer:
         self._cached: dict[str, Any] = {}
         self._best_state: dict[str, torch.Tensor] | None = None
 
+    def _drop_bad(self, ds: LabeledDataset | None, role: str) -> LabeledDataset | None:
+        """The dataset without the inputs the adapter cannot read, saying how many were skipped."""
+        if ds is None:
+            return None
+        bad = self.model.adapter.find_bad_inputs(ds.inputs)
+        if not bad:
+            self._readable.add(id(ds))
+            return ds
+        if len(bad) == len(ds):
+            raise ValueError(f"{role} ({ds.source}): all {len(ds)} inputs are unreadable, e.g. {bad[0][1]}")
+        skipped = {i for i, _ in bad}
+        logger.warning("%s (%s): skipping %d of %d unreadable inputs (skip_bad_inputs=True); first: %s",
+                       role, ds.source, len(bad), len(ds), bad[0][1])
+        self.skipped_inputs[role] = [i for i, _ in bad]
+        kept = ds.subset([i for i in range(len(ds)) if i not in skipped])
+        self._readable.add(id(kept))
+        return kept
+
     def _check_dataset(self, ds: LabeledDataset, role: str) -> None:
         if len(ds) == 0:
             raise ValueError(f"{role} ({ds.source}) is empty.")
@@ -346,7 +375,8 @@ class Trainer:
         if ds.task == "regression" and ds.targets.shape[1] != self.model.head.config.num_outputs:
             raise ValueError(f"{role} ({ds.source}) has {ds.targets.shape[1]} regression targets but the head has "
                              f"{self.model.head.config.num_outputs} outputs.")
-        self.model.adapter.validate_inputs(ds.inputs, source=f"{role} ({ds.source})")
+        if id(ds) not in self._readable:
+            self.model.adapter.validate_inputs(ds.inputs, source=f"{role} ({ds.source})")
 
     # --- learning rates -----------------------------------------------------------------
     def lr_lambda(self, group_index: int, steps_per_epoch: int):

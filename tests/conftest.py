@@ -53,3 +53,41 @@ def tiny_sentence(tiny_bert, tmp_path_factory) -> Path:
     from tests.tiny import build_tiny_sentence_transformer
 
     return build_tiny_sentence_transformer(tiny_bert, tmp_path_factory.mktemp("tiny-sentence"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory):
+    """``kind -> folder`` of a tiny random vision backbone (vit, convnext, resnet, swin, dinov2, timm), built once."""
+    from tests.tiny import build_tiny_vision
+
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            built[kind] = build_tiny_vision(kind, tmp_path_factory.mktemp(f"tiny-{kind}"))
+        return built[kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_speech(tmp_path_factory):
+    """``kind -> folder`` of a tiny random speech encoder (wav2vec2, hubert, wavlm), built once."""
+    from tests.tiny import build_tiny_speech
+
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            built[kind] = build_tiny_speech(kind, tmp_path_factory.mktemp(f"tiny-{kind}"))
+        return built[kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shape_data():
+    """Synthetic 3-class image task (square / horizontal bar / vertical bar): (train rows, eval rows)."""
+    from tests.tiny import shape_images
+
+    return shape_images(12, seed=0), shape_images(6, seed=1)

@@ -60,3 +60,109 @@ def build_tiny_sentence_transformer(bert_folder: Path, folder: Path) -> Path:
     modules = [transformer, models.Pooling(32, "mean"), models.Dense(32, 16), models.Normalize()]
     SentenceTransformer(modules=modules, device="cpu").save(str(folder))
     return Path(folder)
+
+
+# --- vision ---------------------------------------------------------------------------------
+VISION_ARCHS = ("vit", "convnext", "resnet", "timm")
+
+
+def build_tiny_vision(kind: str, folder: Path, image_size: int = 32) -> Path:
+    """Write a tiny random vision backbone with its image processor to ``folder``.
+
+    ``kind``: ``vit``, ``convnext``, ``resnet``, ``swin``, ``dinov2`` or ``timm`` (timm's
+    ``test_vit`` through transformers' TimmWrapper).
+    """
+    import torch
+    from transformers import (AutoModel, ConvNextConfig, ConvNextImageProcessor, Dinov2Config, ResNetConfig,
+                              SwinConfig, TimmWrapperConfig, TimmWrapperImageProcessor, ViTConfig, ViTImageProcessor)
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    size = {"height": image_size, "width": image_size}
+    if kind == "vit":
+        config = ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=37)
+        processor = ViTImageProcessor(size=size)
+    elif kind == "dinov2":
+        config = Dinov2Config(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              mlp_ratio=2)
+        processor = ViTImageProcessor(size=size)
+    elif kind == "convnext":
+        config = ConvNextConfig(num_channels=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], patch_size=4)
+        processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=0.875)
+    elif kind == "resnet":
+        config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="basic")
+        processor = ViTImageProcessor(size=size, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    elif kind == "swin":
+        config = SwinConfig(image_size=image_size, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4)
+        processor = ViTImageProcessor(size=size)
+    elif kind == "timm":
+        config = TimmWrapperConfig(architecture="test_vit")
+        pretrained_cfg = {"input_size": [3, image_size, image_size], "interpolation": "bicubic", "crop_pct": 0.875,
+                          "crop_mode": "center", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "num_classes": 0}
+        config.pretrained_cfg = pretrained_cfg
+        processor = TimmWrapperImageProcessor(pretrained_cfg=pretrained_cfg, architecture="test_vit")
+    else:
+        raise ValueError(f"unknown tiny vision kind {kind!r}")
+    model = AutoModel.from_config(config)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def shape_images(n_per_class: int, size: int = 40, seed: int = 0) -> list[dict]:
+    """Synthetic RGB images of three classes (a bright square, a horizontal bar, a vertical bar) with noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in ("square", "hbar", "vbar"):
+        for _ in range(n_per_class):
+            img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            a, b = rng.integers(4, size // 2, 2)
+            if label == "square":
+                img[a:a + size // 3, b:b + size // 3] = 230
+            elif label == "hbar":
+                img[a:a + 5, 2:size - 2] = 230
+            else:
+                img[2:size - 2, b:b + 5] = 230
+            rows.append({"image": img, "label": label})
+    order = rng.permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+# --- audio ----------------------------------------------------------------------------------
+def build_tiny_speech(kind: str, folder: Path) -> Path:
+    """Write a tiny random speech encoder (``wav2vec2``, ``hubert`` or ``wavlm``) and its feature extractor.
+
+    Real strides (320 samples per frame at 16 kHz), narrow convolutions, 2 transformer layers of width 32.
+    """
+    import torch
+    from transformers import AutoModel, HubertConfig, Wav2Vec2Config, Wav2Vec2FeatureExtractor, WavLMConfig
+
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                  conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                  feat_extract_norm="layer", do_stable_layer_norm=True, mask_time_prob=0.05, layerdrop=0.0,
+                  hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, feat_proj_dropout=0.0)
+    configs = {"wav2vec2": Wav2Vec2Config, "hubert": HubertConfig, "wavlm": WavLMConfig}
+    if kind not in configs:
+        raise ValueError(f"unknown tiny speech kind {kind!r}")
+    extra = {"num_buckets": 16, "max_bucket_distance": 64} if kind == "wavlm" else {}
+    torch.manual_seed(0)
+    model = AutoModel.from_config(configs[kind](**common, **extra))
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+def tone(seconds: float, rate: int, freqs=(220.0, 660.0, 1500.0), channels: int = 1):
+    """A band-limited test signal (sum of sines below 4 kHz). Shape: ``(channels, samples)``."""
+    import math
+
+    import torch
+
+    t = torch.arange(int(round(seconds * rate))) / rate
+    wav = sum(torch.sin(2 * math.pi * f * t + k) for k, f in enumerate(freqs)) / len(freqs)
+    return (0.5 * wav).repeat(channels, 1)

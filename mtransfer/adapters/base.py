@@ -129,7 +129,16 @@ class Adapter(nn.Module, abc.ABC):
         return adapter
 
     def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
-        """Raise a ``ValueError`` naming ``source`` and the first bad item; default accepts all."""
+        """Raise a ``ValueError`` naming ``source`` and the bad items; default: those :meth:`find_bad_inputs` finds."""
+        from mtransfer.media import format_bad_inputs
+
+        bad = self.find_bad_inputs(inputs)
+        if bad:
+            raise ValueError(format_bad_inputs(bad, len(inputs), source))
+
+    def find_bad_inputs(self, inputs: Sequence[Any]) -> list[tuple[int, str]]:
+        """``(index, message)`` for every input this adapter cannot read; default: none."""
+        return []
 
     def feature_fingerprint(self) -> dict[str, Any]:
         """Everything about this adapter that changes its features (a feature-cache key part).

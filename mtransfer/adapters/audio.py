@@ -1,0 +1,262 @@
+"""Audio adapter for transformers speech encoders: wav2vec2, HuBERT, WavLM, Data2VecAudio, ...
+
+Any input (file, array with its rate, ``datasets`` audio value) becomes mono at the model's
+sampling rate through torchaudio (:mod:`mtransfer.media`), then goes through the model's own
+feature extractor one clip at a time (so per-utterance normalisation never sees padding),
+and is zero-padded into a batch with an attention mask.
+
+Features: frame features ``(batch, frames, dim)`` with their mask (what CTC heads read) and a
+pooled embedding over the valid frames only (``mean``, or ``stats``: mean and standard
+deviation concatenated). Optionally a learned softmax-weighted sum of all hidden layers
+(the SUPERB protocol) replaces the last layer.
+
+Long clips: training takes a random ``max_duration`` crop; evaluation uses the full clip, or,
+with ``eval_chunking``, ``max_duration`` chunks whose pooled features are averaged (weighted by
+their frame counts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter
+from mtransfer.media import find_bad_inputs, load_audio, media_fingerprint
+
+POOLINGS = ("mean", "stats")
+MIN_TRAIN_SECONDS = 0.5  # training batches are padded at least this long (SpecAugment needs >= mask_time_length frames)
+
+
+class LayerWeighting(nn.Module):
+    """A softmax-weighted sum of hidden layers; starts as their plain average.
+
+    Shape:
+        hidden_states: ``num_layers`` tensors ``(batch, frames, dim)`` -> ``(batch, frames, dim)``.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(hidden_states) != self.weights.numel():
+            raise ValueError(f"LayerWeighting has {self.weights.numel()} weights for {len(hidden_states)} hidden layers.")
+        w = torch.softmax(self.weights, 0).to(hidden_states[0].dtype)
+        return torch.einsum("l,lbtd->btd", w, torch.stack(list(hidden_states)))
+
+
+@register_adapter("audio")
+class AudioAdapter(Adapter):
+    """A transformers speech encoder with its feature extractor, by Hub id or local folder.
+
+    Layer groups, input side first: ``feature_encoder`` (the CNN on raw audio; left out and
+    frozen when ``freeze_feature_encoder``, as every wav2vec2 recipe does),
+    ``feature_projection`` (projection, positional convolution and what else precedes the
+    first transformer layer), ``layer.0`` ... ``layer.{n-1}``, and ``top`` (a final layer norm)
+    when the model has one after the layers.
+
+    Args:
+        model_name_or_path: Hub id or folder of a transformers audio encoder.
+        pooling: ``mean`` over valid frames, or ``stats`` (mean and std, twice the width).
+        max_duration: Seconds per clip in training (random crop) and per chunk with ``eval_chunking``.
+        eval_chunking: Evaluate long clips in ``max_duration`` chunks and average them; default:
+            the full clip in one pass.
+        layer_weighting: Use a learned weighted sum of all hidden layers (trained with the head).
+        freeze_feature_encoder: Keep the CNN feature encoder frozen in every strategy.
+        layerdrop: The model's LayerDrop probability in training (0 keeps every layer, which
+            multi-GPU training needs unless unused parameters are tracked).
+        pretrained: False builds the same architecture with random weights (a baseline).
+        revision: Hub revision when loading by id.
+
+    >>> adapter = AudioAdapter("facebook/wav2vec2-base")  # doctest: +SKIP
+    >>> adapter.forward_features(adapter.preprocess(["clip.wav"])).tokens.shape  # doctest: +SKIP
+    torch.Size([1, 149, 768])
+    """
+
+    def __init__(self, model_name_or_path: str | os.PathLike, *, pooling: str = "mean", max_duration: float = 10.0,
+                 eval_chunking: bool = False, layer_weighting: bool = False, freeze_feature_encoder: bool = True,
+                 layerdrop: float = 0.0, pretrained: bool = True, revision: str | None = None) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"AudioAdapter pooling={pooling!r}; expected one of {', '.join(POOLINGS)}.")
+        if not max_duration or max_duration <= 0:
+            raise ValueError(f"AudioAdapter max_duration={max_duration!r}: expected seconds > 0.")
+        if not 0 <= layerdrop < 1:
+            raise ValueError(f"AudioAdapter layerdrop={layerdrop!r}: expected a probability in [0, 1).")
+        self.model_name_or_path = str(model_name_or_path)
+        self.pooling = pooling
+        self.max_duration = float(max_duration)
+        self.eval_chunking = bool(eval_chunking)
+        self.freeze_feature_encoder = bool(freeze_feature_encoder)
+        self.layerdrop = float(layerdrop)
+        kwargs = {"revision": revision} if revision else {}
+        self.feature_extractor = load_pretrained(AutoFeatureExtractor.from_pretrained, model_name_or_path,
+                                                 "audio feature extractor", **kwargs)
+        config = load_pretrained(AutoConfig.from_pretrained, model_name_or_path, "model config", **kwargs)
+        if hasattr(config, "layerdrop"):
+            config.layerdrop = self.layerdrop
+        if pretrained:
+            self.backbone = load_pretrained(AutoModel.from_pretrained, model_name_or_path, "audio model", config=config, **kwargs)
+        else:
+            self.backbone = AutoModel.from_config(config)
+        if not hasattr(self.backbone, "_get_feat_extract_output_lengths"):
+            raise ValueError(f"{self.model_name_or_path!r} ({type(self.backbone).__name__}) is not a raw-waveform speech "
+                             "encoder of the wav2vec2 family (wav2vec2, HuBERT, WavLM, Data2VecAudio, UniSpeech, SEW...).")
+        self.sampling_rate = int(self.feature_extractor.sampling_rate)
+        self.pass_attention_mask = bool(getattr(self.feature_extractor, "return_attention_mask", True))
+        self.layer_weights = LayerWeighting(config.num_hidden_layers + 1) if layer_weighting else None
+        for p in self.unused_parameters():
+            p.requires_grad_(False)
+        hidden = int(config.hidden_size)
+        self.embedding_dim = 2 * hidden if pooling == "stats" else hidden
+        self.min_samples = self._min_samples()
+
+    def _min_samples(self) -> int:
+        """The shortest input that yields one frame."""
+        n = 1
+        while int(self.backbone._get_feat_extract_output_lengths(torch.tensor(n))) < 1:
+            n *= 2
+        lo, hi = n // 2, n
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if int(self.backbone._get_feat_extract_output_lengths(torch.tensor(mid))) >= 1 else (mid, hi)
+        return hi
+
+    # --- inputs -------------------------------------------------------------------------
+    def load(self, item: Any) -> torch.Tensor:
+        """One input as a mono waveform at the model's rate. Shape: ``(samples,)``."""
+        return load_audio(item, self.sampling_rate)
+
+    def find_bad_inputs(self, inputs: Sequence[Any]) -> list[tuple[int, str]]:
+        return find_bad_inputs(inputs, self.load)
+
+    def input_fingerprint(self, inputs: Sequence[Any]) -> str:
+        return media_fingerprint(inputs)
+
+    def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
+        max_samples = int(round(self.max_duration * self.sampling_rate))
+        clips: list[torch.Tensor] = []
+        owners: list[int] = []
+        for i, item in enumerate(inputs):
+            wav = self.load(item)
+            if training and wav.numel() > max_samples:
+                start = int(torch.randint(0, wav.numel() - max_samples + 1, (1,)))
+                wav = wav[start:start + max_samples]
+            if not training and self.eval_chunking and wav.numel() > max_samples:
+                pieces = list(wav.split(max_samples))
+                if len(pieces) > 1 and pieces[-1].numel() < self.sampling_rate // 2:  # fold a short tail into the last chunk
+                    pieces[-2] = torch.cat([pieces[-2], pieces.pop()])
+                clips += pieces
+                owners += [i] * len(pieces)
+            else:
+                clips.append(wav)
+                owners.append(i)
+        values = []
+        for wav in clips:
+            if wav.numel() < self.min_samples:
+                wav = torch.nn.functional.pad(wav, (0, self.min_samples - wav.numel()))
+            out = self.feature_extractor(wav.numpy(), sampling_rate=self.sampling_rate, return_tensors="pt",
+                                         return_attention_mask=False)
+            values.append(out["input_values"][0])
+        lengths = torch.tensor([v.numel() for v in values])
+        width = int(lengths.max())
+        if training:
+            width = max(width, int(MIN_TRAIN_SECONDS * self.sampling_rate))
+        pad = float(getattr(self.feature_extractor, "padding_value", 0.0))
+        batch_values = torch.full((len(values), width), pad, dtype=torch.float32)
+        mask = torch.zeros(len(values), width, dtype=torch.long)
+        for j, v in enumerate(values):
+            batch_values[j, :v.numel()] = v
+            mask[j, :v.numel()] = 1
+        batch = {"input_values": batch_values, "attention_mask": mask, "lengths": lengths}
+        if len(clips) != len(inputs):
+            batch["chunk_owner"] = torch.tensor(owners)
+        return batch
+
+    # --- features -----------------------------------------------------------------------
+    def frame_mask(self, lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Valid frames per clip from its sample count. Shape: ``(batch, num_frames)``."""
+        frames = self.backbone._get_feat_extract_output_lengths(lengths).clamp(min=1, max=num_frames)
+        return (torch.arange(num_frames, device=lengths.device)[None, :] < frames[:, None]).long()
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> Features:
+        kwargs: dict[str, Any] = {"input_values": batch["input_values"]}
+        if self.pass_attention_mask:
+            kwargs["attention_mask"] = batch["attention_mask"]
+        if self.layer_weights is not None:
+            out = self.backbone(**kwargs, output_hidden_states=True)
+            hidden = self.layer_weights(out.hidden_states)
+        else:
+            hidden = self.backbone(**kwargs).last_hidden_state
+        mask = self.frame_mask(batch["lengths"], hidden.shape[1])
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        count = weights.sum(1).clamp(min=1.0)
+        mean = (hidden * weights).sum(1) / count
+        if self.pooling == "stats":
+            var = (((hidden - mean[:, None]) ** 2) * weights).sum(1) / count
+            pooled = torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)
+        else:
+            pooled = mean
+        owner = batch.get("chunk_owner")
+        if owner is not None:  # average chunks per clip, weighted by their frames
+            n = int(owner.max()) + 1
+            total = torch.zeros(n, pooled.shape[1], dtype=pooled.dtype, device=pooled.device)
+            total.index_add_(0, owner, pooled * count)
+            frames = torch.zeros(n, 1, dtype=pooled.dtype, device=pooled.device).index_add_(0, owner, count)
+            return Features(pooled=total / frames)
+        return Features(pooled=pooled, tokens=hidden, mask=mask)
+
+    # --- groups -------------------------------------------------------------------------
+    def _feature_encoder_params(self) -> list[nn.Parameter]:
+        return [p for n, p in self.backbone.named_parameters() if n.startswith(("feature_extractor.", "conv_layers."))]
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        return self._feature_encoder_params() if self.freeze_feature_encoder else []
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.layer_weights] if self.layer_weights is not None else []
+
+    def layer_groups(self) -> list[LayerGroup]:
+        encoder = getattr(self.backbone, "encoder", None)
+        blocks = getattr(encoder, "layers", None)
+        if not isinstance(blocks, nn.ModuleList):
+            from mtransfer.adapters.text import _block_list
+
+            _, blocks = _block_list(self.backbone)
+        cnn = {id(p) for p in self._feature_encoder_params()}
+        final_norm = getattr(encoder, "layer_norm", None) if getattr(self.backbone.config, "do_stable_layer_norm", False) else None
+        after = {id(p) for p in final_norm.parameters()} if isinstance(final_norm, nn.Module) else set()
+        in_blocks = {id(p) for p in blocks.parameters()}
+        feature_encoder, projection, top = LayerGroup("feature_encoder"), LayerGroup("feature_projection"), LayerGroup("top")
+        seen_blocks = False
+        for _, p in self.backbone.named_parameters():
+            if id(p) in in_blocks:
+                seen_blocks = True
+            elif id(p) in cnn:
+                feature_encoder.params.append(p)
+            elif id(p) in after:  # pre-norm ("stable layer norm") models apply it after the last layer
+                top.params.append(p)
+            else:
+                (top if seen_blocks else projection).params.append(p)
+        groups = [] if self.freeze_feature_encoder else [feature_encoder]
+        groups += [projection] if projection.params else []
+        groups += [LayerGroup(f"layer.{i}", modules=[b]) for i, b in enumerate(blocks)]
+        return groups + ([top] if top.params else [])
+
+    # --- persistence ----------------------------------------------------------------------
+    def feature_fingerprint(self) -> dict[str, Any]:
+        return {**super().feature_fingerprint(), "feature_extractor": json.loads(self.feature_extractor.to_json_string())}
+
+    def get_config(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "max_duration": self.max_duration, "eval_chunking": self.eval_chunking,
+                "layer_weighting": self.layer_weights is not None, "freeze_feature_encoder": self.freeze_feature_encoder,
+                "layerdrop": self.layerdrop, "source": self.model_name_or_path}
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        self.backbone.save_pretrained(folder)
+        self.feature_extractor.save_pretrained(folder)

@@ -1,0 +1,198 @@
+"""A multilingual speech corpus built offline: gettext catalogs -> espeak-ng -> 16 kHz wav.
+
+Texts come from the translation catalogs under ``/usr/share/locale/<lang>/LC_MESSAGES`` (the
+English ``msgid`` strings, and their translations per language), cleaned of format specifiers,
+accelerators and markup. espeak-ng speaks them with a voice variant, pitch and speed per
+pseudo-speaker; the audio is resampled to 16 kHz with torchaudio and written as 16-bit wav.
+
+The output folder is a ``datasets`` audiofolder::
+
+    out/
+      metadata.csv     file_name, transcript, language, speaker, variant, pitch, speed, split
+      <lang>/<lang>_<speaker>_<n>.wav
+
+>>> build_speech_corpus("corpus", ["as", "bn"], per_language=50)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import gettext
+import hashlib
+import random
+import re
+import shutil
+import subprocess
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+LOCALE_DIR = Path("/usr/share/locale")
+DEFAULT_LANGUAGES = ("bn", "as", "hi", "mr", "ne", "tr", "es", "pt", "it", "de", "ru", "fr", "en")
+VARIANTS = ("m1", "m3", "m7", "f1", "f2", "f4", "klatt", "m2", "f3", "m5")
+SAMPLE_RATE = 16_000
+ESPEAK_RATE = 22_050
+
+_FORMAT = re.compile(r"%(\d+\$)?[-+ #0]*(\d+|\*)?(\.\d+)?(hh|h|ll|l|L|q|j|z|t)?[diouxXeEfFgGcsSpn%]|\{[^}]*\}|\$\{[^}]*\}|<[^>]+>|&\w+;")
+_ACCEL = re.compile(r"(?<=\w)_(?=\w)|^_|(?<=\s)_|&(?=\w)|~")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One spoken sentence."""
+
+    text: str
+    language: str
+    speaker: int
+    variant: str
+    pitch: int
+    speed: int
+    split: str
+
+
+def clean_text(text: str) -> str:
+    """A catalog string as speakable text: no format specifiers, accelerators, markup or line breaks."""
+    text = _FORMAT.sub(" ", text)
+    text = _ACCEL.sub("", text)
+    text = re.sub(r"[\\/|<>\[\]{}()\"“”«»`*#=_%]+|(?<!\w)'|'(?!\w)", " ", text)
+    return re.sub(r"\s+", " ", text).strip(" .:;,-")
+
+
+def _script_ok(text: str, language: str) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    visible = [c for c in text if not c.isspace()]
+    if len(letters) < 6 or len(letters) < 0.75 * len(visible) * (0.8 if language in ("bn", "as", "hi", "mr", "ne") else 1):
+        return False
+    if language == "en":
+        return all(c.isascii() for c in letters)
+    if language in ("bn", "as"):
+        return sum("\u0980" <= c <= "\u09ff" for c in letters) / len(letters) > 0.9
+    if language in ("hi", "mr", "ne"):
+        return sum("\u0900" <= c <= "\u097f" for c in letters) / len(letters) > 0.9
+    if language == "ru":
+        return sum("\u0400" <= c <= "\u04ff" for c in letters) / len(letters) > 0.9
+    return sum(c.isascii() for c in letters) / len(letters) > 0.6  # Latin-script languages (with accents)
+
+
+def catalog_texts(language: str, locale_dir: Path = LOCALE_DIR, min_words: int = 2, max_words: int = 14) -> list[str]:
+    """Distinct cleaned sentences for ``language`` from every catalog (``en``: the source strings), sorted.
+
+    Raises:
+        FileNotFoundError: No catalogs for the language.
+    """
+    files = sorted((locale_dir).glob("*/LC_MESSAGES/*.mo")) if language == "en" else sorted(
+        (locale_dir / language / "LC_MESSAGES").glob("*.mo"))
+    if not files:
+        raise FileNotFoundError(f"no gettext catalogs for language {language!r} under {locale_dir}/{language}/LC_MESSAGES.")
+    texts: set[str] = set()
+    for path in files:
+        try:
+            with open(path, "rb") as fh:
+                catalog = gettext.GNUTranslations(fh)._catalog  # msgid -> msgstr
+        except Exception:  # noqa: BLE001  (a damaged or unusual catalog: skip it)
+            continue
+        for key, value in catalog.items():
+            raw = key[0] if isinstance(key, tuple) else key
+            raw = raw if language == "en" else value
+            if not isinstance(raw, str) or not raw or "\x00" in raw:
+                continue
+            text = clean_text(raw)
+            if language == "as":  # espeak spells out YA + NUKTA; the precomposed YYA reads as a word
+                text = text.replace("\u09af\u09bc", "\u09df")
+            if min_words <= len(text.split()) <= max_words and _script_ok(text, language):
+                texts.add(text)
+    return sorted(texts)
+
+
+def _speakers(count: int, seed: int) -> list[tuple[str, int, int]]:
+    rng = random.Random(seed)
+    return [(VARIANTS[k % len(VARIANTS)], rng.randint(25, 75), rng.randint(140, 190)) for k in range(count)]
+
+
+def plan_corpus(languages: Sequence[str], per_language: int, speakers: int = 4, test_speakers: int = 1,
+                seed: int = 0, locale_dir: Path = LOCALE_DIR) -> list[Utterance]:
+    """Which sentence each pseudo-speaker says; the last ``test_speakers`` speakers form the test split."""
+    if speakers <= test_speakers:
+        raise ValueError(f"speakers={speakers} must exceed test_speakers={test_speakers}.")
+    voices = _speakers(speakers, seed)
+    plan = []
+    for language in languages:
+        texts = catalog_texts(language, locale_dir)
+        rng = random.Random(f"{seed}-{language}")
+        chosen = rng.sample(texts, min(per_language, len(texts)))
+        for n, text in enumerate(chosen):
+            speaker = n % speakers
+            variant, pitch, speed = voices[speaker]
+            split = "test" if speaker >= speakers - test_speakers else "train"
+            plan.append(Utterance(text, language, speaker, variant, pitch, speed, split))
+    return plan
+
+
+def speak(text: str, language: str, variant: str = "m1", pitch: int = 50, speed: int = 175) -> np.ndarray:
+    """espeak-ng's audio for ``text``, resampled to 16 kHz. Shape: ``(samples,)`` float32 in [-1, 1]."""
+    import torch
+    import torchaudio
+
+    if shutil.which("espeak-ng") is None:
+        raise FileNotFoundError("espeak-ng is not installed (apt install espeak-ng; scripts/setup.sh does it).")
+    voice = f"{language}+{variant}"
+    proc = subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "--stdout", text],
+                          capture_output=True, check=False)
+    if proc.returncode != 0 or len(proc.stdout) <= 44:
+        raise RuntimeError(f"espeak-ng -v {voice} failed on {text!r}: {proc.stderr.decode(errors='replace').strip()}")
+    pcm = np.frombuffer(proc.stdout[44:], dtype="<i2").astype(np.float32) / 32768.0
+    wav = torchaudio.functional.resample(torch.from_numpy(pcm), ESPEAK_RATE, SAMPLE_RATE)
+    return wav.numpy()
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """16-bit PCM mono wav, written to a temporary name and renamed."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    tmp = path.with_name(path.name + ".tmp")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    tmp.replace(path)
+
+
+def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANGUAGES, per_language: int = 200,
+                        speakers: int = 4, test_speakers: int = 1, seed: int = 0, workers: int = 4,
+                        locale_dir: Path = LOCALE_DIR) -> Path:
+    """Build (or complete) the corpus in ``out``; existing wav files are kept, so a rerun resumes.
+
+    Returns:
+        The folder, loadable with ``datasets.load_dataset("audiofolder", data_dir=out)`` or
+        :func:`mtransfer.load_labeled`.
+    """
+    out = Path(out)
+    plan = plan_corpus(list(languages), per_language, speakers, test_speakers, seed, locale_dir)
+    rows = []
+    jobs = []
+    for n, u in enumerate(plan):
+        digest = hashlib.sha1(f"{u}".encode()).hexdigest()[:8]
+        rel = Path(u.language) / f"{u.language}_s{u.speaker}_{n:05d}_{digest}.wav"
+        rows.append({"file_name": rel.as_posix(), "transcript": u.text, "language": u.language, "speaker": f"{u.language}-{u.speaker}",
+                     "variant": u.variant, "pitch": u.pitch, "speed": u.speed, "split": u.split})
+        if not (out / rel).is_file():
+            jobs.append((u, out / rel))
+
+    def run(job: tuple[Utterance, Path]) -> None:
+        u, path = job
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, speak(u.text, u.language, u.variant, u.pitch, u.speed))
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(run, jobs))
+    tmp = out / "metadata.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(out / "metadata.csv")
+    return out
