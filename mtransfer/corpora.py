@@ -1,5 +1,6 @@
 """Real labelled corpora that exist offline on a Debian machine with mtransfer's setup.
 
+* scikit-learn's handwritten digits as RGB images (:func:`digits_splits`), for image models;
 * Debian's ``fortunes`` packages: each category file (``computers``, ``food``, ``love``,
   ``politics``, ``science``...) is a topic label, each fortune a text. Attribution lines
   (``-- Author, "Title", stardate 3012.4``) are removed so that the label has to be read from
@@ -83,3 +84,42 @@ def fortunes_corpus(exclude_texts: Sequence[str] = (), folder: str | Path = FORT
         if (folder / name).is_file():
             texts += [t for t in read_fortunes(name, folder, min_chars=10, max_chars=2000) if t not in excluded]
     return texts
+
+
+def digits_images(per_class: int, test_per_class: int, size: int = 64, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """scikit-learn's handwritten digits (real 8x8 scans, 10 classes) as RGB images for image models.
+
+    Each 8x8 grey image (values 0-16) is inverted to dark ink on white paper and upsampled to
+    ``size`` pixels with bicubic interpolation. Train and test rows are drawn per class without
+    overlap.
+
+    Returns:
+        ``(train, test)`` lists of ``{"image": uint8 array (size, size, 3), "label": "0".."9"}``.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in range(10):
+        idx = rng.permutation(np.flatnonzero(digits.target == label))
+        if len(idx) < per_class + test_per_class:
+            raise ValueError(f"digits: class {label} has {len(idx)} images, fewer than {per_class} + {test_per_class}.")
+        for rows, chosen in ((train, idx[:per_class]), (test, idx[per_class:per_class + test_per_class])):
+            for i in chosen:
+                grey = (255 - digits.images[i] * (255 / 16)).astype(np.uint8)
+                big = np.asarray(Image.fromarray(grey).resize((size, size), Image.BICUBIC))
+                rows.append({"image": np.repeat(big[..., None], 3, axis=2), "label": str(label)})
+    order = rng.permutation(len(train))
+    return [train[i] for i in order], test
+
+
+def digits_splits(per_class: int = 10, validation_per_class: int = 20, test_per_class: int = 40, size: int = 64,
+                  seed: int = 0) -> dict[str, list[dict]]:
+    """:func:`digits_images` as ``train`` / ``validation`` / ``test`` splits with no image in two splits."""
+    train, held_out = digits_images(per_class, validation_per_class + test_per_class, size=size, seed=seed)
+    k = validation_per_class + test_per_class
+    return {"train": train, "validation": [r for i, r in enumerate(held_out) if i % k < validation_per_class],
+            "test": [r for i, r in enumerate(held_out) if i % k >= validation_per_class]}

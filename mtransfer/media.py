@@ -249,7 +249,7 @@ def format_bad_inputs(bad: list[tuple[int, str]], total: int, source: str, limit
     lines += [f"  row {i}: {msg}" for i, msg in bad[:limit]]
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more")
-    lines.append("Fix or remove them, or pass skip_bad_inputs=True (data.skip_bad_inputs in a recipe) to train without them.")
+    lines.append("Fix or remove them, or pass skip_bad_inputs=True (training.skip_bad_inputs=true in a recipe) to train without them.")
     return "\n".join(lines)
 
 

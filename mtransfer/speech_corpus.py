@@ -114,10 +114,15 @@ def _speakers(count: int, seed: int) -> list[tuple[str, int, int]]:
 
 
 def plan_corpus(languages: Sequence[str], per_language: int, speakers: int = 4, test_speakers: int = 1,
-                seed: int = 0, locale_dir: Path = LOCALE_DIR) -> list[Utterance]:
-    """Which sentence each pseudo-speaker says; the last ``test_speakers`` speakers form the test split."""
-    if speakers <= test_speakers:
-        raise ValueError(f"speakers={speakers} must exceed test_speakers={test_speakers}.")
+                seed: int = 0, locale_dir: Path = LOCALE_DIR, validation_speakers: int = 0) -> list[Utterance]:
+    """Which sentence each pseudo-speaker says.
+
+    The last ``test_speakers`` speakers form the ``test`` split, the ``validation_speakers``
+    before them the ``validation`` split, the rest ``train``: no speaker is in two splits.
+    """
+    if speakers <= test_speakers + validation_speakers:
+        raise ValueError(f"speakers={speakers} must exceed test_speakers + validation_speakers "
+                         f"({test_speakers} + {validation_speakers}).")
     voices = _speakers(speakers, seed)
     plan = []
     for language in languages:
@@ -127,9 +132,24 @@ def plan_corpus(languages: Sequence[str], per_language: int, speakers: int = 4, 
         for n, text in enumerate(chosen):
             speaker = n % speakers
             variant, pitch, speed = voices[speaker]
-            split = "test" if speaker >= speakers - test_speakers else "train"
+            split = ("test" if speaker >= speakers - test_speakers else
+                     "validation" if speaker >= speakers - test_speakers - validation_speakers else "train")
             plan.append(Utterance(text, language, speaker, variant, pitch, speed, split))
     return plan
+
+
+def corpus_splits(folder: str | Path, label_column: str = "language") -> dict[str, list[dict]]:
+    """A built corpus as ``{split: [{"audio": path, "label": ..., "transcript": ..., "speaker": ...}]}``."""
+    folder = Path(folder)
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and label_column not in rows[0]:
+        raise ValueError(f"{folder / 'metadata.csv'}: no column {label_column!r}; it has {', '.join(rows[0])}.")
+    splits: dict[str, list[dict]] = {}
+    for r in rows:
+        splits.setdefault(r["split"], []).append({"audio": str(folder / r["file_name"]), "label": r[label_column],
+                                                  "transcript": r["transcript"], "speaker": r["speaker"]})
+    return splits
 
 
 def speak(text: str, language: str, variant: str = "m1", pitch: int = 50, speed: int = 175) -> np.ndarray:
@@ -163,7 +183,7 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
 
 def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANGUAGES, per_language: int = 200,
                         speakers: int = 4, test_speakers: int = 1, seed: int = 0, workers: int = 4,
-                        locale_dir: Path = LOCALE_DIR) -> Path:
+                        locale_dir: Path = LOCALE_DIR, validation_speakers: int = 0) -> Path:
     """Build (or complete) the corpus in ``out``; existing wav files are kept, so a rerun resumes.
 
     Returns:
@@ -171,7 +191,7 @@ def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANG
         :func:`mtransfer.load_labeled`.
     """
     out = Path(out)
-    plan = plan_corpus(list(languages), per_language, speakers, test_speakers, seed, locale_dir)
+    plan = plan_corpus(list(languages), per_language, speakers, test_speakers, seed, locale_dir, validation_speakers)
     rows = []
     jobs = []
     for n, u in enumerate(plan):

@@ -16,7 +16,9 @@ CONFIGS = sorted((ROOT / "recipes" / "configs").rglob("*.yaml"))
 
 
 def test_there_are_configs():
-    assert len(CONFIGS) >= 5
+    for modality in ("text", "image", "audio"):
+        assert {p.stem for p in CONFIGS if p.parent.name == modality} >= {
+            "probe", "two_stage", "full", "discriminative", "gradual_unfreezing"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "recipes" / "configs")))
@@ -60,20 +62,41 @@ def smoke_overrides(tiny_bert, out):
             "training.save_checkpoints=false", "training.plot=false"]
 
 
+def tiny_overrides(config, tiny_bert, tiny_vision, tiny_speech) -> list[str]:
+    """Swap a config's real backbone for a tiny random one of the same modality."""
+    modality = config.model.modality
+    if modality == "text":
+        return [f"model.name_or_path={tiny_bert}", "model.adapter.max_length=16"]
+    if modality == "image":
+        return [f"model.name_or_path={tiny_vision('vit')}"]
+    if modality == "torch":
+        return ["model.name_or_path=tests.tiny:make_small_cnn", "model.adapter.image_size=32"]
+    if modality == "audio":
+        return [f"model.name_or_path={tiny_speech('wav2vec2')}"]
+    raise AssertionError(f"no tiny model for modality {modality!r}")
+
+
+TEST_SAMPLES = {"text": 300, "image": 400, "torch": 400, "audio": 60}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_recipe_smoke_runs_on_a_tiny_model(path, tiny_bert, tmp_path, capsys):
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_recipe_smoke_runs_on_a_tiny_model(path, tiny_bert, tiny_vision, tiny_speech, tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "recipes"))
     try:
         import train as recipe
     finally:
         sys.path.pop(0)
-    overrides = smoke_overrides(tiny_bert, tmp_path / "out")
-    if load_recipe_config(path).training.strategy == "gradual_unfreezing":
+    config = load_recipe_config(path)
+    overrides = smoke_overrides(tiny_bert, tmp_path / "out")[1:] + tiny_overrides(config, tiny_bert, tiny_vision, tiny_speech)
+    overrides = [o for o in overrides if not o.startswith("model.adapter.max_length")] + (
+        ["model.adapter.max_length=16"] if config.model.modality == "text" else [])
+    if config.training.strategy == "gradual_unfreezing":
         overrides.append("training.num_epochs=3")
     assert recipe.main(["--config", str(path), *overrides]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["test"]["eval_samples"] == 300 and (tmp_path / "out" / "model" / "config.json").is_file()
+    assert out["test"]["eval_samples"] == TEST_SAMPLES[config.model.modality]
+    assert (tmp_path / "out" / "model" / "config.json").is_file()
 
 
 def test_recipe_rejects_bad_overrides_before_loading(capsys):

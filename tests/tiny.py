@@ -166,3 +166,21 @@ def tone(seconds: float, rate: int, freqs=(220.0, 660.0, 1500.0), channels: int 
     t = torch.arange(int(round(seconds * rate))) / rate
     wav = sum(torch.sin(2 * math.pi * f * t + k) for k, f in enumerate(freqs)) / len(freqs)
     return (0.5 * wav).repeat(channels, 1)
+
+
+def make_small_cnn(width: int = 8):
+    """A plain torch image backbone (what a user writes): stem, a stack of blocks, a norm; returns feature maps."""
+    from torch import nn
+
+    class SmallCNN(nn.Module):
+        def __init__(self, width: int = 8) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, width, 3, stride=2, padding=1)
+            self.blocks = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 2 * width, 3, padding=1),
+                                        nn.ReLU(), nn.Conv2d(2 * width, 2 * width, 3, padding=1))
+            self.norm = nn.BatchNorm2d(2 * width)
+
+        def forward(self, x):
+            return self.norm(self.blocks(self.stem(x)))
+
+    return SmallCNN(width)

@@ -150,7 +150,8 @@ class AudioAdapter(Adapter):
             if not training and self.eval_chunking and wav.numel() > max_samples:
                 pieces = list(wav.split(max_samples))
                 if len(pieces) > 1 and pieces[-1].numel() < self.sampling_rate // 2:  # fold a short tail into the last chunk
-                    pieces[-2] = torch.cat([pieces[-2], pieces.pop()])
+                    tail = pieces.pop()
+                    pieces[-1] = torch.cat([pieces[-1], tail])
                 clips += pieces
                 owners += [i] * len(pieces)
             else:

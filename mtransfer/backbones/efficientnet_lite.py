@@ -21,7 +21,9 @@ VARIANTS = {"efficientnet_lite0": (1.0, 1.0, 224, 0.2), "efficientnet_lite1": (1
             "efficientnet_lite2": (1.1, 1.2, 260, 0.3), "efficientnet_lite3": (1.2, 1.4, 280, 0.3),
             "efficientnet_lite4": (1.4, 1.8, 300, 0.3)}
 BN_EPS = 1e-3
-BN_MOMENTUM = 0.01  # TensorFlow's 0.99
+# PyTorch's default: running statistics follow fine-tuning (or training from scratch) within tens of
+# steps; TensorFlow's 0.99 decay (0.01 here) leaves them near their start for hundreds of steps.
+BN_MOMENTUM = 0.1
 
 
 def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
@@ -116,6 +118,22 @@ class EfficientNetLite(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
         self.num_features = 1280
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """The reference initialisation: He-normal convolutions (fan-out per group, so depthwise
+        convolutions keep their scale), unit BN, uniform classifier."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.weight.shape[1])
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.relu6(self._bn0(self._conv_stem(x)))

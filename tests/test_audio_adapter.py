@@ -1,0 +1,166 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import mtransfer as mt
+from mtransfer.adapters import AudioAdapter
+from tests.strategy_checks import train_and_reload
+from tests.test_media import write_wav
+from tests.tiny import tone
+
+STRATEGIES = ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw"]
+
+
+def pitch_rows(n_per_class: int, seed: int):
+    """Two classes of short clips: low (150-300 Hz) or high (900-1800 Hz) tones, random rates and lengths."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, (lo, hi) in (("low", (150, 300)), ("high", (900, 1800))):
+        for _ in range(n_per_class):
+            rate = int(rng.choice([8000, 16000, 22050]))
+            freqs = tuple(float(f) for f in rng.uniform(lo, hi, 2))
+            rows.append({"audio": (tone(float(rng.uniform(0.4, 1.2)), rate, freqs)[0].numpy(), rate), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pitches():
+    train = mt.load_labeled(pitch_rows(12, 0), input_column="audio")
+    return train, mt.load_labeled(pitch_rows(4, 1), input_column="audio", label_names=train.label_names)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
+def test_every_strategy_trains_and_reloads(arch, strategy, tiny_speech, pitches, tmp_path):
+    train, val = pitches
+    model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=train.label_names, seed=0)
+    train_and_reload(model, train, val, strategy, tmp_path, val.inputs[:4])
+
+
+def test_layer_groups_keep_the_feature_encoder_frozen(tiny_speech):
+    adapter = AudioAdapter(tiny_speech("wav2vec2"))
+    assert [g.name for g in adapter.layer_groups()] == ["feature_projection", "layer.0", "layer.1", "top"]
+    cnn = adapter.unused_parameters()
+    assert cnn and all(not p.requires_grad for p in cnn)
+    assert {id(p) for p in cnn} == {id(p) for p in adapter.backbone.feature_extractor.parameters()}
+    open_cnn = AudioAdapter(tiny_speech("wav2vec2"), freeze_feature_encoder=False)
+    assert [g.name for g in open_cnn.layer_groups()][0] == "feature_encoder" and not open_cnn.unused_parameters()
+    grouped = [id(p) for g in open_cnn.layer_groups() for p in g.parameters()]
+    assert sorted(grouped) == sorted(id(p) for p in open_cnn.backbone.parameters())
+
+
+def test_same_signal_at_any_rate_and_channel_count_gives_the_same_features(tiny_speech):
+    adapter = AudioAdapter(tiny_speech("wav2vec2")).eval()
+    inputs = [(tone(1.0, 8000, channels=2), 8000), (tone(1.0, 16000)[0].numpy(), 16000), (tone(1.0, 44100)[0], 44100)]
+    with torch.no_grad():
+        feats = [adapter.forward_features(adapter.preprocess([x])) for x in inputs]
+    assert {f.tokens.shape for f in feats} == {(1, 49, 32)}
+    ref = feats[1]
+    for f in (feats[0], feats[2]):
+        assert torch.allclose(f.tokens, ref.tokens, atol=0.02 * float(ref.tokens.abs().max()))
+        assert torch.allclose(f.pooled, ref.pooled, atol=0.01 * float(ref.pooled.abs().max()))
+
+
+def test_padding_is_masked_so_batching_does_not_change_features(tiny_speech):
+    adapter = AudioAdapter(tiny_speech("hubert")).eval()
+    clips = [(tone(s, 16000)[0], 16000) for s in (1.0, 0.3, 0.62)]
+    with torch.no_grad():
+        batch = adapter.preprocess(clips)
+        together = adapter.forward_features(batch)
+        assert batch["input_values"].shape == (3, 16000) and batch["attention_mask"].sum(1).tolist() == [16000, 4800, 9920]
+        assert together.mask.sum(1).tolist() == [49, 14, 30]
+        for i, clip in enumerate(clips):
+            alone = adapter.forward_features(adapter.preprocess([clip])).pooled[0]
+            assert torch.allclose(together.pooled[i], alone, atol=1e-5)
+
+
+def test_max_duration_crops_in_training_and_chunks_at_evaluation(tiny_speech):
+    folder = tiny_speech("wav2vec2")
+    long = (tone(3.3, 16000)[0], 16000)
+    adapter = AudioAdapter(folder, max_duration=1.0)
+    assert adapter.preprocess([long], training=True)["input_values"].shape == (1, 16000)
+    torch.manual_seed(0)
+    a = adapter.preprocess([long], training=True)["input_values"]
+    torch.manual_seed(1)
+    b = adapter.preprocess([long], training=True)["input_values"]
+    assert not torch.equal(a, b)  # a random crop
+    assert adapter.preprocess([long])["input_values"].shape == (1, 52800)  # full length at evaluation
+    chunked = AudioAdapter(folder, max_duration=1.0, eval_chunking=True).eval()
+    batch = chunked.preprocess([long, (tone(0.5, 16000)[0], 16000)])
+    # 3.3 s -> chunks of 1, 1 and 1.3 s (a tail under 0.5 s joins the last chunk); 0.5 s stays whole
+    assert batch["chunk_owner"].tolist() == [0, 0, 0, 1] and batch["attention_mask"].sum(1).tolist() == [16000, 16000, 20800, 8000]
+    with torch.no_grad():
+        feats = chunked.forward_features(batch)
+        assert feats.pooled.shape == (2, 32) and feats.tokens is None
+        pieces = [chunked.forward_features(chunked.preprocess([(w, 16000)])) for w in (long[0][:16000], long[0][16000:32000], long[0][32000:])]
+    frames = torch.tensor([float(p.mask.sum()) for p in pieces])
+    expected = sum(p.pooled[0] * n for p, n in zip(pieces, frames)) / frames.sum()
+    assert torch.allclose(feats.pooled[0], expected, atol=1e-5)
+
+
+def test_stats_pooling_and_layer_weighting(tiny_speech, pitches, tmp_path):
+    folder = tiny_speech("wav2vec2")
+    stats = AudioAdapter(folder, pooling="stats").eval()
+    assert stats.embedding_dim == 64
+    with torch.no_grad():
+        f = stats.forward_features(stats.preprocess([(tone(1.0, 16000)[0], 16000)]))
+    assert torch.allclose(f.pooled[0, :32], f.tokens[0].mean(0), atol=1e-5)
+    assert torch.allclose(f.pooled[0, 32:], f.tokens[0].std(0, unbiased=False), atol=1e-4)
+    train, val = pitches
+    model = mt.TransferModel.from_backbone("audio", folder, labels=train.label_names, seed=0, layer_weighting=True)
+    assert model.adapter.head_modules() == [model.adapter.layer_weights]
+    before = model.adapter.layer_weights.weights.detach().clone()
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "run"), strategy="frozen", num_epochs=2, learning_rate=1e-2,
+                                progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+    trainer = mt.Trainer(model, args, train, val)
+    trainer.train()
+    assert not torch.equal(model.adapter.layer_weights.weights, before)  # trained with the head ...
+    assert trainer.feature_cache is None or trainer.feature_cache.misses == 0  # ... so no cached features
+    model.save_pretrained(tmp_path / "m")
+    loaded = mt.TransferModel.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.adapter.layer_weights.weights, model.adapter.layer_weights.weights)
+
+
+def test_bad_audio_files_stop_training_and_can_be_skipped(tiny_speech, tmp_path):
+    rows = []
+    for i in range(6):
+        write_wav(tmp_path / f"{i}.wav", tone(0.5, 16000, (200.0 + 300 * (i % 2),))[0].numpy(), 16000)
+        rows.append({"audio": str(tmp_path / f"{i}.wav"), "label": "ab"[i % 2]})
+    (tmp_path / "bad.flac").write_bytes(b"fLaC" + b"\x00" * 30)
+    shutil.copy(tmp_path / "0.wav", tmp_path / "odd.xyz")
+    (tmp_path / "odd.xyz").write_bytes(b"")
+    rows += [{"audio": str(tmp_path / "bad.flac"), "label": "a"}, {"audio": str(tmp_path / "odd.xyz"), "label": "b"}]
+    data = mt.load_labeled(rows, input_column="audio")
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.label_names, seed=0)
+    args = dict(output_dir=str(tmp_path / "run"), strategy="frozen", num_epochs=1, progress_bar=False, report_to=[], plot=False)
+    with pytest.raises(ValueError) as err:
+        mt.Trainer(model, mt.TrainingArguments(**args), data)
+    assert "2 of 8 inputs cannot be read" in str(err.value)
+    assert "bad.flac: cannot decode the audio" in str(err.value) and "odd.xyz: the file is empty" in str(err.value)
+    trainer = mt.Trainer(model, mt.TrainingArguments(**args, skip_bad_inputs=True), data)
+    assert trainer.skipped_inputs == {"train_dataset": [6, 7]}
+    trainer.train()
+
+
+def test_espeak_corpus_language_id_with_a_tiny_wav2vec2(tiny_speech, tmp_path):
+    """The speech corpus builder -> audiofolder -> datasets -> language ID, tested on a held-out pseudo-speaker."""
+    import datasets
+
+    from mtransfer.speech_corpus import build_speech_corpus
+
+    root = build_speech_corpus(tmp_path / "corpus", ["de", "ru", "bn"], per_language=48, speakers=4, workers=2)
+    ds = datasets.load_dataset("audiofolder", data_dir=str(root), split="train")
+    assert set(ds.column_names) >= {"audio", "transcript", "language", "speaker", "split"} and len(ds) == 144
+    train_ds = ds.filter(lambda s: s == "train", input_columns="split")
+    test_ds = ds.filter(lambda s: s == "test", input_columns="split")
+    assert not set(train_ds["speaker"]) & set(test_ds["speaker"])
+    train = mt.load_labeled(train_ds, input_column="audio", label_column="language")
+    test = mt.load_labeled(test_ds, input_column="audio", label_column="language", label_names=train.label_names)
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=train.label_names, seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "run"), strategy="frozen", num_epochs=20, learning_rate=3e-3,
+                                batch_size=16, progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+    result = mt.Trainer(model, args, train, test).train()
+    assert result.final_metrics["eval_accuracy"] >= 0.5, result  # chance is 1/3; random-weight features still carry language cues
