@@ -12,7 +12,10 @@ import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
+
+import yaml
 
 
 def _parse_value(field: dataclasses.Field, raw: str) -> Any:
@@ -80,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a backbone on labelled data",
                            description="Fine-tune a backbone on a labelled file or dataset with a transfer strategy.")
     train.add_argument("--model", required=True, help="backbone: Hub id or local folder")
-    train.add_argument("--modality", default="text", help="adapter: text, sentence or static_vectors (default: text)")
+    train.add_argument("--modality", default="text",
+                       help="adapter: text, sentence, static_vectors, image (transformers / timm), torch (plain "
+                            "PyTorch backbone, e.g. efficientnet_lite0) or audio (wav2vec2 family) (default: text)")
     train.add_argument("--train", required=True, help="training data: .csv/.tsv/.json/.jsonl/.parquet file or dataset name")
     train.add_argument("--validation", default=None, help="validation data (same formats)")
     _add_data_args(train)
@@ -95,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--max-length", type=int, default=None, help="text: tokens per input")
     train.add_argument("--pooling", default=None, help="text: cls, mean or pooler")
+    train.add_argument("--adapter", dest="adapter_settings", action="append", default=[], metavar="KEY=VALUE",
+                       help="any adapter setting, value read as YAML, e.g. --adapter image_size=160 "
+                            "--adapter max_duration=8 --adapter 'augmentation={hflip: 0.0}'")
     train.add_argument("--hidden-sizes", default="", help="MLP head widths, comma-separated (default: linear head)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --output-dir")
@@ -109,10 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
 
     predict = sub.add_parser("predict", help="predictions as JSON lines",
-                             description="Predict for texts from a file (one per line, or a column of a csv/json file) "
-                                         "or from standard input; print one JSON object per input.")
+                             description="Predict for texts (one per line, or a column of a csv/json file), for image or "
+                                         "audio files (a file, a folder searched recursively, or a column of paths), or "
+                                         "for lines of standard input; print one JSON object per input.")
     predict.add_argument("--model-dir", required=True)
-    predict.add_argument("--input", default="-", help="file, or - for standard input (default)")
+    predict.add_argument("--input", default="-", help="file or folder, or - for standard input (default)")
     predict.add_argument("--input-column", default="text")
     predict.add_argument("--batch-size", type=int, default=32)
     return parser
@@ -143,6 +152,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     args = TrainingArguments(**settings)  # bad settings fail here, before any loading
     max_length_key = "max_tokens" if a.modality == "static_vectors" else "max_length"
     adapter = {k: v for k, v in ((max_length_key, a.max_length), ("pooling", a.pooling)) if v is not None}
+    for pair in a.adapter_settings:
+        if "=" not in pair:
+            raise ValueError(f"--adapter {pair!r}: expected key=value.")
+        key, raw = pair.split("=", 1)
+        adapter[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
     head = {"hidden_sizes": [int(x) for x in a.hidden_sizes.split(",") if x.strip()]}
     config = RecipeConfig(
         ModelSettings(modality=a.modality, name_or_path=a.model, adapter=adapter, head=head, seed=a.seed),
@@ -167,17 +181,37 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_inputs(source: str, column: str, adapter_type: str) -> list[Any]:
+    """What ``predict --input`` names: stdin lines, a table column, media files (a file or a folder) or text lines."""
+    import mtransfer as mt
+    from mtransfer.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+
+    suffixes = {"image": IMAGE_SUFFIXES, "torch": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES}.get(adapter_type)
+    if source == "-":
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if suffixes is None:
+            raise ValueError(f"--input {source}: a folder is for image or audio models; this model reads {adapter_type} inputs.")
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise ValueError(f"--input {source}: no files ending in {', '.join(suffixes)} in the folder.")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {source}: no such file or folder.")
+    if path.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet"):
+        return mt.load_labeled(str(path), input_column=column, label_column=None).inputs
+    if suffixes is not None and path.suffix.lower() in suffixes:
+        return [str(path)]
+    with open(path, encoding="utf-8") as fh:
+        return [line.rstrip("\n") for line in fh if line.strip()]
+
+
 def cmd_predict(a: argparse.Namespace) -> int:
     import mtransfer as mt
 
     model = mt.TransferModel.from_pretrained(a.model_dir)
-    if a.input == "-":
-        inputs = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    elif a.input.endswith((".csv", ".tsv", ".json", ".jsonl", ".parquet")):
-        inputs = mt.load_labeled(a.input, input_column=a.input_column, label_column=None).inputs
-    else:
-        with open(a.input, encoding="utf-8") as fh:
-            inputs = [line.rstrip("\n") for line in fh if line.strip()]
+    inputs = _predict_inputs(a.input, a.input_column, model.adapter.adapter_type)
     preds = model.predict(inputs, batch_size=a.batch_size)
     scores = None if model.task == "regression" else model.predict_proba(inputs, batch_size=a.batch_size)
     for i, (x, p) in enumerate(zip(inputs, preds)):

@@ -107,3 +107,38 @@ def test_train_regression_with_two_target_columns(tiny_bert, topic_data, tmp_pat
     model = mt.TransferModel.from_pretrained(out["model_dir"])
     assert model.label_names == ["price", "size"] and model.head.config.num_outputs == 2
     assert out["metrics"].endswith("metrics.json")
+
+
+def test_image_folder_train_and_predict_a_folder(tiny_vision, shape_data, tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for i, row in enumerate(shape_data[0]):
+        (root / row["label"]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(row["image"]).save(root / row["label"] / f"{i}.png")
+    code = main(["train", "--modality", "image", "--model", str(tiny_vision("resnet")), "--train", str(root),
+                 "--input-column", "image", "--output-dir", str(tmp_path / "out"), "--strategy", "frozen", "--epochs", "1",
+                 "--adapter", "augmentation={hflip: 0.0, crop_scale: [0.8, 1.0]}", "--no-progress", "--set", "report_to="])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert saved["adapter"]["augmentation"]["crop_scale"] == [0.8, 1.0]
+    assert main(["predict", "--model-dir", summary["model_dir"], "--input", str(root / "square")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == len(list((root / "square").glob("*.png"))) and rows[0]["input"].endswith(".png")
+    assert set(rows[0]["scores"]) == {"hbar", "square", "vbar"}
+    assert main(["predict", "--model-dir", summary["model_dir"], "--input", str(tmp_path / "nothing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_audio_predict_from_a_file(tiny_speech, tmp_path, capsys):
+    import mtransfer as mt
+    from tests.test_media import write_wav
+    from tests.tiny import tone
+
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=["a", "b"], seed=0)
+    model.save_pretrained(tmp_path / "m")
+    write_wav(tmp_path / "x.wav", tone(0.5, 22050)[0].numpy(), 22050)
+    assert main(["predict", "--model-dir", str(tmp_path / "m"), "--input", str(tmp_path / "x.wav")]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["input"] == str(tmp_path / "x.wav") and row["prediction"] in ("a", "b")

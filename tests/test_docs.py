@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["mtransfer", "mtransfer.strategies", "mtransfer.schedules", "mtransfer.heads", "mtransfer.data"]
+MODULES = ["mtransfer", "mtransfer.strategies", "mtransfer.schedules", "mtransfer.heads", "mtransfer.data",
+           "mtransfer.backbones.efficientnet_lite"]
 
 
 @pytest.mark.parametrize("name", MODULES)
