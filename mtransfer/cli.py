@@ -1,4 +1,4 @@
-"""The ``mtransfer`` command line: ``demo``, ``train``, ``evaluate``, ``predict``.
+"""The ``mtransfer`` command line: ``demo``, ``train``, ``evaluate``, ``predict``, ``rank-sources``, ``rank-models``.
 
 Every verb has ``--help``. ``train`` takes the common settings as flags and any other
 :class:`~mtransfer.training.TrainingArguments` field as ``--set key=value``; it runs the same
@@ -124,6 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", default="-", help="file or folder, or - for standard input (default)")
     predict.add_argument("--input-column", default="text")
     predict.add_argument("--batch-size", type=int, default=32)
+
+    rank_s = sub.add_parser("rank-sources", help="rank candidate source datasets for target data (language-ID scorer)",
+                            description="Train a classifier that tells the candidate sources apart, run it on each target "
+                                        "and rank the sources by their average posterior (with a bootstrap interval).")
+    rank_s.add_argument("--source", action="append", required=True, metavar="NAME=PATH",
+                        help="a candidate source: a folder of audio/image files, or a data file (repeat, at least 2)")
+    rank_s.add_argument("--target", action="append", required=True, metavar="[NAME=]PATH", help="target data (repeatable)")
+    rank_s.add_argument("--backbone", default="fbank",
+                        help="'fbank' (log-mel statistics, no pretraining) or a model id / folder (default: fbank)")
+    rank_s.add_argument("--modality", default="audio", help="adapter for --backbone (default: audio)")
+    rank_s.add_argument("--input-column", default="audio", help="column of inputs in data files (default: audio)")
+    rank_s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the interval (default 1000)")
+    rank_s.add_argument("--seed", type=int, default=0)
+    rank_s.add_argument("--plot", default=None, help="write the target x source heatmap here (PNG)")
+    rank_s.add_argument("--json", action="store_true", help="print one JSON object per target instead of the table")
+
+    rank_m = sub.add_parser("rank-models", help="rank candidate backbones for a labelled target by transferability estimators",
+                            description="Score each candidate backbone on labelled target data from its (cached) features "
+                                        "with LogME, H-score and kNN accuracy; no fine-tuning.")
+    rank_m.add_argument("--model", action="append", required=True, metavar="[NAME=][MODALITY:]PATH",
+                        help="a candidate backbone (repeat), e.g. minilm=sentence:/models/minilm")
+    rank_m.add_argument("--modality", default="text", help="default adapter of candidates (default: text)")
+    rank_m.add_argument("--data", required=True, help="labelled target data")
+    _add_data_args(rank_m)
+    rank_m.add_argument("--task", default="single_label_classification", choices=["single_label_classification", "regression"])
+    rank_m.add_argument("--estimators", default="logme,hscore,knn", help="comma-separated (default: logme,hscore,knn)")
+    rank_m.add_argument("--json", action="store_true")
     return parser
 
 
@@ -222,7 +249,61 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+def _named(spec: str, what: str) -> tuple[str, str]:
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        if not name or not path:
+            raise ValueError(f"{what} {spec!r}: expected NAME=PATH.")
+        return name, path
+    return Path(spec).stem or spec, spec
+
+
+def cmd_rank_sources(a: argparse.Namespace) -> int:
+    from mtransfer.ranking import rank_sources
+
+    sources = dict(_named(s, "--source") for s in a.source)
+    if len(sources) < 2:
+        raise ValueError(f"--source: give at least two candidate sources (NAME=PATH); got {list(sources)}.")
+    targets = dict(_named(t, "--target") for t in a.target)
+    for name, path in {**sources, **targets}.items():
+        if not Path(path).expanduser().exists():
+            raise FileNotFoundError(f"{name}={path}: no such file or folder.")
+    result = rank_sources(sources, targets, backbone=a.backbone, modality=a.modality, input_column=a.input_column,
+                          bootstrap=a.bootstrap, seed=a.seed)
+    if a.plot:
+        result.plot(a.plot)
+    if a.json:
+        for r in result.rankings:
+            print(json.dumps(r.to_dict(), ensure_ascii=False))
+    else:
+        print(result.table())
+        print(f"(source classifier accuracy on held-out source data: {result.lid_accuracy:.3f}; features: {result.featurizer})")
+    return 0
+
+
+def cmd_rank_models(a: argparse.Namespace) -> int:
+    import mtransfer as mt
+    from mtransfer.ranking.validate import parse_candidate, rank_models
+
+    candidates = [parse_candidate(m, a.modality) for m in a.model]
+    estimators = [e.strip() for e in a.estimators.split(",") if e.strip()]
+    data = mt.load_labeled(a.data, input_column=a.input_column, label_column=a.label_column, task=a.task)
+    scores = rank_models(candidates, data, estimators=estimators)
+    if a.json:
+        print(json.dumps({"data": a.data, "scores": scores}))
+        return 0
+    first = estimators[0]
+    order = sorted(scores, key=lambda n: -scores[n].get(first, float("-inf")))
+    width = max(10, *(len(n) for n in order))
+    cols = [e for e in estimators if any(e in s for s in scores.values())]
+    print("candidate".ljust(width) + "".join(e.rjust(11) for e in cols))
+    for n in order:
+        print(n.ljust(width) + "".join(f"{scores[n][e]:11.4f}" if e in scores[n] else "          -" for e in cols))
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

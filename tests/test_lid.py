@@ -1,0 +1,107 @@
+"""The language-ID source scorer on the espeak-ng corpus, the rank CLI verbs and the validation harness."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mtransfer.cli import main
+from mtransfer.ranking import SourceScores, rank_sources
+from mtransfer.ranking.validate import Candidate, correlate, parse_candidate, rank_models, validate_rankings
+
+SOURCES = ["bn", "hi", "tr", "ru", "de"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from mtransfer.speech_corpus import build_speech_corpus, corpus_splits  # noqa: F401
+
+    root = build_speech_corpus(tmp_path_factory.mktemp("espeak"), SOURCES + ["as"], per_language=60, speakers=4, workers=2)
+    import csv
+
+    by_language: dict[str, list[str]] = {}
+    with open(root / "metadata.csv", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            by_language.setdefault(row["language"], []).append(str(root / row["file_name"]))
+    return root, by_language
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["fbank", "tiny-wav2vec2"])
+def test_assamese_picks_bengali_as_its_source(backbone, corpus, tiny_speech, tmp_path):
+    _, langs = corpus
+    model = "fbank" if backbone == "fbank" else str(tiny_speech("wav2vec2"))
+    scores = rank_sources({k: langs[k] for k in SOURCES}, {"as": langs["as"]}, backbone=model, bootstrap=200)
+    ranking = scores.rankings[0].ranking
+    assert ranking[0]["source"] == "bn", scores.table()
+    assert scores.matrix.shape == (1, 5) and np.isclose(scores.matrix.sum(), 1.0)
+    for r in ranking:
+        assert r["ci"][0] <= r["score"] <= r["ci"][1]
+    assert scores.lid_accuracy > 1 / 5  # the sources can be told apart
+    scores.plot(tmp_path / "heat.png")
+    assert (tmp_path / "heat.png").stat().st_size > 1000
+    assert json.loads(scores.to_json(tmp_path / "s.json"))["targets"][0]["ranking"][0]["source"] == "bn"
+
+
+def test_several_targets_make_a_matrix_and_a_table():
+    rng = np.random.default_rng(0)
+    src = {"a": [(rng.normal(size=800) * 0.1, 16000) for _ in range(12)],
+           "b": [(np.sin(np.arange(800) * 0.3) * 0.5 + rng.normal(size=800) * 0.01, 16000) for _ in range(12)]}
+    tgt = {"like_a": src["a"][:4], "like_b": src["b"][:4]}
+    scores = rank_sources(src, tgt, bootstrap=50)
+    assert isinstance(scores, SourceScores) and scores.targets == ["like_a", "like_b"]
+    assert [r.best for r in scores.rankings] == ["a", "b"]
+    table = scores.table().splitlines()
+    assert table[0].split()[:3] == ["target", "a", "b"] and table[1].endswith("a") and table[2].endswith("b")
+    with pytest.raises(ValueError, match="at least two candidate sources"):
+        rank_sources({"a": src["a"]}, tgt)
+
+
+def test_rank_sources_cli_json_and_errors(corpus, tmp_path, capsys):
+    root, langs = corpus
+    code = main(["rank-sources", "--source", f"bn={root / 'bn'}", "--source", f"de={root / 'de'}", "--source",
+                 f"ru={root / 'ru'}", "--target", f"as={root / 'as'}", "--bootstrap", "100", "--json",
+                 "--plot", str(tmp_path / "h.png")])
+    assert code == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["target"] == "as" and [r["source"] for r in row["ranking"]][0] == "bn"
+    assert set(row["ranking"][0]) == {"source", "score", "ci"} and (tmp_path / "h.png").is_file()
+    assert main(["rank-sources", "--source", f"bn={root / 'bn'}", "--source", "xx=/no/such", "--target", str(root / "as")]) == 2
+    assert "xx=/no/such: no such file or folder" in capsys.readouterr().err
+
+
+def test_rank_models_and_validation_harness(tiny_bert, tiny_sentence, topic_data, tmp_path, capsys):
+    import mtransfer as mt
+
+    train = mt.load_labeled(topic_data[0])
+    val = mt.load_labeled(topic_data[1], label_names=train.label_names)
+    candidates = [Candidate("bert", "text", str(tiny_bert)), Candidate("sbert", "sentence", str(tiny_sentence)),
+                  Candidate("bert_random", "text", str(tiny_bert), {"pretrained": False})]
+    scores = rank_models(candidates, train)
+    assert set(scores) == {"bert", "sbert", "bert_random"} and set(scores["bert"]) == {"logme", "hscore", "knn"}
+    report = validate_rankings(candidates, train, val, output_dir=tmp_path / "v", training={"num_epochs": 3})
+    assert set(report.achieved) == set(scores) and set(report.agreement) == {"logme", "hscore", "knn"}
+    assert (tmp_path / "v" / "report.json").is_file() and (tmp_path / "v" / "agreement.png").is_file()
+    assert "kendall_tau" in report.table()
+    assert parse_candidate("m=sentence:/x") == Candidate("m", "sentence", "/x")
+    assert parse_candidate("/models/bert") == Candidate("/models/bert", "text", "/models/bert")
+    csv_path = tmp_path / "t.csv"
+    import csv
+
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(topic_data[0])
+    assert main(["rank-models", "--model", f"bert={tiny_bert}", "--model", f"sbert=sentence:{tiny_sentence}",
+                 "--data", str(csv_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["scores"]) == {"bert", "sbert"}
+    assert main(["rank-models", "--model", str(tiny_bert), "--data", str(csv_path), "--estimators", "leep"]) == 2
+    assert "leep need a source model's outputs" in capsys.readouterr().err
+
+
+def test_correlate_counts_orderings():
+    perfect = correlate({"a": 1, "b": 2, "c": 3}, {"a": 0.1, "b": 0.5, "c": 0.9})
+    assert perfect["kendall_tau"] == 1.0 and perfect["spearman_rho"] == 1.0 and perfect["top1_hit"]
+    reversed_ = correlate({"a": 3, "b": 2, "c": 1}, {"a": 0.1, "b": 0.5, "c": 0.9})
+    assert reversed_["kendall_tau"] == -1.0 and not reversed_["top1_hit"] and reversed_["predicted_best"] == "a"
