@@ -86,12 +86,32 @@ def fortunes_corpus(exclude_texts: Sequence[str] = (), folder: str | Path = FORT
     return texts
 
 
-def digits_images(per_class: int, test_per_class: int, size: int = 64, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def _in_scene(digit: "np.ndarray", rng: "np.random.Generator", canvas_size: int) -> "np.ndarray":
+    """Paste a dark-on-white digit at a random scale and place into a noisy canvas of a random colour."""
+    import numpy as np
+    from PIL import Image
+
+    canvas = rng.integers(120, 255, 3)[None, None, :] * np.ones((canvas_size, canvas_size, 3))
+    canvas = canvas + rng.normal(0, 25, canvas.shape)
+    side = int(rng.integers(canvas_size * 0.3, canvas_size * 0.67))
+    paper = np.asarray(Image.fromarray(digit).resize((side, side), Image.BICUBIC)) / 255.0  # 1 = paper, 0 = ink
+    y, x = rng.integers(0, canvas_size - side, 2)
+    ink = rng.integers(0, 80, 3)[None, None, :]
+    region = canvas[y:y + side, x:x + side]
+    canvas[y:y + side, x:x + side] = region * paper[..., None] + ink * (1 - paper[..., None])
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def digits_images(per_class: int, test_per_class: int, size: int = 64, seed: int = 0,
+                  scene: bool = False) -> tuple[list[dict], list[dict]]:
     """scikit-learn's handwritten digits (real 8x8 scans, 10 classes) as RGB images for image models.
 
     Each 8x8 grey image (values 0-16) is inverted to dark ink on white paper and upsampled to
-    ``size`` pixels with bicubic interpolation. Train and test rows are drawn per class without
-    overlap.
+    ``size`` pixels with bicubic interpolation. With ``scene=True`` the digit is then pasted at a
+    random scale (30-67% of the side) and position into a ``size`` x ``size`` canvas of a random
+    light colour with pixel noise, in a random dark ink: the same real strokes, without the
+    centred, clean framing that even random convolutional features separate well. Train and
+    test rows are drawn per class without overlap.
 
     Returns:
         ``(train, test)`` lists of ``{"image": uint8 array (size, size, 3), "label": "0".."9"}``.
@@ -111,15 +131,16 @@ def digits_images(per_class: int, test_per_class: int, size: int = 64, seed: int
             for i in chosen:
                 grey = (255 - digits.images[i] * (255 / 16)).astype(np.uint8)
                 big = np.asarray(Image.fromarray(grey).resize((size, size), Image.BICUBIC))
-                rows.append({"image": np.repeat(big[..., None], 3, axis=2), "label": str(label)})
+                image = _in_scene(big, rng, size) if scene else np.repeat(big[..., None], 3, axis=2)
+                rows.append({"image": image, "label": str(label)})
     order = rng.permutation(len(train))
     return [train[i] for i in order], test
 
 
 def digits_splits(per_class: int = 10, validation_per_class: int = 20, test_per_class: int = 40, size: int = 64,
-                  seed: int = 0) -> dict[str, list[dict]]:
+                  seed: int = 0, scene: bool = False) -> dict[str, list[dict]]:
     """:func:`digits_images` as ``train`` / ``validation`` / ``test`` splits with no image in two splits."""
-    train, held_out = digits_images(per_class, validation_per_class + test_per_class, size=size, seed=seed)
+    train, held_out = digits_images(per_class, validation_per_class + test_per_class, size=size, seed=seed, scene=scene)
     k = validation_per_class + test_per_class
     return {"train": train, "validation": [r for i, r in enumerate(held_out) if i % k < validation_per_class],
             "test": [r for i, r in enumerate(held_out) if i % k >= validation_per_class]}

