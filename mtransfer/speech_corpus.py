@@ -17,6 +17,7 @@ The output folder is a ``datasets`` audiofolder::
 from __future__ import annotations
 
 import csv
+import functools
 import gettext
 import hashlib
 import random
@@ -78,14 +79,25 @@ def _script_ok(text: str, language: str) -> bool:
     return sum(c.isascii() for c in letters) / len(letters) > 0.6  # Latin-script languages (with accents)
 
 
-def catalog_texts(language: str, locale_dir: Path = LOCALE_DIR, min_words: int = 2, max_words: int = 14) -> list[str]:
-    """Distinct cleaned sentences for ``language`` from every catalog (``en``: the source strings), sorted.
+def _english_catalogs(locale_dir: Path) -> list[Path]:
+    """The catalogs of the best-covered language: their msgids are the English source strings."""
+    folders = [d for d in locale_dir.glob("*/LC_MESSAGES") if d.parent.name != "en"]
+    if not folders:
+        return []
+    best = max(folders, key=lambda d: (len(list(d.glob("*.mo"))), d.parent.name))
+    return sorted(best.glob("*.mo"))
+
+
+@functools.lru_cache(maxsize=64)
+def catalog_texts(language: str, locale_dir: Path = LOCALE_DIR, min_words: int = 2, max_words: int = 14) -> tuple[str, ...]:
+    """Distinct cleaned sentences for ``language`` from every catalog, sorted (``en``: the source
+    strings, from the catalogs of the language with the most of them).
 
     Raises:
         FileNotFoundError: No catalogs for the language.
     """
-    files = sorted((locale_dir).glob("*/LC_MESSAGES/*.mo")) if language == "en" else sorted(
-        (locale_dir / language / "LC_MESSAGES").glob("*.mo"))
+    locale_dir = Path(locale_dir)
+    files = _english_catalogs(locale_dir) if language == "en" else sorted((locale_dir / language / "LC_MESSAGES").glob("*.mo"))
     if not files:
         raise FileNotFoundError(f"no gettext catalogs for language {language!r} under {locale_dir}/{language}/LC_MESSAGES.")
     texts: set[str] = set()
@@ -105,7 +117,7 @@ def catalog_texts(language: str, locale_dir: Path = LOCALE_DIR, min_words: int =
                 text = text.replace("\u09af\u09bc", "\u09df")
             if min_words <= len(text.split()) <= max_words and _script_ok(text, language):
                 texts.add(text)
-    return sorted(texts)
+    return tuple(sorted(texts))  # immutable: the result is cached
 
 
 def _speakers(count: int, seed: int) -> list[tuple[str, int, int]]:
