@@ -116,3 +116,17 @@ def test_bad_inputs_are_named():
         leep(np.array([[2.0, -1.0]]), [0])
     with pytest.raises(ValueError, match=r"features: expected 2-D array, got shape \(4,\)"):
         hscore(np.zeros(4), [0, 1, 0, 1])
+
+
+def test_hscore_with_fewer_samples_than_dimensions_uses_shrinkage():
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 3, 60)
+    good = rng.normal(size=(60, 100)) + 2 * np.eye(3, 100)[y]
+    bad = rng.normal(size=(60, 100))
+    # the plain estimator is degenerate here: classes - 1 for any features
+    assert hscore(good, y, shrinkage=None) == pytest.approx(2.0, abs=1e-6)
+    assert hscore(bad, y, shrinkage=None) == pytest.approx(2.0, abs=1e-6)
+    assert hscore(good, y) > hscore(bad, y) + 0.5
+    assert hscore(good, y) == pytest.approx(hscore(good, y, shrinkage="ledoit_wolf"))
+    with pytest.raises(ValueError, match="hscore shrinkage='lw'"):
+        hscore(good, y, shrinkage="lw")

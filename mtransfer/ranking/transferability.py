@@ -162,9 +162,18 @@ def nce(source_labels: Any, labels: Any) -> float:
     return float((joint[nz] * np.log(joint[nz] / np.broadcast_to(pz, joint.shape)[nz])).sum())
 
 
-def hscore(features: Any, labels: Any, *, rcond: float = 1e-15) -> float:
-    """H-score: ``tr(cov(f)^+ cov(E[f | y]))``, how well class-conditional means of the features
-    separate relative to their overall spread (pseudo-inverse for rank-deficient features).
+def hscore(features: Any, labels: Any, *, shrinkage: str | float | None = "auto", rcond: float = 1e-15) -> float:
+    """H-score: ``tr(cov(f)^-1 cov(E[f | y]))``, how well class-conditional means of the features
+    separate relative to their overall spread.
+
+    With fewer samples than dimensions the sample covariance is singular and the plain score
+    degenerates to ``classes - 1`` for every model; ``shrinkage="auto"`` then uses the
+    Ledoit-Wolf shrunk covariance (the shrinkage H-score of Ibrahim, Ponomareva and Mazumder,
+    ICLR 2023) and keeps the paper's plain estimator otherwise.
+
+    Args:
+        shrinkage: ``"auto"`` (Ledoit-Wolf exactly when ``N <= D``), a fixed coefficient in
+            [0, 1], ``"ledoit_wolf"`` (always), or None (never: pseudo-inverse).
 
     Shape:
         features: ``(N, D)``; labels: ``(N,)`` class ids.
@@ -177,9 +186,24 @@ def hscore(features: Any, labels: Any, *, rcond: float = 1e-15) -> float:
     np.add.at(means, y, f)
     means /= counts[:, None]
     g = means[y]  # each row replaced by its class mean
-    cov_f = f.T @ f / (len(f) - 1)
-    cov_g = g.T @ g / (len(f) - 1)
-    return float(np.trace(np.linalg.pinv(cov_f, rcond=rcond, hermitian=True) @ cov_g))
+    n, d = f.shape
+    if shrinkage == "auto":
+        shrinkage = "ledoit_wolf" if n <= d else None
+    if shrinkage is None:
+        cov_f = f.T @ f / (n - 1)
+        cov_g = g.T @ g / (n - 1)
+        return float(np.trace(np.linalg.pinv(cov_f, rcond=rcond, hermitian=True) @ cov_g))
+    from sklearn.covariance import ledoit_wolf
+
+    cov_g = g.T @ g / n
+    if shrinkage == "ledoit_wolf":
+        cov_f, _ = ledoit_wolf(f, assume_centered=True)
+    elif isinstance(shrinkage, (int, float)) and 0 <= shrinkage <= 1:
+        emp = f.T @ f / n
+        cov_f = (1 - shrinkage) * emp + shrinkage * np.trace(emp) / d * np.eye(d)
+    else:
+        raise ValueError(f"hscore shrinkage={shrinkage!r}: expected 'auto', 'ledoit_wolf', a number in [0, 1] or None.")
+    return float(np.trace(np.linalg.solve(cov_f, cov_g)))
 
 
 def knn_accuracy(features: Any, labels: Any, *, k: int = 5, metric: str = "cosine") -> float:
