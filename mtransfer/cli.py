@@ -125,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input-column", default="text")
     predict.add_argument("--batch-size", type=int, default=32)
 
+    card = sub.add_parser("card", help="write a model card (README.md) for a training run",
+                          description="Generate README.md with Hub metadata, the training procedure and the evaluation "
+                                      "results of a run folder written by train, next to its model.")
+    card.add_argument("--run-dir", required=True, help="the --output-dir of a train run")
+    card.add_argument("--folder", default=None, help="where to write README.md (default: RUN_DIR/model)")
+    card.add_argument("--name", default=None, help="model name in the title")
+    card.add_argument("--dataset", action="append", default=[], help="Hub dataset id the model was trained on (repeatable)")
+    card.add_argument("--license", default=None)
+    card.add_argument("--language", action="append", default=None)
+
+    push = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub",
+                          description="Create the Hub repo if needed and upload the folder. The token comes from HF_TOKEN "
+                                      "or huggingface-cli login and is never printed.")
+    push.add_argument("--folder", required=True, help="folder to upload (a model folder with its README.md)")
+    push.add_argument("--repo-id", required=True, help="user/name on the Hub")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--branch", default=None, help="upload to this branch (created if needed)")
+    push.add_argument("--message", default="Upload model trained with mtransfer", help="commit message")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded and stop")
+
     rank_s = sub.add_parser("rank-sources", help="rank candidate source datasets for target data (language-ID scorer)",
                             description="Train a classifier that tells the candidate sources apart, run it on each target "
                                         "and rank the sources by their average posterior (with a bootstrap interval).")
@@ -258,6 +278,35 @@ def _named(spec: str, what: str) -> tuple[str, str]:
     return Path(spec).stem or spec, spec
 
 
+def cmd_card(a: argparse.Namespace) -> int:
+    from mtransfer.export import write_model_card
+
+    path = write_model_card(a.run_dir, a.folder, model_name=a.name, datasets=a.dataset, license=a.license,
+                            language=a.language)
+    print(path)
+    return 0
+
+
+def cmd_push(a: argparse.Namespace) -> int:
+    from mtransfer.export import HubError, push_to_hub
+
+    try:
+        result = push_to_hub(a.folder, a.repo_id, private=a.private, branch=a.branch, commit_message=a.message,
+                             dry_run=a.dry_run)
+    except HubError as err:
+        print(f"mtransfer push: error: {err}", file=sys.stderr)
+        return 1
+    if a.dry_run:
+        total = sum(size for _, size in result)
+        print(f"would upload {len(result)} files ({total / 2**20:.1f} MiB) to {a.repo_id}"
+              + (f" (branch {a.branch})" if a.branch else "") + (" as a private repo" if a.private else "") + ":")
+        for path, size in result:
+            print(f"  {path}  {size} bytes")
+    else:
+        print(result)
+    return 0
+
+
 def cmd_rank_sources(a: argparse.Namespace) -> int:
     from mtransfer.ranking import rank_sources
 
@@ -303,7 +352,7 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models}
+            "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "card": cmd_card, "push": cmd_push}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
