@@ -15,13 +15,11 @@ def plot_learning_curve(history: Sequence[dict[str, Any]], path: str | Path, met
     """
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
 
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.add_subplot()
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
     if all("eval_loss" in r for r in history):
         ax.plot(epochs, [r["eval_loss"] for r in history], "s-", label="eval loss")
@@ -47,7 +45,41 @@ def plot_learning_curve(history: Sequence[dict[str, Any]], path: str | Path, met
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def plot_confusion_matrix(y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[str], path: str | Path,
+                          normalize: bool = True) -> Path:
+    """A confusion matrix (rows: true labels, columns: predictions), row-normalised by default, as a PNG."""
+    import io
+
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    index = {name: i for i, name in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)))
+    for t, p in zip(y_true, y_pred):
+        m[index[t], index[p]] += 1
+    shown = m / np.clip(m.sum(1, keepdims=True), 1, None) if normalize else m
+    size = 1.6 + 0.55 * len(labels)
+    fig = Figure(figsize=(size + 1.2, size), dpi=110)
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, m.max()))
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{shown[i, j]:.2f}" if normalize else int(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
+    ax.set_title(f"confusion matrix (accuracy {np.trace(m) / max(1, m.sum()):.3f})", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
     return path

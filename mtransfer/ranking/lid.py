@@ -146,6 +146,9 @@ class SourceScores:
             atomic_write_bytes(path, text.encode("utf-8"))
         return text
 
+    def __repr__(self) -> str:
+        return f"SourceScores(featurizer={self.featurizer!r}, lid_accuracy={self.lid_accuracy:.3f})\n{self.table()}"
+
     def table(self) -> str:
         """The matrix as text: one row per target, the best source marked with ``*``."""
         width = max(6, *(len(s) for s in self.sources))
@@ -159,13 +162,11 @@ class SourceScores:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """A heatmap of the matrix (targets x sources) as a PNG."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
 
         m = self.matrix
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(self.sources), 1.0 + 0.55 * len(self.targets)))
+        fig = Figure(figsize=(1.2 + 0.9 * len(self.sources), 1.0 + 0.55 * len(self.targets)))
+        ax = fig.add_subplot()
         im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=max(1e-9, float(m.max())))
         ax.set_xticks(range(len(self.sources)), self.sources)
         ax.set_yticks(range(len(self.targets)), self.targets)
@@ -181,7 +182,6 @@ class SourceScores:
         path = Path(path)
         tmp = path.with_name(path.stem + ".tmp.png")
         fig.savefig(tmp, dpi=120)
-        plt.close(fig)
         tmp.replace(path)
         return path
 

@@ -118,6 +118,9 @@ class ValidationReport:
     metric: str
     agreement: dict[str, dict[str, Any]]
 
+    def __repr__(self) -> str:
+        return f"ValidationReport(metric={self.metric!r})\n{self.table()}"
+
     def table(self) -> str:
         estimators = sorted({e for row in self.scores.values() for e in row})
         width = max(10, *(len(n) for n in self.scores))
@@ -136,13 +139,11 @@ class ValidationReport:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """One scatter per estimator: score vs achieved metric, candidates labelled."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
 
         estimators = list(self.agreement)
-        fig, axes = plt.subplots(1, len(estimators), figsize=(3.6 * len(estimators), 3.2), squeeze=False)
+        fig = Figure(figsize=(3.6 * len(estimators), 3.2))
+        axes = fig.subplots(1, len(estimators), squeeze=False)
         for ax, e in zip(axes[0], estimators):
             names = [n for n in self.scores if e in self.scores[n]]
             xs = [self.scores[n][e] for n in names]
@@ -158,7 +159,6 @@ class ValidationReport:
         path = Path(path)
         tmp = path.with_name(path.stem + ".tmp.png")
         fig.savefig(tmp, dpi=120)
-        plt.close(fig)
         tmp.replace(path)
         return path
 
