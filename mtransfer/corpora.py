@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 DEFAULT_TOPICS = ("computers", "food", "love", "politics", "science")
@@ -86,7 +86,7 @@ def fortunes_corpus(exclude_texts: Sequence[str] = (), folder: str | Path = FORT
     return texts
 
 
-def _in_scene(digit: "np.ndarray", rng: "np.random.Generator", canvas_size: int) -> "np.ndarray":
+def _in_scene(digit: Any, rng: Any, canvas_size: int) -> Any:
     """Paste a dark-on-white digit at a random scale and place into a noisy canvas of a random colour."""
     import numpy as np
     from PIL import Image

@@ -52,7 +52,7 @@ def describe(item: Any) -> str:
     return f"a {type(item).__name__}" + (f" of shape/size {tuple(shape)}" if shape is not None else "")
 
 
-def _open_path(path: Path, kinds: tuple[str, ...], what: str) -> Path:
+def _open_path(path: Path, what: str) -> Path:
     if not path.exists():
         raise MediaError(f"{path}: no such {what} file.")
     if path.is_dir():
@@ -126,7 +126,7 @@ def load_image(item: Any) -> Any:
     if isinstance(item, Image.Image):
         image = item
     elif isinstance(item, (str, os.PathLike, io.BytesIO)):
-        source = _open_path(Path(item).expanduser(), IMAGE_SUFFIXES, "image") if not isinstance(item, io.BytesIO) else item
+        source = _open_path(Path(item).expanduser(), "image") if not isinstance(item, io.BytesIO) else item
         try:
             with Image.open(source) as im:
                 im.load()
@@ -209,7 +209,7 @@ def load_audio(item: Any, sampling_rate: int) -> torch.Tensor:
         else:
             raise MediaError(f"{name}: expected an audio dict with 'array' + 'sampling_rate', 'bytes' or 'path'.")
     if isinstance(item, (str, os.PathLike)):
-        path = _open_path(Path(item).expanduser(), AUDIO_SUFFIXES, "audio")
+        path = _open_path(Path(item).expanduser(), "audio")
         wav, rate = _decode_audio(str(path), name)
         return to_mono_resampled(wav, rate, sampling_rate, name)
     if isinstance(item, (tuple, list)) and len(item) == 2 and np.isscalar(item[1]):

@@ -44,7 +44,6 @@ def leep_reference(theta, y):
 
 
 def nce_reference(zs, y):
-    n = len(y)
     total = 0.0
     for a in set(y):
         for b in set(zs):

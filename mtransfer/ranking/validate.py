@@ -9,7 +9,6 @@ scores (e.g. the language-ID source scorer's) against achieved metrics.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +202,3 @@ def validate_rankings(candidates: Sequence[Candidate], train: Any, evaluation: A
     report.plot(out / "agreement.png")
     return report
 
-
-def report_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False)
