@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input-column", default="text")
     predict.add_argument("--batch-size", type=int, default=32)
 
+    export = sub.add_parser("export", help="write a trained model as a standard transformers folder",
+                            description="Map the head onto the architecture's own classifier and save an "
+                                        "AutoModelFor{Sequence,Image,Audio}Classification folder that transformers.pipeline "
+                                        "loads; checked numerically against mtransfer before writing.")
+    export.add_argument("--model-dir", required=True, help="folder written by train (…/model)")
+    export.add_argument("--output", required=True, help="the transformers folder to write")
+
     card = sub.add_parser("card", help="write a model card (README.md) for a training run",
                           description="Generate README.md with Hub metadata, the training procedure and the evaluation "
                                       "results of a run folder written by train, next to its model.")
@@ -278,6 +285,14 @@ def _named(spec: str, what: str) -> tuple[str, str]:
     return Path(spec).stem or spec, spec
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    import mtransfer as mt
+    from mtransfer.export import export_transformers
+
+    print(export_transformers(mt.TransferModel.from_pretrained(a.model_dir), a.output))
+    return 0
+
+
 def cmd_card(a: argparse.Namespace) -> int:
     from mtransfer.export import write_model_card
 
@@ -352,7 +367,8 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "card": cmd_card, "push": cmd_push}
+            "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "card": cmd_card, "push": cmd_push,
+            "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

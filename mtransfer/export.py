@@ -157,3 +157,117 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
             reason = "HF_HUB_OFFLINE is set, so no request is sent"
         raise HubError(f"Cannot push {folder} to {repo_id} at {endpoint}: {type(err).__name__}: {reason}") from None
     return str(getattr(info, "commit_url", info))
+
+
+# --- transformers-native export -------------------------------------------------------------
+def _folded_linear(head: Any) -> tuple[Any, Any]:
+    """The head's output layer with regression statistics folded in: logits in the targets' units."""
+    import torch
+
+    if head.config.hidden_sizes:
+        raise ValueError("an MLP head has no transformers-native form (its hidden layers have no place in "
+                         "the architecture's classifier); keep the mtransfer folder (TransferModel.from_pretrained).")
+    weight = head.out.weight.detach().clone()
+    bias = head.out.bias.detach().clone()
+    if head.task == "regression":
+        weight = weight * head.target_std[:, None]
+        bias = bias * head.target_std + head.target_mean
+    return weight.to(torch.float32), bias.to(torch.float32)
+
+
+def _native_model(model: Any) -> tuple[Any, Any, Any]:
+    """``(transformers model with the head mapped onto its classifier, preprocessor, a sample batch)``."""
+    import copy
+
+    import torch
+    from torch import nn
+    from transformers import (AutoModelForAudioClassification, AutoModelForImageClassification,
+                              AutoModelForSequenceClassification)
+
+    adapter, head = model.adapter, model.head
+    kind = adapter.adapter_type
+    config = copy.deepcopy(adapter.backbone.config)
+    config.num_labels = len(model.label_names)
+    config.id2label = dict(enumerate(model.label_names))
+    config.label2id = {name: i for i, name in enumerate(model.label_names)}
+    config.problem_type = head.task
+    if kind == "image":
+        auto, processor = AutoModelForImageClassification, adapter.processor
+        sample = adapter.preprocess([torch.zeros(3, *adapter.size, dtype=torch.uint8) + 90,
+                                     (torch.rand(3, *adapter.size) * 255).to(torch.uint8)])
+    elif kind == "audio":
+        if adapter.pooling != "mean" or adapter.eval_chunking:
+            raise ValueError("audio models export natively with pooling='mean' and eval_chunking=False "
+                             f"(this one: pooling={adapter.pooling!r}, eval_chunking={adapter.eval_chunking}).")
+        config.classifier_proj_size = config.hidden_size
+        config.use_weighted_layer_sum = adapter.layer_weights is not None
+        auto, processor = AutoModelForAudioClassification, adapter.feature_extractor
+        sample = adapter.preprocess([(torch.sin(torch.arange(16000) * 0.05) * 0.3, adapter.sampling_rate)])
+    elif kind == "text":
+        auto, processor = AutoModelForSequenceClassification, adapter.tokenizer
+        sample = adapter.preprocess(["a short example text", "another one"])
+    else:
+        raise ValueError(f"the {kind!r} adapter has no transformers-native form; keep the mtransfer folder "
+                         "(TransferModel.from_pretrained loads it in one call).")
+    try:
+        native = auto.from_config(config)
+    except ValueError as err:
+        raise ValueError(f"{type(adapter.backbone).__name__} has no {auto.__name__} class: {str(err).splitlines()[0]}") from None
+    base = getattr(native, native.base_model_prefix)
+    missing, _ = base.load_state_dict(adapter.backbone.state_dict(), strict=False)
+    if missing:
+        raise ValueError(f"{type(native).__name__} needs weights the backbone lacks: {missing[:5]}")
+    weight, bias = _folded_linear(head)
+    linears = [m for name, m in native.named_modules() if isinstance(m, nn.Linear)
+               and not name.startswith(native.base_model_prefix + ".") and m.out_features == config.num_labels]
+    if len(linears) != 1:
+        raise ValueError(f"cannot find the classifier of {type(native).__name__}.")
+    with torch.no_grad():
+        linears[0].weight.copy_(weight)
+        linears[0].bias.copy_(bias)
+        projector = getattr(native, "projector", None)
+        if isinstance(projector, nn.Linear):  # audio: an identity projection, so mean pooling then the head
+            projector.weight.copy_(torch.eye(projector.out_features))
+            projector.bias.zero_()
+        if adapter.layer_weights is not None if kind == "audio" else False:
+            native.layer_weights.copy_(adapter.layer_weights.weights)
+    return native.eval(), processor, sample
+
+
+def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 1e-4) -> Path:
+    """Write ``model`` as a standard transformers folder (``AutoModelFor{Sequence,Image,Audio}Classification``).
+
+    The head goes onto the architecture's own classifier (regression statistics folded into
+    its weights; ``id2label``, ``label2id`` and ``problem_type`` set), so ``transformers.pipeline``
+    loads the folder and gives mtransfer's scores. The export is checked numerically before
+    anything is written.
+
+    Raises:
+        ValueError: No native form: an MLP head, a pooling the architecture's classifier does not
+            read (e.g. mean pooling for BERT, whose classifier reads the pooler), static vectors,
+            plain torch backbones. The mtransfer folder (``save_pretrained``) remains the format then.
+    """
+    import torch
+
+    from mtransfer.adapters.base import quiet_transformers
+    from mtransfer.atomic import atomic_directory
+
+    model = model.eval()
+    native, processor, sample = _native_model(model)
+    with torch.no_grad():
+        ours = model(sample).logits
+        if model.task == "regression":
+            ours = ours * model.head.target_std + model.head.target_mean
+        theirs = native(**{k: v for k, v in sample.items() if k in ("input_ids", "attention_mask", "token_type_ids",
+                                                                    "pixel_values", "input_values")}).logits
+    if not torch.allclose(ours, theirs, atol=atol, rtol=1e-4):
+        raise ValueError(
+            f"{type(native).__name__}'s classifier reads a different feature than this model's "
+            f"({model.adapter.adapter_type} pooling={getattr(model.adapter, 'pooling', '?')!r}): max difference "
+            f"{(ours - theirs).abs().max():.3g}. No native form; keep the mtransfer folder (save_pretrained).")
+    folder = Path(folder)
+    with atomic_directory(folder) as tmp, quiet_transformers():
+        native.save_pretrained(tmp)
+        if type(processor).__name__ != "TimmWrapperImageProcessor":
+            processor.save_pretrained(tmp)
+    return folder

@@ -59,3 +59,86 @@ def test_push_to_an_unreachable_hub_fails_in_one_line(run_dir):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mtransfer push: error: Cannot push") and "127.0.0.1:9" in err[0]
     assert "Traceback" not in proc.stderr and "hf_secret_token_value" not in proc.stderr + proc.stdout
+
+
+def pipeline_scores(results, label_names):
+    """A pipeline's ``top_k=None`` output as a tensor in label order. Shape: ``(n, labels)``."""
+    import torch
+
+    return torch.tensor([[{r["label"]: r["score"] for r in rows}[n] for n in label_names] for rows in results])
+
+
+@pytest.mark.parametrize("arch", ["vit", "convnext", "resnet"])
+def test_image_export_gives_the_same_pipeline_scores(arch, tiny_vision, shape_data, tmp_path):
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+
+    rows = shape_data[1][:4]
+    model = mt.TransferModel.from_backbone("image", tiny_vision(arch), labels=["hbar", "square", "vbar"], seed=0)
+    folder = export_transformers(model, tmp_path / "hf")
+    pipe = pipeline("image-classification", model=str(folder))
+    got = pipeline_scores(pipe([Image.fromarray(r["image"]) for r in rows], top_k=None), model.label_names)
+    assert torch.allclose(got, model.predict_proba([r["image"] for r in rows]), atol=1e-5)
+    assert pipe.model.config.problem_type == "single_label_classification"
+
+
+def test_regression_and_multilabel_exports_come_out_right(tiny_vision, shape_data, tmp_path):
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+
+    images = [r["image"] for r in shape_data[1][:3]]
+    reg = mt.TransferModel.from_backbone("image", tiny_vision("resnet"), labels=["price"], task="regression", seed=0)
+    reg.head.set_target_stats(torch.tensor([[100.0], [300.0], [250.0]]))
+    pipe = pipeline("image-classification", model=str(export_transformers(reg, tmp_path / "reg")))
+    values = [rows[0]["score"] for rows in pipe([Image.fromarray(x) for x in images], top_k=None)]
+    assert values == pytest.approx(reg.predict(images), abs=1e-3)  # no softmax/sigmoid: original units
+    multi = mt.TransferModel.from_backbone("image", tiny_vision("vit"), labels=["a", "b", "c"],
+                                           task="multi_label_classification", seed=0)
+    pipe = pipeline("image-classification", model=str(export_transformers(multi, tmp_path / "multi")))
+    got = pipeline_scores(pipe([Image.fromarray(x) for x in images], top_k=None), multi.label_names)
+    assert torch.allclose(got, multi.predict_proba(images), atol=1e-5)  # independent sigmoids
+
+
+@pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
+def test_audio_export_gives_the_same_pipeline_scores(arch, tiny_speech, tmp_path):
+    import torch
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+    from tests.tiny import tone
+
+    model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=["x", "y", "z"], seed=0)
+    pipe = pipeline("audio-classification", model=str(export_transformers(model, tmp_path / "hf")))
+    clips = [tone(0.7, 16000, (300.0,))[0].numpy(), tone(1.3, 16000, (900.0, 1200.0))[0].numpy()]
+    for clip in clips:
+        got = pipeline_scores([pipe(clip, top_k=None)], model.label_names)
+        assert torch.allclose(got, model.predict_proba([(clip, 16000)]), atol=1e-5)
+
+
+def test_text_export_when_the_classifier_reads_the_same_feature(tiny_bert, tmp_path, capsys):
+    import torch
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="pooler", seed=0)
+    model.save_pretrained(tmp_path / "m")
+    assert main(["export", "--model-dir", str(tmp_path / "m"), "--output", str(tmp_path / "hf")]) == 0
+    pipe = pipeline("text-classification", model=str(tmp_path / "hf"))
+    texts = ["bread cheese soup", "goal match team the"]
+    got = pipeline_scores(pipe(texts, top_k=None), model.label_names)
+    assert torch.allclose(got, model.predict_proba(texts), atol=1e-5)
+    mean = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="mean", seed=0)
+    with pytest.raises(ValueError, match="classifier reads a different feature than this model's"):
+        export_transformers(mean, tmp_path / "no")
+    mlp = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="pooler",
+                                         head={"hidden_sizes": [8]}, seed=0)
+    with pytest.raises(ValueError, match="an MLP head has no transformers-native form"):
+        export_transformers(mlp, tmp_path / "no")
+    assert not (tmp_path / "no").exists()
