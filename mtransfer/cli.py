@@ -82,16 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="fine-tune a backbone on labelled data",
                            description="Fine-tune a backbone on a labelled file or dataset with a transfer strategy.")
-    train.add_argument("--model", required=True, help="backbone: Hub id or local folder")
+    train.add_argument("--config", default=None,
+                       help="a recipe YAML config (recipes/configs/...); flags below are then not needed, and "
+                            "section.key=value arguments override its keys")
+    train.add_argument("config_overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                       help="with --config: overrides, e.g. training.num_epochs=2 model.name_or_path=/models/bert")
+    train.add_argument("--model", default=None, help="backbone: Hub id or local folder (required without --config)")
     train.add_argument("--modality", default="text",
                        help="adapter: text, sentence, static_vectors, image (transformers / timm), torch (plain "
                             "PyTorch backbone, e.g. efficientnet_lite0) or audio (wav2vec2 family) (default: text)")
-    train.add_argument("--train", required=True, help="training data: .csv/.tsv/.json/.jsonl/.parquet file or dataset name")
+    train.add_argument("--train", default=None,
+                       help="training data: .csv/.tsv/.json/.jsonl/.parquet file, a data folder (imagefolder / "
+                            "audiofolder) or a datasets name (required without --config)")
     train.add_argument("--validation", default=None, help="validation data (same formats)")
     _add_data_args(train)
     train.add_argument("--task", default="single_label_classification",
                        choices=["single_label_classification", "multi_label_classification", "regression"])
-    train.add_argument("--output-dir", required=True)
+    train.add_argument("--output-dir", default=None, help="run folder (required without --config)")
     train.add_argument("--strategy", default="two_stage", help="frozen, last_n, full, two_stage, gradual_unfreezing, chain_thaw")
     train.add_argument("--epochs", type=int, default=3)
     train.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of fine-tuning")
@@ -196,9 +203,19 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     """Flags -> a recipe config -> :func:`mtransfer.config.run_recipe` (the same path as ``recipes/train.py``)."""
-    from mtransfer.config import DataSettings, ModelSettings, RecipeConfig, run_recipe
+    from mtransfer.config import DataSettings, ModelSettings, RecipeConfig, load_recipe_config, run_recipe
     from mtransfer.training import TrainingArguments
 
+    if a.config is not None:
+        out = run_recipe(load_recipe_config(a.config, a.config_overrides))
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps(out))
+        return 0
+    if a.config_overrides:
+        raise ValueError(f"{a.config_overrides[0]!r}: section.key=value overrides need --config (flags use --set key=value).")
+    missing = [f"--{n.replace('_', '-')}" for n in ("model", "train", "output_dir") if getattr(a, n) is None]
+    if missing:
+        raise ValueError(f"train needs {', '.join(missing)} (or --config with a recipe file).")
     settings = dict(output_dir=a.output_dir, strategy=a.strategy, num_epochs=a.epochs, learning_rate=a.lr,
                     head_learning_rate=a.head_lr, last_n=a.last_n, batch_size=a.batch_size, seed=a.seed,
                     progress_bar=not a.no_progress, resume_from_checkpoint="latest" if a.resume else None)

@@ -160,11 +160,11 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
 
 
 # --- transformers-native export -------------------------------------------------------------
-def _folded_linear(head: Any) -> tuple[Any, Any]:
+def _folded_linear(head: Any, allow_hidden: bool = False) -> tuple[Any, Any]:
     """The head's output layer with regression statistics folded in: logits in the targets' units."""
     import torch
 
-    if head.config.hidden_sizes:
+    if head.config.hidden_sizes and not allow_hidden:
         raise ValueError("an MLP head has no transformers-native form (its hidden layers have no place in "
                          "the architecture's classifier); keep the mtransfer folder (TransferModel.from_pretrained).")
     weight = head.out.weight.detach().clone()
@@ -234,6 +234,37 @@ def _native_model(model: Any) -> tuple[Any, Any, Any]:
     return native.eval(), processor, sample
 
 
+def _custom_text_model(model: Any) -> tuple[Any, Any, Any]:
+    """The registered custom head (:mod:`mtransfer.hf_custom`) for a text model with mean or CLS pooling."""
+    import torch
+    from torch import nn
+
+    from mtransfer.hf_custom import MTransferForSequenceClassification, MTransferTextConfig
+
+    adapter, head = model.adapter, model.head
+    if adapter.pooling not in ("mean", "cls"):
+        raise ValueError(f"no transformers form for text pooling={adapter.pooling!r} with this head.")
+    backbone = adapter.backbone.config.to_dict()
+    config = MTransferTextConfig(backbone=backbone, pooling=adapter.pooling, hidden_sizes=head.config.hidden_sizes,
+                                 activation=head.config.activation, num_labels=len(model.label_names),
+                                 id2label=dict(enumerate(model.label_names)),
+                                 label2id={n: i for i, n in enumerate(model.label_names)}, problem_type=head.task)
+    MTransferTextConfig.register_for_auto_class()
+    MTransferForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+    native = MTransferForSequenceClassification(config)
+    with torch.no_grad():
+        native.encoder.load_state_dict(adapter.backbone.state_dict())
+        ours = [m for m in head.body if isinstance(m, nn.Linear)]
+        theirs = [m for m in native.body if isinstance(m, nn.Linear)]
+        for a, b in zip(ours, theirs):
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+        weight, bias = _folded_linear(head, allow_hidden=True)  # regression: original units
+        native.classifier.weight.copy_(weight)
+        native.classifier.bias.copy_(bias)
+    return native.eval(), adapter.tokenizer, adapter.preprocess(["a short example text", "another one"])
+
+
 def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 1e-4) -> Path:
     """Write ``model`` as a standard transformers folder (``AutoModelFor{Sequence,Image,Audio}Classification``).
 
@@ -242,10 +273,14 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
     loads the folder and gives mtransfer's scores. The export is checked numerically before
     anything is written.
 
+    Text models whose pooling the native classifier does not read (mean or CLS pooling, MLP
+    heads) get a registered custom head instead (:mod:`mtransfer.hf_custom`, copied into the
+    folder): load them with ``trust_remote_code=True``.
+
     Raises:
-        ValueError: No native form: an MLP head, a pooling the architecture's classifier does not
-            read (e.g. mean pooling for BERT, whose classifier reads the pooler), static vectors,
-            plain torch backbones. The mtransfer folder (``save_pretrained``) remains the format then.
+        ValueError: No transformers form: static vectors, sentence-transformers pipelines, plain
+            torch backbones, ``stats`` audio pooling, MLP heads on image or audio models. The
+            mtransfer folder (``save_pretrained``) remains the format then.
     """
     import torch
 
@@ -253,7 +288,25 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
     from mtransfer.atomic import atomic_directory
 
     model = model.eval()
-    native, processor, sample = _native_model(model)
+    try:
+        native, processor, sample = _native_model(model)
+        _check(model, native, sample, atol)
+    except ValueError:
+        if model.adapter.adapter_type != "text" or getattr(model.adapter, "pooling", None) not in ("mean", "cls"):
+            raise
+        native, processor, sample = _custom_text_model(model)  # load with trust_remote_code=True
+        _check(model, native, sample, atol)
+    folder = Path(folder)
+    with atomic_directory(folder) as tmp, quiet_transformers():
+        native.save_pretrained(tmp)
+        if type(processor).__name__ != "TimmWrapperImageProcessor":
+            processor.save_pretrained(tmp)
+    return folder
+
+
+def _check(model: Any, native: Any, sample: Any, atol: float) -> None:
+    import torch
+
     with torch.no_grad():
         ours = model(sample).logits
         if model.task == "regression":
@@ -265,9 +318,3 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
             f"{type(native).__name__}'s classifier reads a different feature than this model's "
             f"({model.adapter.adapter_type} pooling={getattr(model.adapter, 'pooling', '?')!r}): max difference "
             f"{(ours - theirs).abs().max():.3g}. No native form; keep the mtransfer folder (save_pretrained).")
-    folder = Path(folder)
-    with atomic_directory(folder) as tmp, quiet_transformers():
-        native.save_pretrained(tmp)
-        if type(processor).__name__ != "TimmWrapperImageProcessor":
-            processor.save_pretrained(tmp)
-    return folder

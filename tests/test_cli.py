@@ -142,3 +142,19 @@ def test_audio_predict_from_a_file(tiny_speech, tmp_path, capsys):
     assert main(["predict", "--model-dir", str(tmp_path / "m"), "--input", str(tmp_path / "x.wav")]) == 0
     row = json.loads(capsys.readouterr().out.strip())
     assert row["input"] == str(tmp_path / "x.wav") and row["prediction"] in ("a", "b")
+
+
+def test_train_from_a_recipe_config_with_overrides(tiny_bert, tmp_path, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "text" / "probe.yaml"
+    code = main(["train", "--config", str(config), f"model.name_or_path={tiny_bert}", "model.adapter.max_length=16",
+                 "training.num_epochs=1", f"training.output_dir={tmp_path / 'out'}", "training.report_to=[]",
+                 "training.progress_bar=false", "training.save_checkpoints=false", "training.plot=false"])
+    assert code == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["test"]["eval_samples"] == 300 and (tmp_path / "out" / "model" / "config.json").is_file()
+    assert main(["train", "--model", str(tiny_bert)]) == 2
+    assert "train needs --train, --output-dir (or --config with a recipe file)" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "training.num_epoch=1"]) == 2
+    assert "unknown key training.num_epoch" in capsys.readouterr().err

@@ -134,11 +134,43 @@ def test_text_export_when_the_classifier_reads_the_same_feature(tiny_bert, tmp_p
     texts = ["bread cheese soup", "goal match team the"]
     got = pipeline_scores(pipe(texts, top_k=None), model.label_names)
     assert torch.allclose(got, model.predict_proba(texts), atol=1e-5)
-    mean = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="mean", seed=0)
-    with pytest.raises(ValueError, match="classifier reads a different feature than this model's"):
-        export_transformers(mean, tmp_path / "no")
     mlp = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="pooler",
                                          head={"hidden_sizes": [8]}, seed=0)
     with pytest.raises(ValueError, match="an MLP head has no transformers-native form"):
         export_transformers(mlp, tmp_path / "no")
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("pooling, hidden", [("mean", []), ("cls", [8])])
+def test_text_export_with_a_registered_custom_head(pooling, hidden, tiny_bert, tmp_path):
+    """Mean / CLS pooling (and MLP heads) have no native BERT classifier: the export ships its model code."""
+    import json
+
+    import torch
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["food", "science", "sport"], pooling=pooling,
+                                           head={"hidden_sizes": hidden}, seed=0)
+    folder = export_transformers(model, tmp_path / "hf")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSequenceClassification"].endswith("MTransferForSequenceClassification")
+    assert (folder / "hf_custom.py").is_file()
+    pipe = pipeline("text-classification", model=str(folder), trust_remote_code=True)
+    texts = ["bread cheese soup", "goal match team the", "atom energy"]
+    got = pipeline_scores(pipe(texts, top_k=None), model.label_names)
+    assert torch.allclose(got, model.predict_proba(texts), atol=1e-5)
+
+
+def test_text_regression_export_in_original_units(tiny_bert, tmp_path):
+    import torch
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["stars"], task="regression", seed=0)
+    model.head.set_target_stats(torch.tensor([[1.0], [5.0], [4.0]]))
+    pipe = pipeline("text-classification", model=str(export_transformers(model, tmp_path / "hf")), trust_remote_code=True)
+    texts = ["bread cheese soup", "goal match team the"]
+    assert [r[0]["score"] for r in pipe(texts, top_k=None)] == pytest.approx(model.predict(texts), abs=1e-4)
