@@ -282,8 +282,6 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
             torch backbones, ``stats`` audio pooling, MLP heads on image or audio models. The
             mtransfer folder (``save_pretrained``) remains the format then.
     """
-    import torch
-
     from mtransfer.adapters.base import quiet_transformers
     from mtransfer.atomic import atomic_directory
 
