@@ -24,5 +24,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     accuracy = float(text.split("test accuracy ")[1].split()[0])
     assert accuracy > 0.6
     assert (tmp_path / "out" / "model" / "README.md").is_file()
+    assert (tmp_path / "out" / "transformers" / "config.json").is_file()
+    assert "transformers pipeline agrees with mtransfer: True" in text
     reprs = [o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {})]
     assert any(r.startswith("LabeledDataset(") for r in reprs) and any(r.startswith("TrainResult(") for r in reprs)
