@@ -8,13 +8,22 @@ from typing import Any, Sequence
 from mtransfer.atomic import atomic_write_bytes
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int | None = None) -> Path:
+    """Write a matplotlib figure as a PNG, atomically (rendered in memory, then renamed into place)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def plot_learning_curve(history: Sequence[dict[str, Any]], path: str | Path, metric: str | None = None) -> Path:
     """Training and evaluation loss per epoch, and ``metric`` on a second axis; phase changes marked.
 
     Returns the path of the PNG written (atomically).
     """
-    import io
-
     from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
 
     epochs = [r["epoch"] for r in history]
@@ -43,18 +52,12 @@ def plot_learning_curve(history: Sequence[dict[str, Any]], path: str | Path, met
     ax.set_title("learning curve")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[str], path: str | Path,
                           normalize: bool = True) -> Path:
     """A confusion matrix (rows: true labels, columns: predictions), row-normalised by default, as a PNG."""
-    import io
-
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -78,8 +81,4 @@ def plot_confusion_matrix(y_true: Sequence[Any], y_pred: Sequence[Any], labels: 
     ax.set_title(f"confusion matrix (accuracy {np.trace(m) / max(1, m.sum()):.3f})", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)

@@ -179,11 +179,9 @@ class SourceScores:
         ax.set_title(f"average source posterior ({self.featurizer})", fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046)
         fig.tight_layout()
-        path = Path(path)
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(path)
-        return path
+        from mtransfer.plots import save_figure
+
+        return save_figure(fig, path, dpi=120)
 
 
 def _features(featurizer: Any, inputs: list[Any], cache: Any, batch_size: int) -> np.ndarray:

@@ -155,11 +155,9 @@ class ValidationReport:
             ax.set_xlabel(f"{e} score")
             ax.set_ylabel(self.metric)
         fig.tight_layout()
-        path = Path(path)
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(path)
-        return path
+        from mtransfer.plots import save_figure
+
+        return save_figure(fig, path, dpi=120)
 
 
 def validate_rankings(candidates: Sequence[Candidate], train: Any, evaluation: Any, *,
