@@ -54,7 +54,10 @@ def hash_tensors(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _read_safetensors_mmap(path: Path, name: str) -> np.ndarray:
-    """A zero-copy, read-only memory map of one tensor of a safetensors file."""
+    """A zero-copy, read-only memory map of one tensor of a safetensors file (checked whole first)."""
+    from mtransfer.weight_files import check_safetensors
+
+    check_safetensors(path)
     with open(path, "rb") as fh:
         header_len = int.from_bytes(fh.read(8), "little")
         header = json.loads(fh.read(header_len))
@@ -225,17 +228,16 @@ class FeatureCache:
             for s in shards:
                 lo, hi = s * self.shard_size, min(len(inputs), (s + 1) * self.shard_size)
                 chunks = []
-                generator_state = None
-                if view:
-                    generator_state = torch.random.get_rng_state()
-                    torch.manual_seed((seed * 1_000_003 + view * 10_007 + s) % (2**31))
-                for start in range(lo, hi, batch_size):
-                    batch = adapter.preprocess(list(inputs[start:min(hi, start + batch_size)]), training=bool(view))
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    chunks.append(adapter.forward_features(batch).pooled.float().cpu())
-                    bar.update(len(chunks[-1]))
-                if generator_state is not None:
-                    torch.random.set_rng_state(generator_state)
+                # an augmented view seeds torch (CPU and CUDA) per shard; every generator is restored after
+                cuda = [device.index or 0] if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=cuda, enabled=bool(view)):
+                    if view:
+                        torch.manual_seed((seed * 1_000_003 + view * 10_007 + s) % (2**31))
+                    for start in range(lo, hi, batch_size):
+                        batch = adapter.preprocess(list(inputs[start:min(hi, start + batch_size)]), training=bool(view))
+                        batch = {k: v.to(device) for k, v in batch.items()}
+                        chunks.append(adapter.forward_features(batch).pooled.float().cpu())
+                        bar.update(len(chunks[-1]))
                 feats = torch.cat(chunks).to(storage).contiguous()
                 tmp = path / f".shard_{s:05d}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # unique per writer, threads too
                 save_file({"features": feats}, str(tmp))

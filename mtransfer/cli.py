@@ -8,69 +8,84 @@ code as the Python API, so it also runs under ``accelerate launch -m mtransfer.c
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
 
-def _parse_value(field: dataclasses.Field, raw: str) -> Any:
-    """Turn ``raw`` into the type a TrainingArguments field is annotated with."""
-    hint = str(field.type)
-    if raw.lower() in ("none", "null") and "None" in hint:
-        return None
-    if hint.startswith("bool"):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--set {field.name}={raw}: expected true or false.")
-    if hint.startswith("int"):
-        return int(raw)
-    if hint.startswith("float"):
-        return float(raw)
-    if hint.startswith(("list", "tuple")):
-        items = [x.strip() for x in raw.split(",") if x.strip()]
-        return [float(x) for x in items] if "float" in hint else items
-    return raw
+def int_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not >= {minimum}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def hidden_sizes(text: str) -> list[int]:
+    """argparse type: comma-separated MLP widths (``"256,64"``), empty for a linear head."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not all(x.isdigit() and int(x) > 0 for x in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive widths, e.g. 256,64")
+    return [int(x) for x in items]
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["num_epochs=3", "strategy=frozen"]`` -> typed TrainingArguments settings; unknown keys rejected."""
-    from mtransfer.training import TrainingArguments
+    """``["num_epochs=3", "strategy=frozen"]`` -> typed TrainingArguments settings, through the config parser."""
+    from mtransfer.config import load_recipe_config
 
-    fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
-    out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"--set {pair!r}: expected key=value.")
-        key, raw = pair.split("=", 1)
-        key = key.strip()
-        if key not in fields:
-            close = [k for k in fields if k.startswith(key[:4])]
-            raise ValueError(f"--set {key}: unknown training setting" + (f"; did you mean {', '.join(close)}?" if close else "."))
-        try:
-            out[key] = _parse_value(fields[key], raw.strip())
-        except ValueError as err:
-            raise ValueError(f"--set {key}={raw}: {err}") from None
-    return out
+    config = load_recipe_config(None, [f"training.{p.strip()}" for p in pairs], source="--set")
+    names = {p.split("=", 1)[0].strip() for p in pairs}
+    return {k: v for k, v in config.training.to_dict().items() if k in names}
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input-column", default="text", help="column of raw inputs (default: text)")
+    p.add_argument("--input-column", default=None,
+                   help="column of raw inputs (default: text; image / audio for those modalities)")
     p.add_argument("--label-column", default="label", help="label column (default: label)")
     p.add_argument("--label-separator", default=None, help="split multi-label strings on this")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line (``mtransfer VERB: error: ...``) and exit code 2, without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+TRUST_HELP = ("allow the model folder to import the code it names (a torch backbone saved from your own class); "
+              "off by default: opening a folder runs nothing")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtransfer", description="Transfer learning across images, text and speech.")
+    parser = OneLineParser(prog="mtransfer", description="Transfer learning across images, text and speech.")
     parser.add_argument("--version", action="version", version=f"mtransfer {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    for add in (_add_demo, _add_train, _add_use, _add_publish, _add_ranking):
+        add(sub)
+    sub.add_parser("modalities", help="list the adapters (modalities) --modality takes")
+    return parser
+
+
+def _add_demo(sub: Any) -> None:
+    """The ``demo`` verb."""
     demo = sub.add_parser("demo", help="the embedded default job: MiniLM on fortunes topics, 3 transfer strategies compared",
                           description="Fine-tune the real MiniLM-L6 encoder on Debian fortunes topics as a frozen probe, "
                                       "a two-stage fine-tune and from random init; print the comparison table.")
@@ -80,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every run's epochs (e.g. 0.5 for a quick look)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+
+def _add_train(sub: Any) -> None:
+    """The ``train`` verb: flags or a recipe config."""
     train = sub.add_parser("train", help="fine-tune a backbone on labelled data",
                            description="Fine-tune a backbone on a labelled file or dataset with a transfer strategy.")
     train.add_argument("--config", default=None,
@@ -89,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --config: overrides, e.g. training.num_epochs=2 model.name_or_path=/models/bert")
     train.add_argument("--model", default=None, help="backbone: Hub id or local folder (required without --config)")
     train.add_argument("--modality", default="text",
-                       help="adapter: text, sentence, static_vectors, image (transformers / timm), torch (plain "
-                            "PyTorch backbone, e.g. efficientnet_lite0) or audio (wav2vec2 family) (default: text)")
+                       help="adapter (modality) name (default: text); `mtransfer modalities` lists them")
     train.add_argument("--train", default=None,
                        help="training data: .csv/.tsv/.json/.jsonl/.parquet file, a data folder (imagefolder / "
                             "audiofolder) or a datasets name (required without --config)")
@@ -100,28 +117,35 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["single_label_classification", "multi_label_classification", "regression"])
     train.add_argument("--output-dir", default=None, help="run folder (required without --config)")
     train.add_argument("--strategy", default="two_stage", help="frozen, last_n, full, two_stage, gradual_unfreezing, chain_thaw")
-    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--epochs", type=positive_int, default=3)
     train.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of fine-tuning")
     train.add_argument("--head-lr", type=float, default=None, help="learning rate of head-only phases")
     train.add_argument("--last-n", type=int, default=None)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--max-length", type=int, default=None, help="text: tokens per input")
+    train.add_argument("--batch-size", type=positive_int, default=16)
+    train.add_argument("--max-length", type=positive_int, default=None, help="text: tokens per input")
     train.add_argument("--pooling", default=None, help="text: cls, mean or pooler")
     train.add_argument("--adapter", dest="adapter_settings", action="append", default=[], metavar="KEY=VALUE",
                        help="any adapter setting, value read as YAML, e.g. --adapter image_size=160 "
                             "--adapter max_duration=8 --adapter 'augmentation={hflip: 0.0}'")
-    train.add_argument("--hidden-sizes", default="", help="MLP head widths, comma-separated (default: linear head)")
+    train.add_argument("--hidden-sizes", type=hidden_sizes, default=[],
+                       help="MLP head widths, comma-separated (default: linear head)")
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --output-dir")
+    train.add_argument("--resume", action="store_true",
+                       help="resume from the latest checkpoint in --output-dir (it must come from a run you trust: "
+                            "Accelerate stores random-number states with pickle)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="any other TrainingArguments field, e.g. --set lr_schedule=slanted_triangular")
     train.add_argument("--no-progress", action="store_true")
 
+
+def _add_use(sub: Any) -> None:
+    """``evaluate`` and ``predict``: using a trained model."""
     evaluate = sub.add_parser("evaluate", help="metrics of a trained model on labelled data")
     evaluate.add_argument("--model-dir", required=True, help="folder written by train (…/model)")
     evaluate.add_argument("--data", required=True)
     _add_data_args(evaluate)
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--batch-size", type=positive_int, default=64)
+    evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
     predict = sub.add_parser("predict", help="predictions as JSON lines",
                              description="Predict for texts (one per line, or a column of a csv/json file), for image or "
@@ -129,15 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
                                          "for lines of standard input; print one JSON object per input.")
     predict.add_argument("--model-dir", required=True)
     predict.add_argument("--input", default="-", help="file or folder, or - for standard input (default)")
-    predict.add_argument("--input-column", default="text")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--input-column", default=None, help="column of inputs in a data file (default: text, image or audio by the model)")
+    predict.add_argument("--batch-size", type=positive_int, default=32)
+    predict.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
+
+def _add_publish(sub: Any) -> None:
+    """``export``, ``card`` and ``push``: publishing a model."""
     export = sub.add_parser("export", help="write a trained model as a standard transformers folder",
                             description="Map the head onto the architecture's own classifier and save an "
                                         "AutoModelFor{Sequence,Image,Audio}Classification folder that transformers.pipeline "
                                         "loads; checked numerically against mtransfer before writing.")
     export.add_argument("--model-dir", required=True, help="folder written by train (…/model)")
-    export.add_argument("--output", required=True, help="the transformers folder to write")
+    export.add_argument("--output", required=True, help="the transformers folder to write (new or empty)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty folder, replacing files of the same name (nothing else is deleted)")
+    export.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
     card = sub.add_parser("card", help="write a model card (README.md) for a training run",
                           description="Generate README.md with Hub metadata, the training procedure and the evaluation "
@@ -159,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--message", default="Upload model trained with mtransfer", help="commit message")
     push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded and stop")
 
+
+def _add_ranking(sub: Any) -> None:
+    """``rank-sources`` and ``rank-models``: choosing what to transfer from."""
     rank_s = sub.add_parser("rank-sources", help="rank candidate source datasets for target data (language-ID scorer)",
                             description="Train a classifier that tells the candidate sources apart, run it on each target "
                                         "and rank the sources by their average posterior (with a bootstrap interval).")
@@ -169,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'fbank' (log-mel statistics, no pretraining) or a model id / folder (default: fbank)")
     rank_s.add_argument("--modality", default="audio", help="adapter for --backbone (default: audio)")
     rank_s.add_argument("--input-column", default="audio", help="column of inputs in data files (default: audio)")
-    rank_s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the interval (default 1000)")
+    rank_s.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples for the interval (default 1000)")
     rank_s.add_argument("--seed", type=int, default=0)
     rank_s.add_argument("--plot", default=None, help="write the target x source heatmap here (PNG)")
     rank_s.add_argument("--json", action="store_true", help="print one JSON object per target instead of the table")
@@ -185,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     rank_m.add_argument("--task", default="single_label_classification", choices=["single_label_classification", "regression"])
     rank_m.add_argument("--estimators", default="logme,hscore,knn", help="comma-separated (default: logme,hscore,knn)")
     rank_m.add_argument("--json", action="store_true")
-    return parser
 
 
 def _version() -> str:
@@ -195,56 +228,72 @@ def _version() -> str:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from mtransfer.demo import run_demo
+    from mtransfer.builtins.demo import run_demo
 
     run_demo(a.output_dir, model=a.model, seed=a.seed, epochs_scale=a.epochs_scale, progress_bar=not a.no_progress)
     return 0
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    """Flags -> a recipe config -> :func:`mtransfer.config.run_recipe` (the same path as ``recipes/train.py``)."""
-    from mtransfer.config import DataSettings, ModelSettings, RecipeConfig, load_recipe_config, run_recipe
-    from mtransfer.training import TrainingArguments
+    """Flags or a recipe file -> one config parser -> :func:`mtransfer.config.run_recipe` (as ``recipes/train.py``)."""
+    from mtransfer.config import load_recipe_config, run_recipe
 
     if a.config is not None:
-        out = run_recipe(load_recipe_config(a.config, a.config_overrides))
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(json.dumps(out))
-        return 0
-    if a.config_overrides:
-        raise ValueError(f"{a.config_overrides[0]!r}: section.key=value overrides need --config (flags use --set key=value).")
-    missing = [f"--{n.replace('_', '-')}" for n in ("model", "train", "output_dir") if getattr(a, n) is None]
-    if missing:
-        raise ValueError(f"train needs {', '.join(missing)} (or --config with a recipe file).")
-    settings = dict(output_dir=a.output_dir, strategy=a.strategy, num_epochs=a.epochs, learning_rate=a.lr,
-                    head_learning_rate=a.head_lr, last_n=a.last_n, batch_size=a.batch_size, seed=a.seed,
-                    progress_bar=not a.no_progress, resume_from_checkpoint="latest" if a.resume else None)
-    settings.update(parse_overrides(a.overrides))
-    args = TrainingArguments(**settings)  # bad settings fail here, before any loading
-    max_length_key = "max_tokens" if a.modality == "static_vectors" else "max_length"
-    adapter = {k: v for k, v in ((max_length_key, a.max_length), ("pooling", a.pooling)) if v is not None}
-    for pair in a.adapter_settings:
-        if "=" not in pair:
-            raise ValueError(f"--adapter {pair!r}: expected key=value.")
-        key, raw = pair.split("=", 1)
-        adapter[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    head = {"hidden_sizes": [int(x) for x in a.hidden_sizes.split(",") if x.strip()]}
-    config = RecipeConfig(
-        ModelSettings(modality=a.modality, name_or_path=a.model, adapter=adapter, head=head, seed=a.seed),
-        DataSettings(train=a.train, validation=a.validation, input_column=a.input_column, label_column=a.label_column,
-                     task=a.task, label_separator=a.label_separator),
-        args, source="mtransfer train")
+        config = load_recipe_config(a.config, [*a.config_overrides, *_flag_overrides(a)])
+    else:
+        if a.config_overrides:
+            raise ValueError(f"{a.config_overrides[0]!r}: section.key=value overrides need --config (flags use --set key=value).")
+        missing = [f"--{n.replace('_', '-')}" for n in ("model", "train", "output_dir") if getattr(a, n) is None]
+        if missing:
+            raise ValueError(f"train needs {', '.join(missing)} (or --config with a recipe file).")
+        config = load_recipe_config(None, _flag_overrides(a), base=_flag_settings(a), source="command line")
     out = run_recipe(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(out))
     return 0
 
 
+def _flag_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The train flags as config sections (typed by argparse)."""
+    from mtransfer.adapters.base import get_adapter_class
+
+    adapter: dict[str, Any] = {"pooling": a.pooling} if a.pooling is not None else {}
+    if a.max_length is not None:
+        key = get_adapter_class(a.modality).max_length_setting
+        if key is None:
+            raise ValueError(f"--max-length: the {a.modality} adapter has no length setting.")
+        adapter[key] = a.max_length
+    return {
+        "model": {"modality": a.modality, "name_or_path": a.model, "adapter": adapter,
+                  "head": {"hidden_sizes": a.hidden_sizes}, "seed": a.seed},
+        "data": {"train": a.train, "validation": a.validation,
+                 "input_column": a.input_column or get_adapter_class(a.modality).default_input_column,
+                 "label_column": a.label_column, "task": a.task, "label_separator": a.label_separator},
+        "training": {"output_dir": a.output_dir, "strategy": a.strategy, "num_epochs": a.epochs, "learning_rate": a.lr,
+                     "head_learning_rate": a.head_lr, "last_n": a.last_n, "batch_size": a.batch_size, "seed": a.seed,
+                     "progress_bar": not a.no_progress, "resume_from_checkpoint": "latest" if a.resume else None},
+    }
+
+
+def _flag_overrides(a: argparse.Namespace) -> list[str]:
+    """``--adapter k=v`` and ``--set k=v`` as ``model.adapter.k=v`` / ``training.k=v`` overrides."""
+    out = []
+    for flag, section, pairs in (("--adapter", "model.adapter", a.adapter_settings), ("--set", "training", a.overrides)):
+        for pair in pairs:
+            if "=" not in pair or not pair.split("=", 1)[0].strip():
+                raise ValueError(f"{flag} {pair!r}: expected key=value.")
+            out.append(f"{section}.{pair.strip()}")
+    if a.config is not None and a.resume:
+        out.append("training.resume_from_checkpoint=latest")
+    return out
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     import mtransfer as mt
 
-    model = mt.TransferModel.from_pretrained(a.model_dir)
-    data = mt.load_labeled(a.data, input_column=a.input_column, label_column=a.label_column, task=model.task,
+    model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+    column = a.input_column or model.adapter.default_input_column
+    data = mt.load_labeled(a.data, input_column=column, label_column=a.label_column, task=model.task,
                            label_names=None if model.task == "regression" else model.label_names,
                            label_separator=a.label_separator)
     args = mt.TrainingArguments(output_dir=a.model_dir, eval_batch_size=a.batch_size, report_to=[], progress_bar=False)
@@ -252,12 +301,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_inputs(source: str, column: str, adapter_type: str) -> list[Any]:
+def _predict_inputs(source: str, column: str, adapter: Any) -> list[Any]:
     """What ``predict --input`` names: stdin lines, a table column, media files (a file or a folder) or text lines."""
     import mtransfer as mt
-    from mtransfer.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 
-    suffixes = {"image": IMAGE_SUFFIXES, "torch": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES}.get(adapter_type)
+    adapter_type, suffixes = adapter.adapter_type, (adapter.media_suffixes or None)
     if source == "-":
         return [line.rstrip("\n") for line in sys.stdin if line.strip()]
     path = Path(source).expanduser()
@@ -274,17 +322,21 @@ def _predict_inputs(source: str, column: str, adapter_type: str) -> list[Any]:
         return mt.load_labeled(str(path), input_column=column, label_column=None).inputs
     if suffixes is not None and path.suffix.lower() in suffixes:
         return [str(path)]
-    with open(path, encoding="utf-8") as fh:
-        return [line.rstrip("\n") for line in fh if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [line.rstrip("\n") for line in fh if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--input {source}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8.") from None
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
     import mtransfer as mt
 
-    model = mt.TransferModel.from_pretrained(a.model_dir)
-    inputs = _predict_inputs(a.input, a.input_column, model.adapter.adapter_type)
-    preds = model.predict(inputs, batch_size=a.batch_size)
-    scores = None if model.task == "regression" else model.predict_proba(inputs, batch_size=a.batch_size)
+    model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+    inputs = _predict_inputs(a.input, a.input_column or model.adapter.default_input_column, model.adapter)
+    outputs = model.predict_outputs(inputs, batch_size=a.batch_size)  # one pass: predictions and scores
+    preds = model.decode(outputs)
+    scores = None if model.task == "regression" else model.head.scores(outputs)
     for i, (x, p) in enumerate(zip(inputs, preds)):
         row: dict[str, Any] = {"input": x, "prediction": p}
         if scores is not None:
@@ -306,12 +358,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     import mtransfer as mt
     from mtransfer.export import export_transformers
 
-    print(export_transformers(mt.TransferModel.from_pretrained(a.model_dir), a.output))
+    model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+    print(export_transformers(model, a.output, overwrite=a.overwrite))
     return 0
 
 
 def cmd_card(a: argparse.Namespace) -> int:
-    from mtransfer.export import write_model_card
+    from mtransfer.card import write_model_card
 
     path = write_model_card(a.run_dir, a.folder, model_name=a.name, datasets=a.dataset, license=a.license,
                             language=a.language)
@@ -320,7 +373,7 @@ def cmd_card(a: argparse.Namespace) -> int:
 
 
 def cmd_push(a: argparse.Namespace) -> int:
-    from mtransfer.export import HubError, push_to_hub
+    from mtransfer.hub import HubError, push_to_hub
 
     try:
         result = push_to_hub(a.folder, a.repo_id, private=a.private, branch=a.branch, commit_message=a.message,
@@ -342,7 +395,11 @@ def cmd_push(a: argparse.Namespace) -> int:
 def cmd_rank_sources(a: argparse.Namespace) -> int:
     from mtransfer.ranking import rank_sources
 
-    sources = dict(_named(s, "--source") for s in a.source)
+    named = [_named(s, "--source") for s in a.source]
+    dupes = sorted({n for n, _ in named if [m for m, _ in named].count(n) > 1})
+    if dupes:
+        raise ValueError(f"--source: the name {dupes[0]!r} is given twice; name each source once (NAME=PATH).")
+    sources = dict(named)
     if len(sources) < 2:
         raise ValueError(f"--source: give at least two candidate sources (NAME=PATH); got {list(sources)}.")
     targets = dict(_named(t, "--target") for t in a.target)
@@ -368,7 +425,12 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
 
     candidates = [parse_candidate(m, a.modality) for m in a.model]
     estimators = [e.strip() for e in a.estimators.split(",") if e.strip()]
-    data = mt.load_labeled(a.data, input_column=a.input_column, label_column=a.label_column, task=a.task)
+    if not estimators:
+        raise ValueError(f"--estimators {a.estimators!r}: name at least one of logme, hscore, knn.")
+    from mtransfer.adapters.base import get_adapter_class
+
+    column = a.input_column or get_adapter_class(candidates[0].modality).default_input_column
+    data = mt.load_labeled(a.data, input_column=column, label_column=a.label_column, task=a.task)
     scores = rank_models(candidates, data, estimators=estimators)
     if a.json:
         print(json.dumps({"data": a.data, "scores": scores}))
@@ -383,9 +445,35 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_modalities(a: argparse.Namespace) -> int:
+    from mtransfer.adapters.base import get_adapter_class, list_modalities
+
+    for name in list_modalities():
+        print(f"{name:16s}{get_adapter_class(name).summary}")
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "card": cmd_card, "push": cmd_push,
-            "export": cmd_export}
+            "export": cmd_export, "modalities": cmd_modalities}
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can fix (bad input, missing files, a locked folder, a full disk): one line, exit 2."""
+    from mtransfer.locks import OutputLockedError
+
+    return (ValueError, OSError, OutputLockedError)
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for an expected failure."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" while writing {err.filename}" if err.filename else ""
+        return f"disk full{where}; nothing half-written was kept: free some space or choose another folder."
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -396,8 +484,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[a.command](a)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"mtransfer {a.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"mtransfer {a.command}: interrupted", file=sys.stderr)
+        return 130
+    except expected_errors() as err:
+        if a.debug:
+            raise
+        print(f"mtransfer {a.command}: error: {describe_error(err)}", file=sys.stderr)
         return 2
 
 

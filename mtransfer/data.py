@@ -81,7 +81,19 @@ def _dataset_columns(ds: Any) -> dict[str, list]:
 
 
 def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]:
-    """Columns (name -> values) and a description of the source."""
+    """Columns (name -> values) and a description of the source (``datasets``' own bars silenced)."""
+    import datasets as hf_datasets
+
+    was_disabled = hf_datasets.is_progress_bar_enabled() is False
+    hf_datasets.disable_progress_bars()
+    try:
+        return _read_columns(source, split)
+    finally:
+        if not was_disabled:
+            hf_datasets.enable_progress_bars()
+
+
+def _read_columns(source: Any, split: str | None) -> tuple[dict[str, list], str]:
     import datasets as hf_datasets
 
     if isinstance(source, (str, os.PathLike)):
@@ -93,13 +105,15 @@ def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]
                 raise ValueError(f"{name}: unsupported file type {path.suffix!r}; expected one of {', '.join(FILE_FORMATS)}.")
             if path.stat().st_size == 0:
                 raise ValueError(f"{name}: the file is empty.")
+            if fmt != "parquet":
+                _check_text_file(path, name, fmt)
             kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
             try:
                 ds = hf_datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
             except Exception as err:
                 raise ValueError(f"{name}: cannot read it as {fmt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
             return _dataset_columns(ds), name
-        if str(source).startswith((".", "/", "~")) and not path.exists():
+        if not path.exists() and (str(source).startswith((".", "/", "~")) or path.suffix.lower() in FILE_FORMATS):
             raise FileNotFoundError(f"{name}: no such file or folder.")
         try:
             ds = hf_datasets.load_dataset(str(path) if path.exists() else name, split=split or "train")
@@ -116,7 +130,11 @@ def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]
     if isinstance(source, hf_datasets.Dataset):
         return _dataset_columns(source), "dataset"
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # pandas
-        return {c: source[c].tolist() for c in source.columns}, "DataFrame"
+        names = [str(c) for c in source.columns]
+        dupes = sorted({c for c in names if names.count(c) > 1})
+        if dupes:
+            raise ValueError(f"DataFrame: duplicate column names {dupes}; rename them so each column has one name.")
+        return {str(c): source[c].tolist() for c in source.columns}, "DataFrame"
     if isinstance(source, dict):
         lengths = {k: len(v) for k, v in source.items()}
         if len(set(lengths.values())) > 1:
@@ -131,6 +149,30 @@ def _read_records(source: Any, split: str | None) -> tuple[dict[str, list], str]
         return {k: [r.get(k) for r in source] for k in keys}, "list"
     raise TypeError(f"Cannot read labelled data from {type(source).__name__}; pass a file path, a datasets.Dataset, "
                     "a list of dicts, a dict of lists or a pandas DataFrame.")
+
+
+def _class_folder(source: Any) -> str | None:
+    """The single class sub-folder of an image / audio folder, or None."""
+    if not isinstance(source, (str, os.PathLike)) or not Path(source).expanduser().is_dir():
+        return None
+    subs = [p.name for p in Path(source).expanduser().iterdir() if p.is_dir() and not p.name.startswith(".")]
+    splits = {"train", "test", "validation", "valid", "dev"}
+    if len(subs) == 1 and subs[0] not in splits:
+        return subs[0]
+    return None
+
+
+def _check_text_file(path: Path, name: str, fmt: str) -> None:
+    """A CSV/JSON file must be UTF-8 and, for CSV, have at least one row under its header."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ValueError(f"{name}: not UTF-8 text (line {line}, byte {err.start}: {err.reason}); save the file as UTF-8 "
+                         "(e.g. iconv -f latin1 -t utf-8).") from None
+    if fmt == "csv" and len([ln for ln in text.splitlines() if ln.strip()]) < 2:
+        raise ValueError(f"{name}: the file has a header but no rows.")
 
 
 def _is_missing(value: Any) -> bool:
@@ -186,6 +228,9 @@ def load_labeled(
     columns, name = _read_records(source, split)
     needed = [input_column] + ([] if label_column is None else ([label_column] if isinstance(label_column, str) else list(label_column)))
     missing = [c for c in needed if c not in columns]
+    if missing and label_column == "label" and "label" in missing and _class_folder(source) is not None:
+        raise ValueError(f"{name}: labels come from class sub-folders, and this folder has only one "
+                         f"({_class_folder(source)!r}); an image or audio folder needs at least two class sub-folders.")
     if missing:
         raise ValueError(f"{name}: no column {', '.join(map(repr, missing))}; it has columns {', '.join(map(repr, columns)) or '(none)'}.")
     inputs = columns[input_column]
@@ -199,49 +244,60 @@ def load_labeled(
 
     label_cols = [label_column] if isinstance(label_column, str) else list(label_column)
     if task == "regression":
-        values = np.zeros((len(inputs), len(label_cols)), dtype=np.float32)
-        for j, col in enumerate(label_cols):
-            for i, v in enumerate(columns[col]):
-                try:
-                    values[i, j] = float(v)
-                except (TypeError, ValueError):
-                    raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; regression targets must be numbers.") from None
-                if not math.isfinite(values[i, j]):
-                    raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; regression targets must be finite numbers.")
-        return LabeledDataset(inputs, torch.from_numpy(values), task=task, label_names=label_cols, source=name)
-
+        return LabeledDataset(inputs, _regression_targets(columns, label_cols, name), task=task, label_names=label_cols,
+                              source=name)
     if len(label_cols) != 1:
         raise ValueError(f"{name}: classification takes one label column, got {label_cols}.")
-    col = label_cols[0]
-    raw = columns[col]
-    if task == "multi_label_classification":
-        rows: list[list[str]] = []
-        for i, v in enumerate(raw):
-            if _is_missing(v):
-                raise ValueError(f"{name}: column {col!r} row {i} is empty (None/NaN); use an empty list for no labels.")
-            if isinstance(v, str):
-                if label_separator is None:
-                    raise ValueError(f"{name}: column {col!r} row {i} is the string {v!r}; multi-label data need a list "
-                                     "of labels per row, or label_separator to split strings.")
-                items = [s.strip() for s in v.split(label_separator) if s.strip()]
-            elif isinstance(v, (list, tuple, np.ndarray)):
-                items = [_label_key(x) for x in v]
-            else:
-                raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; expected a list of labels.")
-            rows.append(items)
-        names = list(label_names) if label_names is not None else _sorted_names({x for r in rows for x in r})
-        index = {n: k for k, n in enumerate(names)}
-        targets = torch.zeros(len(rows), len(names))
-        for i, items in enumerate(rows):
-            for x in items:
-                if x not in index:
-                    raise ValueError(f"{name}: column {col!r} row {i} has label {x!r}, which is not in the label set "
-                                     f"{names[:20]}{'...' if len(names) > 20 else ''}.")
-                targets[i, index[x]] = 1.0
-        if not names:
-            raise ValueError(f"{name}: column {col!r} holds no labels at all.")
-        return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
+    encode = _multi_label_targets if task == "multi_label_classification" else _class_targets
+    targets, names = encode(columns[label_cols[0]], label_cols[0], name, label_names, label_separator)
+    return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
 
+
+def _regression_targets(columns: dict[str, list], label_cols: list[str], name: str) -> torch.Tensor:
+    values = np.zeros((len(columns[label_cols[0]]), len(label_cols)), dtype=np.float32)
+    for j, col in enumerate(label_cols):
+        for i, v in enumerate(columns[col]):
+            try:
+                values[i, j] = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; regression targets must be numbers.") from None
+            if not math.isfinite(values[i, j]):
+                raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; regression targets must be finite numbers.")
+    return torch.from_numpy(values)
+
+
+def _multi_label_targets(raw: list, col: str, name: str, label_names: Sequence[str] | None,
+                         label_separator: str | None) -> tuple[torch.Tensor, list[str]]:
+    rows: list[list[str]] = []
+    for i, v in enumerate(raw):
+        if _is_missing(v):
+            raise ValueError(f"{name}: column {col!r} row {i} is empty (None/NaN); use an empty list for no labels.")
+        if isinstance(v, str):
+            if label_separator is None:
+                raise ValueError(f"{name}: column {col!r} row {i} is the string {v!r}; multi-label data need a list "
+                                 "of labels per row, or label_separator to split strings.")
+            items = [s.strip() for s in v.split(label_separator) if s.strip()]
+        elif isinstance(v, (list, tuple, np.ndarray)):
+            items = [_label_key(x) for x in v]
+        else:
+            raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; expected a list of labels.")
+        rows.append(items)
+    names = list(label_names) if label_names is not None else _sorted_names({x for r in rows for x in r})
+    index = {n: k for k, n in enumerate(names)}
+    targets = torch.zeros(len(rows), len(names))
+    for i, items in enumerate(rows):
+        for x in items:
+            if x not in index:
+                raise ValueError(f"{name}: column {col!r} row {i} has label {x!r}, which is not in the label set "
+                                 f"{names[:20]}{'...' if len(names) > 20 else ''}.")
+            targets[i, index[x]] = 1.0
+    if not names:
+        raise ValueError(f"{name}: column {col!r} holds no labels at all.")
+    return targets, names
+
+
+def _class_targets(raw: list, col: str, name: str, label_names: Sequence[str] | None,
+                   label_separator: str | None = None) -> tuple[torch.Tensor, list[str]]:
     keys = []
     for i, v in enumerate(raw):
         if _is_missing(v):
@@ -256,8 +312,7 @@ def load_labeled(
                          f"{names[:20]}{'...' if len(names) > 20 else ''}.")
     if label_names is None and len(names) < 2:
         raise ValueError(f"{name}: column {col!r} has a single label {names}; classification needs at least two classes.")
-    targets = torch.tensor([index[k] for k in keys], dtype=torch.long)
-    return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
+    return torch.tensor([index[k] for k in keys], dtype=torch.long), names
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -111,35 +111,11 @@ class LinearProbe:
         return f"LinearProbe(kind={self.kind!r}, task={self.task!r}, best={self.best_params}, fit={self.fit_seconds:.2f}s)"
 
 
-def fit_linear(features: torch.Tensor | np.ndarray, targets: torch.Tensor | np.ndarray, *,
-               task: str = "single_label_classification", kind: str = "logistic", cv: int = 5, scale: bool = True,
-               seed: int = 0, max_iter: int = 2000) -> LinearProbe:
-    """Fit a scaled scikit-learn model on features, choosing its regularisation by cross-validation.
+def _targets_and_folds(y: np.ndarray, task: str, kind: str, cv: int, seed: int,
+                       num_labels: int | None) -> tuple[np.ndarray, np.ndarray, int, Any]:
+    """``(targets, targets as the estimator takes them, head outputs, cross-validation splitter)``; checks the task."""
+    from sklearn.model_selection import KFold, StratifiedKFold
 
-    Args:
-        features: ``(n, dim)``.
-        targets: Class ids ``(n,)``, 0/1 indicators ``(n, labels)`` or values ``(n, targets)``.
-        task: The head task.
-        kind: ``logistic``, ``linear_svm``, ``ridge`` or ``knn``.
-        cv: Folds (lowered to the smallest class's size when needed).
-        scale: Standardise features first (folded into the head by ``to_head``).
-        seed: Seeds the fold split and the solvers.
-        max_iter: Solver iterations.
-    """
-    from sklearn.linear_model import LogisticRegressionCV, RidgeClassifierCV, RidgeCV
-    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
-    from sklearn.multiclass import OneVsRestClassifier
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
-
-    if kind not in KINDS:
-        raise ValueError(f"Unknown linear model kind {kind!r}; expected one of {', '.join(KINDS)}.")
-    X = _numpy(features).astype(np.float64)
-    y = _numpy(targets)
-    if X.ndim != 2 or len(X) != len(y):
-        raise ValueError(f"fit_linear needs features (n, dim) and n targets; got {X.shape} and {y.shape}.")
     if task == "regression":
         y = y.astype(np.float64).reshape(len(y), -1)
         y_fit = y[:, 0] if y.shape[1] == 1 else y
@@ -155,12 +131,52 @@ def fit_linear(features: torch.Tensor | np.ndarray, targets: torch.Tensor | np.n
             raise ValueError(f"kind={kind!r} does not do multi-label here; use 'logistic' (one-vs-rest).")
     else:
         y_fit = y.astype(int)
-        num_outputs = int(y_fit.max()) + 1
-        smallest = np.bincount(y_fit).min() if len(y_fit) else 0
-        if smallest < 2:
-            raise ValueError("Every class needs at least 2 examples for cross-validated linear models.")
+        num_outputs = int(num_labels) if num_labels is not None else int(y_fit.max()) + 1
+        if len(y_fit) and (y_fit.min() < 0 or y_fit.max() >= num_outputs):
+            raise ValueError(f"class ids must be in 0..{num_outputs - 1} (num_labels={num_outputs}); got {y_fit.min()}..{y_fit.max()}.")
+        counts = np.bincount(y_fit, minlength=num_outputs)
+        if counts.min() < 2:
+            few = [int(c) for c in np.flatnonzero(counts < 2)][:10]
+            raise ValueError(f"Every class needs at least 2 examples for cross-validated linear models; classes {few} have "
+                             f"{[int(counts[c]) for c in few]}.")
+        smallest = counts.min()
         splitter = StratifiedKFold(n_splits=min(cv, int(smallest)), shuffle=True, random_state=seed)
 
+    return y, y_fit, num_outputs, splitter
+
+
+def fit_linear(features: torch.Tensor | np.ndarray, targets: torch.Tensor | np.ndarray, *,
+               task: str = "single_label_classification", kind: str = "logistic", cv: int = 5, scale: bool = True,
+               seed: int = 0, max_iter: int = 2000, num_labels: int | None = None) -> LinearProbe:
+    """Fit a scaled scikit-learn model on features, choosing its regularisation by cross-validation.
+
+    Args:
+        features: ``(n, dim)``.
+        targets: Class ids ``(n,)``, 0/1 indicators ``(n, labels)`` or values ``(n, targets)``.
+        task: The head task.
+        kind: ``logistic``, ``linear_svm``, ``ridge`` or ``knn``.
+        cv: Folds (lowered to the smallest class's size when needed).
+        scale: Standardise features first (folded into the head by ``to_head``).
+        seed: Seeds the fold split and the solvers.
+        max_iter: Solver iterations.
+        num_labels: Size of the label set (single-label): the head gets this many outputs, and
+            every class must be present; default: the largest class id seen + 1.
+    """
+    from sklearn.linear_model import LogisticRegressionCV, RidgeClassifierCV, RidgeCV
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    if kind not in KINDS:
+        raise ValueError(f"Unknown linear model kind {kind!r}; expected one of {', '.join(KINDS)}.")
+    X = _numpy(features).astype(np.float64)
+    y = _numpy(targets)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"fit_linear needs features (n, dim) and n targets; got {X.shape} and {y.shape}.")
+    y, y_fit, num_outputs, splitter = _targets_and_folds(y, task, kind, cv, seed, num_labels)
     alphas = np.logspace(-3, 3, 13)
     grid_c = {"C": list(np.logspace(-3, 2, 6))}
     logistic = dict(Cs=10, max_iter=max_iter, random_state=seed, use_legacy_attributes=False, l1_ratios=(0.0,),
@@ -217,6 +233,8 @@ def fit_linear_probe(model: Any, train: Any, eval_dataset: Any = None, *, kind: 
 
     cache = cache if cache is not None else FeatureCache()
     feats = cache.features(model.adapter, train.inputs, batch_size=batch_size).all()
+    if model.task == "single_label_classification":
+        fit_kwargs.setdefault("num_labels", len(model.label_names))
     probe = fit_linear(feats, train.targets, task=model.task, kind=kind, **fit_kwargs)
     metrics: dict[str, float] = {}
     if eval_dataset is not None:

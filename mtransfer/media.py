@@ -243,14 +243,26 @@ def find_bad_inputs(inputs: Sequence[Any], reader: Callable[[Any], Any], workers
     return [r for r in results if r is not None]
 
 
-def format_bad_inputs(bad: list[tuple[int, str]], total: int, source: str, limit: int = 20) -> str:
-    """The message that stops a run: how many inputs are bad and which."""
+SKIP_HINT = "Fix or remove them, or pass skip_bad_inputs=True (training.skip_bad_inputs=true in a recipe) to train without them."
+
+
+def format_bad_inputs(bad: list[tuple[int, str]], total: int, source: str, limit: int = 20,
+                      hint: str = "Fix or remove them.") -> str:
+    """The message that stops a run: how many inputs are bad and which, and what to do (``hint``)."""
     lines = [f"{source}: {len(bad)} of {total} inputs cannot be read:"]
     lines += [f"  row {i}: {msg}" for i, msg in bad[:limit]]
     if len(bad) > limit:
         lines.append(f"  ... and {len(bad) - limit} more")
-    lines.append("Fix or remove them, or pass skip_bad_inputs=True (training.skip_bad_inputs=true in a recipe) to train without them.")
+    lines.append(hint)
     return "\n".join(lines)
+
+
+def _array_bytes(array: Any) -> bytes:
+    """An array's content with its shape and dtype: the same bytes in another shape or type are other inputs."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().contiguous().numpy()
+    array = np.ascontiguousarray(np.asarray(array))
+    return f"{array.dtype.str}|{array.shape}|".encode() + array.tobytes()
 
 
 def media_fingerprint(inputs: Sequence[Any]) -> str:
@@ -260,7 +272,7 @@ def media_fingerprint(inputs: Sequence[Any]) -> str:
         if isinstance(item, dict) and item.get("bytes"):
             h.update(hashlib.sha256(item["bytes"]).digest())
         elif isinstance(item, dict) and item.get("array") is not None:
-            h.update(np.ascontiguousarray(item["array"]).tobytes())
+            h.update(_array_bytes(item["array"]))
             h.update(str(item.get("sampling_rate")).encode())
         elif isinstance(item, dict) and item.get("path"):
             item = item["path"]
@@ -269,11 +281,9 @@ def media_fingerprint(inputs: Sequence[Any]) -> str:
             stat = path.stat() if path.exists() else None
             h.update(f"{path.resolve()}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}".encode())
         elif isinstance(item, (tuple, list)) and len(item) == 2 and np.isscalar(item[1]):
-            h.update(np.ascontiguousarray(np.asarray(item[0])).tobytes() + f"|{item[1]}".encode())
-        elif isinstance(item, torch.Tensor):
-            h.update(item.detach().cpu().contiguous().numpy().tobytes())
-        elif isinstance(item, np.ndarray):
-            h.update(np.ascontiguousarray(item).tobytes() + str(item.shape).encode())
+            h.update(_array_bytes(item[0]) + f"|{item[1]}".encode())
+        elif isinstance(item, (torch.Tensor, np.ndarray)):
+            h.update(_array_bytes(item))
         elif hasattr(item, "tobytes") and hasattr(item, "mode"):  # PIL image
             h.update(f"{item.mode}|{item.size}|".encode() + item.tobytes())
         elif not isinstance(item, dict):

@@ -13,10 +13,10 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mtransfer.adapters.base import Adapter, LayerGroup, get_adapter_class, quiet_transformers
@@ -24,6 +24,7 @@ from mtransfer.atomic import atomic_directory
 from mtransfer.heads import Head, HeadConfig
 
 FORMAT_VERSION = 1
+HEAD_GROUP = "head"  # the task head's layer group: always last, a name no adapter group may take
 
 
 @dataclass
@@ -49,10 +50,45 @@ def _eval_frozen(module: nn.Module) -> None:
         _eval_frozen(child)
 
 
+def _is_single(inputs: Any) -> bool:
+    return isinstance(inputs, (str, os.PathLike))
+
+
+def _as_list(inputs: Any) -> list[Any]:
+    """One text or path -> a list of one; any other sequence -> a list."""
+    if _is_single(inputs):
+        return [str(inputs) if isinstance(inputs, os.PathLike) else inputs]
+    return list(inputs)
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    """The ``config.json`` of an mtransfer model folder, checked; one-line errors naming the file."""
+    from mtransfer.atomic import read_json
+
+    config_path = folder / "config.json"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model folder.")
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{folder}: not an mtransfer model folder (no config.json); expected the model/ folder "
+                                "a training run writes.")
+    config = read_json(config_path, "model config")
+    if not isinstance(config, dict) or "mtransfer_format" not in config:
+        raise ValueError(f"{config_path}: not an mtransfer config (no 'mtransfer_format' key); "
+                         "for a plain transformers model use TransferModel.from_backbone.")
+    missing = [k for k in ("adapter_type", "adapter", "head", "label_names") if k not in config]
+    if missing:
+        raise ValueError(f"{config_path}: incomplete mtransfer config (missing {', '.join(missing)}).")
+    return config
+
+
 def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapter_kwargs: Any) -> Adapter:
     """Build the adapter registered as ``modality`` (``"text"``, ...)."""
     import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
 
+    if isinstance(model_name_or_path, str) and model_name_or_path.startswith("builtin:"):
+        from mtransfer.builtins import resolve_model
+
+        model_name_or_path = resolve_model(model_name_or_path)
     with quiet_transformers():
         return get_adapter_class(modality)(model_name_or_path, **adapter_kwargs)
 
@@ -124,35 +160,62 @@ class TransferModel(nn.Module):
 
     # --- layer groups and freezing --------------------------------------------------------
     def layer_groups(self) -> list[LayerGroup]:
-        """The adapter's groups (input side first) and the head last."""
+        """The adapter's groups (input side first) and the head last.
+
+        Groups are held by position: plans, optimizer param groups and schedules refer to them by
+        index, and their names are labels for people. Names must still be unique, and ``head``
+        belongs to the task head.
+
+        Raises:
+            ValueError: The adapter has two groups of one name, or a group named ``head``.
+        """
         groups = self.adapter.layer_groups()
+        names = [g.name for g in groups]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes or HEAD_GROUP in names:
+            what = f"duplicate layer-group names {dupes}" if dupes else f"a layer group named {HEAD_GROUP!r}"
+            raise ValueError(f"The {self.adapter.adapter_type} adapter of {getattr(self.adapter, 'model_name_or_path', '?')} "
+                             f"has {what} ({names}); group names must be unique and {HEAD_GROUP!r} is reserved for the "
+                             "task head (rename the backbone's group, e.g. 'conv_head').")
         new = self.adapter.head_modules()
         covered = {id(p) for g in groups for p in g.parameters()}
         covered |= {id(p) for p in self.adapter.unused_parameters()} | {id(p) for m in new for p in m.parameters()}
         extra = [p for p in self.adapter.parameters() if id(p) not in covered]
         if extra:  # adapter parameters no group names (e.g. a layer-weighting vector) train with the top group
             groups[-1].params.extend(extra)
-        return [*groups, LayerGroup("head", modules=[self.head, *new])]
+        return [*groups, LayerGroup(HEAD_GROUP, modules=[self.head, *new])]
 
-    def set_trainable(self, trainable: set[str] | Sequence[str]) -> None:
-        """Train exactly the named groups: ``requires_grad`` on, train mode; others frozen, eval mode.
+    def group_indices(self, trainable: Iterable[int | str]) -> set[int]:
+        """Positions of layer groups given by position or by (unique) name."""
+        groups = self.layer_groups()
+        names = {g.name: i for i, g in enumerate(groups)}
+        out = set()
+        for item in trainable:
+            if isinstance(item, str):
+                if item not in names:
+                    raise ValueError(f"Unknown layer group {item!r}; this model has {list(names)}.")
+                out.add(names[item])
+            elif isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(groups):
+                out.add(item)
+            else:
+                raise ValueError(f"Layer group {item!r}: expected a name or a position 0..{len(groups) - 1}.")
+        return out
+
+    def set_trainable(self, trainable: Iterable[int | str]) -> None:
+        """Train exactly the given groups (positions, or names as labels): ``requires_grad`` on, train mode; others frozen, eval mode.
 
         Frozen parts run in eval mode (no dropout, frozen batch-norm statistics), so their
         output is the deterministic feature a cache or a linear model would see.
         """
-        trainable = set(trainable)
+        indices = self.group_indices(trainable)
         groups = self.layer_groups()
-        known = {g.name for g in groups}
-        unknown = trainable - known
-        if unknown:
-            raise ValueError(f"Unknown layer groups {sorted(unknown)}; this model has {[g.name for g in groups]}.")
-        for g in groups:
+        head = len(groups) - 1
+        for i, g in enumerate(groups):
             for p in g.parameters():
-                p.requires_grad_(g.name in trainable)
+                p.requires_grad_(i in indices)
         for p in self.adapter.unused_parameters():
             p.requires_grad_(False)
-        self._adapter_trains = (any(g.name in trainable for g in groups if g.name != "head")
-                                or ("head" in trainable and bool(self.adapter.head_modules())))
+        self._adapter_trains = any(i < head for i in indices) or (head in indices and bool(self.adapter.head_modules()))
         self.train(self.training)
 
     def train(self, mode: bool = True) -> TransferModel:
@@ -183,8 +246,14 @@ class TransferModel(nn.Module):
         return ModelOutput(logits=logits, loss=loss, pooled=features)
 
     @torch.no_grad()
-    def predict_outputs(self, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
-        """Raw head outputs for raw inputs, in batches, in eval mode. Shape: ``(n, num_outputs)``."""
+    def predict_outputs(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 32) -> torch.Tensor:
+        """Raw head outputs for raw inputs, in batches, in eval mode. Shape: ``(n, num_outputs)``.
+
+        A single text or path counts as one input (not as a sequence of characters).
+        """
+        inputs = _as_list(inputs)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1.")
         self.adapter.validate_inputs(inputs)
         was_training = self.training
         self.eval()
@@ -199,20 +268,26 @@ class TransferModel(nn.Module):
             self.train(was_training)
         return torch.cat(outs) if outs else torch.zeros(0, self.head.config.num_outputs)
 
-    def predict(self, inputs: Sequence[Any], batch_size: int = 32) -> list[Any]:
-        """Predictions for raw inputs: label names, lists of label names, or values in original units."""
-        decisions = self.head.predict(self.predict_outputs(inputs, batch_size))
+    def decode(self, outputs: torch.Tensor) -> list[Any]:
+        """Predictions from raw head outputs: label names, lists of label names, or values in original units."""
+        decisions = self.head.predict(outputs)
         if self.task == "single_label_classification":
             return [self.label_names[i] for i in decisions.tolist()]
         if self.task == "multi_label_classification":
             return [[self.label_names[j] for j, on in enumerate(row) if on] for row in decisions.tolist()]
         return [row[0] if len(row) == 1 else row for row in decisions.tolist()]
 
-    def predict_proba(self, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
-        """Class probabilities (softmax, or per-label sigmoid for multi-label). Shape: ``(n, labels)``."""
+    def predict(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 32) -> list[Any] | Any:
+        """Predictions for raw inputs (see :meth:`decode`); a single text or path gives a single prediction."""
+        preds = self.decode(self.predict_outputs(inputs, batch_size))
+        return preds[0] if _is_single(inputs) else preds
+
+    def predict_proba(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 32) -> torch.Tensor:
+        """Class probabilities (softmax, or per-label sigmoid for multi-label). Shape: ``(n, labels)``, or ``(labels,)`` for a single input."""
         if self.task == "regression":
             raise ValueError("predict_proba is for classification; this model does regression (use predict).")
-        return self.head.scores(self.predict_outputs(inputs, batch_size))
+        scores = self.head.scores(self.predict_outputs(inputs, batch_size))
+        return scores[0] if _is_single(inputs) else scores
 
     # --- persistence --------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -236,28 +311,39 @@ class TransferModel(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **adapter_overrides: Any) -> TransferModel:
+    def from_pretrained(cls, folder: str | os.PathLike, *, trust_remote_code: bool = False,
+                        **adapter_overrides: Any) -> TransferModel:
         """Load a folder written by :meth:`save_pretrained`.
+
+        Opening a folder imports and runs no code named in it unless ``trust_remote_code=True``
+        (a ``torch`` backbone saved from a user class names its import path).
 
         Args:
             folder: The model folder.
+            trust_remote_code: Allow the adapter to import code the folder names.
             **adapter_overrides: Passed to the adapter's ``from_pretrained`` (e.g. ``module=`` for
                 a ``torch`` backbone whose class cannot be rebuilt by import).
+
+        Raises:
+            FileNotFoundError: Not a model folder (no ``config.json``) or no ``backbone/``.
+            ValueError: A config that is not mtransfer's or cannot be read; corrupt weights.
         """
-        import mtransfer.adapters  # noqa: F401
+        import inspect
+
+        from mtransfer.weight_files import load_safetensors
 
         folder = Path(folder).expanduser()
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{folder}: not an mtransfer model folder (no config.json).")
-        config = json.loads(config_path.read_text())
-        if "mtransfer_format" not in config:
-            raise ValueError(f"{config_path}: not an mtransfer config (no 'mtransfer_format' key); "
-                             "for a plain transformers model use TransferModel.from_backbone.")
+        config = read_model_config(folder)
+        adapter_cls = get_adapter_class(config["adapter_type"])
+        if "trust_remote_code" in inspect.signature(adapter_cls.__init__).parameters:
+            adapter_overrides.setdefault("trust_remote_code", trust_remote_code)
+        if not (folder / "backbone").is_dir():
+            raise FileNotFoundError(f"{folder}: the model folder has no backbone/ sub-folder (written by save_pretrained "
+                                    "with the backbone's weights); copy the whole folder.")
         with quiet_transformers():
-            adapter = get_adapter_class(config["adapter_type"]).from_pretrained(folder / "backbone", **{**config["adapter"], **adapter_overrides})
+            adapter = adapter_cls.from_pretrained(folder / "backbone", **{**config["adapter"], **adapter_overrides})
         model = cls(adapter, Head(HeadConfig(**config["head"])), config["label_names"])
-        state = load_file(str(folder / "model.safetensors"))
+        state = load_safetensors(folder / "model.safetensors")
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("adapter.backbone.")]
         if missing or unexpected:

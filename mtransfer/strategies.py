@@ -27,6 +27,9 @@ divided by the decay once more per group.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
 
 STRATEGIES = ("frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw")
 
@@ -76,7 +79,12 @@ class TrainingPlan:
                 return phase
         return self.phases[-1]
 
+    def trainable(self, epoch: int) -> frozenset[int]:
+        """Positions of the groups that train in ``epoch`` (the head is the last position)."""
+        return self.phase_at(epoch).trainable
+
     def trainable_names(self, epoch: int) -> set[str]:
+        """Names of the groups that train in ``epoch`` (labels for people; :meth:`trainable` is the identity)."""
         return {self.group_names[i] for i in self.phase_at(epoch).trainable}
 
     def segment_bounds(self, segment: int) -> tuple[int, int]:
@@ -109,6 +117,107 @@ def _lrs(num_groups: int, trainable: set[int], rate: float, decay: float | None)
         else:
             out.append(rate)
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """The settings a planner reads; groups by position, the head last."""
+
+    names: tuple[str, ...]
+    num_epochs: int
+    learning_rate: float
+    head_rate: float
+    decay: float | None
+    last_n: int | None
+    head_epochs: int
+    unfreeze_every: int
+    chain_thaw_epochs: int
+
+    @property
+    def head(self) -> int:
+        return len(self.names) - 1
+
+    @property
+    def adapter(self) -> list[int]:
+        return list(range(self.head))
+
+    def lrs(self, trainable: set[int], rate: float | None = None, decay: bool = True) -> tuple[float, ...]:
+        return _lrs(len(self.names), trainable, self.learning_rate if rate is None else rate, self.decay if decay else None)
+
+    def top_groups(self, required: bool) -> list[int]:
+        """The top ``last_n`` adapter groups (all when ``last_n`` is None and not required)."""
+        if self.last_n is None:
+            if required:
+                raise ValueError("strategy 'last_n' needs last_n (the number of top adapter groups to train).")
+            return self.adapter
+        if not 1 <= self.last_n <= len(self.adapter):
+            raise ValueError(
+                f"last_n={self.last_n} does not fit this model: it has {len(self.adapter)} adapter layer groups "
+                f"({', '.join(self.names[:self.head])}); expected 1..{len(self.adapter)}.")
+        return self.adapter[len(self.adapter) - self.last_n:]
+
+
+def _plan_frozen(s: _Spec) -> list[Phase]:
+    return [Phase("head", 0, s.num_epochs, frozenset({s.head}), s.lrs({s.head}), 0)]
+
+
+def _plan_full(s: _Spec) -> list[Phase]:
+    every = set(range(len(s.names)))
+    return [Phase("full", 0, s.num_epochs, frozenset(every), s.lrs(every), 0)]
+
+
+def _plan_last_n(s: _Spec) -> list[Phase]:
+    top = set(s.top_groups(required=True)) | {s.head}
+    return [Phase(f"top {s.last_n} + head", 0, s.num_epochs, frozenset(top), s.lrs(top), 0)]
+
+
+def _plan_two_stage(s: _Spec) -> list[Phase]:
+    if not 1 <= s.head_epochs < s.num_epochs:
+        raise ValueError(
+            f"two_stage needs 1 <= head_epochs < num_epochs (a head stage and a fine-tuning stage); "
+            f"got head_epochs={s.head_epochs}, num_epochs={s.num_epochs}.")
+    top = set(s.top_groups(required=False)) | {s.head}
+    label = "unfreeze all" if s.last_n is None else f"unfreeze top {s.last_n}"
+    return [Phase("head", 0, s.head_epochs, frozenset({s.head}), s.lrs({s.head}, s.head_rate, decay=False), 0),
+            Phase(label, s.head_epochs, s.num_epochs - s.head_epochs, frozenset(top), s.lrs(top), 1)]
+
+
+def _plan_gradual_unfreezing(s: _Spec) -> list[Phase]:
+    if s.unfreeze_every < 1:
+        raise ValueError(f"unfreeze_every must be >= 1 epoch, got {s.unfreeze_every}.")
+    phases, epoch, adapter = [], 0, s.adapter
+    for k in range(len(adapter) + 1):
+        if epoch >= s.num_epochs:
+            break
+        trainable = {s.head} | set(adapter[len(adapter) - k:] if k else [])
+        length = min(s.unfreeze_every if k < len(adapter) else s.num_epochs - epoch, s.num_epochs - epoch)
+        name = "head" if k == 0 else f"unfreeze {s.names[adapter[len(adapter) - k]]}"
+        phases.append(Phase(name, epoch, length, frozenset(trainable), s.lrs(trainable), 0))
+        epoch += length
+    return phases
+
+
+def _plan_chain_thaw(s: _Spec) -> list[Phase]:
+    if s.chain_thaw_epochs < 1:
+        raise ValueError(f"chain_thaw_epochs must be >= 1, got {s.chain_thaw_epochs}.")
+    needed = s.chain_thaw_epochs * (len(s.adapter) + 1) + 1
+    if s.num_epochs < needed:
+        raise ValueError(
+            f"chain_thaw over {len(s.adapter)} adapter groups with chain_thaw_epochs={s.chain_thaw_epochs} needs "
+            f"num_epochs >= {needed} (head, each group alone, then all); got num_epochs={s.num_epochs}.")
+    step = s.chain_thaw_epochs
+    phases = [Phase("head", 0, step, frozenset({s.head}), s.lrs({s.head}, s.head_rate, decay=False), 0)]
+    for g in s.adapter:
+        phases.append(Phase(f"thaw {s.names[g]}", step * len(phases), step, frozenset({g}), s.lrs({g}, decay=False),
+                            len(phases)))
+    every = set(range(len(s.names)))
+    start = step * len(phases)
+    phases.append(Phase("all", start, s.num_epochs - start, frozenset(every), s.lrs(every), len(phases)))
+    return phases
+
+
+_PLANNERS = {"frozen": _plan_frozen, "last_n": _plan_last_n, "full": _plan_full, "two_stage": _plan_two_stage,
+             "gradual_unfreezing": _plan_gradual_unfreezing, "chain_thaw": _plan_chain_thaw}
 
 
 def plan_strategy(
@@ -146,79 +255,84 @@ def plan_strategy(
         ValueError: Unknown strategy, or settings that do not fit the groups and epochs.
     """
     names = tuple(group_names)
-    n = len(names)
-    if n < 2:
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise ValueError(f"Layer-group names must be unique; {dupes} appear more than once in {list(names)}.")
+    if len(names) < 2:
         raise ValueError(f"A plan needs at least one adapter group and the head; got groups {list(names)}.")
-    head = n - 1
-    adapter = list(range(head))
-    decay = discriminative_lr_decay if discriminative_lr_decay and discriminative_lr_decay != 1.0 else None
-    head_rate = head_learning_rate if head_learning_rate is not None else 10.0 * learning_rate
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be >= 1, got {num_epochs}.")
-
-    def check_last_n(required: bool) -> list[int]:
-        if last_n is None:
-            if required:
-                raise ValueError("strategy 'last_n' needs last_n (the number of top adapter groups to train).")
-            return adapter
-        if not 1 <= last_n <= len(adapter):
-            raise ValueError(
-                f"last_n={last_n} does not fit this model: it has {len(adapter)} adapter layer groups "
-                f"({', '.join(names[:head])}); expected 1..{len(adapter)}."
-            )
-        return adapter[len(adapter) - last_n:]
-
-    phases: list[Phase] = []
-    if strategy == "frozen":
-        phases.append(Phase("head", 0, num_epochs, frozenset({head}), _lrs(n, {head}, learning_rate, decay), 0))
-    elif strategy == "full":
-        every = set(range(n))
-        phases.append(Phase("full", 0, num_epochs, frozenset(every), _lrs(n, every, learning_rate, decay), 0))
-    elif strategy == "last_n":
-        top = set(check_last_n(required=True)) | {head}
-        phases.append(Phase(f"top {last_n} + head", 0, num_epochs, frozenset(top), _lrs(n, top, learning_rate, decay), 0))
-    elif strategy == "two_stage":
-        if not 1 <= head_epochs < num_epochs:
-            raise ValueError(
-                f"two_stage needs 1 <= head_epochs < num_epochs (a head stage and a fine-tuning stage); "
-                f"got head_epochs={head_epochs}, num_epochs={num_epochs}."
-            )
-        top = set(check_last_n(required=False)) | {head}
-        phases.append(Phase("head", 0, head_epochs, frozenset({head}), _lrs(n, {head}, head_rate, None), 0))
-        label = "unfreeze all" if last_n is None else f"unfreeze top {last_n}"
-        phases.append(Phase(label, head_epochs, num_epochs - head_epochs, frozenset(top), _lrs(n, top, learning_rate, decay), 1))
-    elif strategy == "gradual_unfreezing":
-        if unfreeze_every < 1:
-            raise ValueError(f"unfreeze_every must be >= 1 epoch, got {unfreeze_every}.")
-        epoch = 0
-        for k in range(len(adapter) + 1):
-            if epoch >= num_epochs:
-                break
-            trainable = {head} | set(adapter[len(adapter) - k:] if k else [])
-            length = unfreeze_every if k < len(adapter) else num_epochs - epoch
-            length = min(length, num_epochs - epoch)
-            name = "head" if k == 0 else f"unfreeze {names[adapter[len(adapter) - k]]}"
-            phases.append(Phase(name, epoch, length, frozenset(trainable), _lrs(n, trainable, learning_rate, decay), 0))
-            epoch += length
-        if epoch < num_epochs:  # pragma: no cover - the last phase always runs to the end
-            raise AssertionError("gradual unfreezing plan does not cover every epoch")
-    elif strategy == "chain_thaw":
-        if chain_thaw_epochs < 1:
-            raise ValueError(f"chain_thaw_epochs must be >= 1, got {chain_thaw_epochs}.")
-        needed = chain_thaw_epochs * (len(adapter) + 1) + 1
-        if num_epochs < needed:
-            raise ValueError(
-                f"chain_thaw over {len(adapter)} adapter groups with chain_thaw_epochs={chain_thaw_epochs} needs "
-                f"num_epochs >= {needed} (head, each group alone, then all); got num_epochs={num_epochs}."
-            )
-        phases.append(Phase("head", 0, chain_thaw_epochs, frozenset({head}), _lrs(n, {head}, head_rate, None), 0))
-        epoch = chain_thaw_epochs
-        for g in adapter:
-            phases.append(Phase(f"thaw {names[g]}", epoch, chain_thaw_epochs, frozenset({g}),
-                                _lrs(n, {g}, learning_rate, None), len(phases)))
-            epoch += chain_thaw_epochs
-        every = set(range(n))
-        phases.append(Phase("all", epoch, num_epochs - epoch, frozenset(every), _lrs(n, every, learning_rate, decay), len(phases)))
-    else:
+    if strategy not in _PLANNERS:
         raise ValueError(f"Unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}.")
+    decay = discriminative_lr_decay if discriminative_lr_decay and discriminative_lr_decay != 1.0 else None
+    spec = _Spec(names, num_epochs, learning_rate, head_learning_rate if head_learning_rate is not None else 10.0 * learning_rate,
+                 decay, last_n, head_epochs, unfreeze_every, chain_thaw_epochs)
+    phases = _PLANNERS[strategy](spec)
     return TrainingPlan(group_names=names, phases=tuple(phases), num_epochs=num_epochs)
+
+
+# --- optimizer param groups ---------------------------------------------------------------
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+               nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """Normalisation layers by type: torch's, and leaf layers of classes such as transformers' ``*RMSNorm``.
+
+    Only leaves count by class name: a block such as wav2vec2's ``...EncoderLayerStableLayerNorm``
+    is named after its norm placement and holds attention and feed-forward weights.
+    """
+    if isinstance(module, _NORM_TYPES):
+        return True
+    return next(module.children(), None) is None and type(module).__name__.rstrip("123d").endswith("Norm")
+
+
+def no_weight_decay_parameters(model: nn.Module) -> set[int]:
+    """Ids of the parameters that take no weight decay.
+
+    In order: what a module's own ``no_weight_decay()`` names (timm models: ``pos_embed``,
+    ``cls_token``, ...; names relative to that module); the tokens and position tables an
+    embeddings module holds directly (transformers ViT's ``cls_token``, ``position_embeddings``);
+    every parameter of a normalisation layer; every bias. Decided by module type and
+    registration, not by parameter names or shapes.
+    """
+    out: set[int] = set()
+    for module in model.modules():
+        own = getattr(module, "no_weight_decay", None)
+        if callable(own) and module is not model:
+            try:
+                names = set(own())
+            except TypeError:  # a method with arguments is not timm's hook
+                names = set()
+            for name, p in module.named_parameters():
+                if name in names or any(name.startswith(n + ".") for n in names):
+                    out.add(id(p))
+        direct = dict(module.named_parameters(recurse=False))
+        if type(module).__name__.endswith("Embeddings"):
+            out.update(id(p) for p in direct.values())
+        if _is_norm(module):
+            out.update(id(p) for p in module.parameters())
+        if isinstance(direct.get("bias"), nn.Parameter):
+            out.add(id(direct["bias"]))
+    return out
+
+
+def optimizer_param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """One or two optimizer param groups per layer group (with / without weight decay).
+
+    Each carries ``layer_group`` (the group's position, which the scheduler reads) and
+    ``group_name`` (its label). ``lr`` is 1.0: a ``LambdaLR`` sets every group's rate.
+    """
+    skip = no_weight_decay_parameters(model)
+    groups, seen = [], set()
+    for index, g in enumerate(model.layer_groups()):
+        decay, no_decay = [], []
+        for p in g.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if id(p) in skip else decay).append(p)
+        for params, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if params:
+                groups.append({"params": params, "weight_decay": wd, "lr": 1.0, "layer_group": index, "group_name": g.name})
+    return groups

@@ -1,5 +1,8 @@
 """Training settings and the Accelerate training loop shared by every modality.
 
+Checkpoints and the best weights live in :mod:`mtransfer.checkpoints`, the run record every
+artifact reads in :mod:`mtransfer.record`; this module is the loop.
+
 The loop reads like Accelerate's own examples (``prepare``, ``accumulate``, ``backward``,
 ``gather_for_metrics``, ``save_state`` / ``load_state``). The transfer strategy enters in two
 places only: at each epoch's start the plan's trainable groups are unfrozen (the others get
@@ -9,24 +12,23 @@ the plan's learning rate for its layer group at every step (0 while frozen).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
-import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from mtransfer.atomic import atomic_write_json
+from mtransfer.checkpoints import Checkpoints, TrainerState, run_identity
 from mtransfer.data import CachedFeatureDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
 from mtransfer.heads import tune_thresholds
 from mtransfer.metrics import DEFAULT_METRICS, compute_metrics, greater_is_better
 from mtransfer.model import TransferModel
+from mtransfer.record import RECORD_FILE, BestEpoch, RunRecord
 from mtransfer.schedules import SCHEDULES, get_schedule
 from mtransfer.strategies import STRATEGIES, TrainingPlan, plan_strategy
 
@@ -75,11 +77,16 @@ class TrainingArguments:
         load_best_model_at_end: End with the best epoch's weights (needs evaluation data).
         save_checkpoints: Save a resumable checkpoint (``save_state``) after each epoch.
         save_total_limit: Checkpoints kept (the latest ones); None keeps all.
-        resume_from_checkpoint: ``"latest"`` or a checkpoint folder to resume from.
+        resume_from_checkpoint: ``"latest"`` or a checkpoint folder to resume from. Resuming loads
+            Accelerate's random-number-generator states, stored with pickle: resume only from
+            checkpoints you trust (your own runs').
+        overwrite_output_dir: Start a new run in a folder that holds an earlier run's checkpoints,
+            removing them; without it such a run is refused (resume it, or pick another folder).
         tune_thresholds: Multi-label: pick each label's threshold on the evaluation data at the end.
         report_to: Trackers through Accelerate (``tensorboard``); empty for none.
         run_name: Name of the run for trackers; default: the output folder's name.
         logging_steps: Optimizer steps between loss logs and progress-bar updates.
+        num_threads: Torch intra-op threads (``torch.set_num_threads``); None keeps torch's default.
         progress_bar: Show tqdm progress bars (main process only).
         cpu: Force CPU; None: CPU exactly when no CUDA device is present.
         dataloader_num_workers: Worker processes per data loader.
@@ -126,10 +133,12 @@ class TrainingArguments:
     save_checkpoints: bool = True
     save_total_limit: int | None = 2
     resume_from_checkpoint: str | None = None
+    overwrite_output_dir: bool = False
     tune_thresholds: bool = False
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     run_name: str | None = None
     logging_steps: int = 10
+    num_threads: int | None = None
     progress_bar: bool = True
     cpu: bool | None = None
     dataloader_num_workers: int = 0
@@ -154,6 +163,9 @@ class TrainingArguments:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "an integer >= 1")
+        if self.num_threads is not None and (isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int)
+                                             or self.num_threads < 1):
+            raise bad("num_threads", "an integer >= 1 or None")
         if self.augmented_views < 0:
             raise bad("augmented_views", "an integer >= 0")
         if self.dataloader_num_workers < 0:
@@ -217,19 +229,6 @@ class TrainerCallback:
 
 
 @dataclass
-class TrainerState:
-    """Progress saved with every checkpoint (as ``trainer_state.json``)."""
-
-    epoch: int = -1  # last completed epoch
-    global_step: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_value: float | None = None
-    best_epoch: int | None = None
-    epochs_without_improvement: int = 0
-    stopped_early: bool = False
-
-
-@dataclass
 class TrainResult:
     """What a run produced."""
 
@@ -244,6 +243,7 @@ class TrainResult:
     plot_path: str | None
     stopped_early: bool = False
     train_seconds: float = 0.0
+    weights_epoch: int | None = None
 
     def __repr__(self) -> str:
         lines = [f"TrainResult(output_dir={self.output_dir!r}, best_epoch={self.best_epoch}, "
@@ -256,41 +256,44 @@ class TrainResult:
 
 
 def _accelerator(args: TrainingArguments, find_unused: bool):
+    """An Accelerator for a run; several runs in one process share Accelerate's process state.
+
+    Accelerate fixes the device and precision once per process, so bf16 is applied by the
+    trainer's own ``torch.autocast`` (see :meth:`Trainer._autocast`) and a notebook can train
+    fp32 and bf16 models one after the other; only fp16 (which needs Accelerate's gradient
+    scaler) is given to Accelerate.
+    """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
-    # A notebook or a script may train several models in one process: start from clean state,
-    # keeping the distributed environment (PartialState).
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
     cpu = args.cpu if args.cpu is not None else not torch.cuda.is_available()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused else []
-    return Accelerator(
-        cpu=cpu,
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=list(args.report_to) or None,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
-        kwargs_handlers=handlers,
-    )
+    try:
+        return Accelerator(
+            cpu=cpu,
+            mixed_precision="fp16" if args.mixed_precision == "fp16" else "no",
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=list(args.report_to) or None,
+            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+            kwargs_handlers=handlers,
+        )
+    except ValueError as err:
+        if "already been initialized" not in str(err):
+            raise
+        raise ValueError(f"TrainingArguments.mixed_precision={args.mixed_precision!r} / cpu={args.cpu!r}: an earlier run in "
+                         "this process set Accelerate's device and fp16 setting, which cannot change within one process; "
+                         "run this one in a new process (or keep the earlier settings).") from None
 
 
-def _param_groups(model: TransferModel, weight_decay: float) -> tuple[list[dict[str, Any]], list[str]]:
-    """One or two optimizer param groups per layer group (with / without weight decay)."""
-    groups, owners, seen = [], [], set()
-    for g in model.layer_groups():
-        decay, no_decay = [], []
-        for name, p in g.named_parameters(model):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(p)
-        for params, wd in ((decay, weight_decay), (no_decay, 0.0)):
-            if params:
-                groups.append({"params": params, "weight_decay": wd, "lr": 1.0, "group_name": g.name})
-                owners.append(g.name)
-    return groups, owners
+def _data_fingerprint(adapter: Any, dataset: LabeledDataset | None) -> str:
+    import hashlib
+
+    if dataset is None:
+        return ""
+    h = hashlib.sha256(adapter.input_fingerprint(dataset.inputs).encode())
+    if dataset.targets is not None:
+        h.update(dataset.targets.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class Trainer:
@@ -308,30 +311,19 @@ class Trainer:
                  eval_dataset: LabeledDataset | None = None, callbacks: Sequence[TrainerCallback] = ()) -> None:
         self.model = model
         self.args = args
-        self.train_dataset = train_dataset
-        self.eval_dataset = eval_dataset
         self.callbacks = list(callbacks)
         self.state = TrainerState()
         self.skipped_inputs: dict[str, list[int]] = {}
         self._readable: set[int] = set()  # datasets already read once by _drop_bad
         if args.skip_bad_inputs:
-            self.train_dataset = train_dataset = self._drop_bad(train_dataset, "train_dataset")
-            self.eval_dataset = eval_dataset = self._drop_bad(eval_dataset, "eval_dataset")
+            train_dataset = self._drop_bad(train_dataset, "train_dataset")
+            eval_dataset = self._drop_bad(eval_dataset, "eval_dataset")
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         for ds, role in ((train_dataset, "train_dataset"), (eval_dataset, "eval_dataset")):
             if ds is not None:
                 self._check_dataset(ds, role)
-        self.metric_names = list(args.metrics or DEFAULT_METRICS[model.task])
-        best = args.metric_for_best_model or (self.metric_names[0] if eval_dataset is not None else "loss")
-        self.best_metric = "eval_" + best.removeprefix("eval_")
-        if eval_dataset is not None and best.removeprefix("eval_") not in (*self.metric_names, "loss"):
-            raise ValueError(f"TrainingArguments.metric_for_best_model={best!r} is not computed; "
-                             f"expected 'loss' or one of metrics {self.metric_names}.")
-        self.greater_is_better = args.greater_is_better if args.greater_is_better is not None else greater_is_better(best)
-        if args.early_stopping_patience is not None and eval_dataset is None:
-            raise ValueError("TrainingArguments.early_stopping_patience needs an eval_dataset to watch.")
-        if args.tune_thresholds and (model.task != "multi_label_classification" or eval_dataset is None):
-            raise ValueError("TrainingArguments.tune_thresholds is for multi-label classification with an eval_dataset.")
-        self.group_names = [g.name for g in model.layer_groups()]
+        self._choose_metrics()
+        self.group_names = [g.name for g in model.layer_groups()]  # labels; groups are held by position
         self.plan: TrainingPlan = plan_strategy(
             args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
             head_learning_rate=args.head_learning_rate, last_n=args.last_n, head_epochs=args.head_epochs,
@@ -340,9 +332,25 @@ class Trainer:
         )
         self.accelerator = None
         self.optimizer = None
+        self.scheduler = None
+        self.unwrapped: TransferModel = model
         self.feature_cache = None
-        self._cached: dict[str, Any] = {}
+        self._cached: dict[Any, Any] = {}
         self._best_state: dict[str, torch.Tensor] | None = None
+
+    def _choose_metrics(self) -> None:
+        args, eval_dataset = self.args, self.eval_dataset
+        self.metric_names = list(args.metrics or DEFAULT_METRICS[self.model.task])
+        best = args.metric_for_best_model or (self.metric_names[0] if eval_dataset is not None else "loss")
+        self.best_metric = "eval_" + best.removeprefix("eval_")
+        if eval_dataset is not None and best.removeprefix("eval_") not in (*self.metric_names, "loss"):
+            raise ValueError(f"TrainingArguments.metric_for_best_model={best!r} is not computed; "
+                             f"expected 'loss' or one of metrics {self.metric_names}.")
+        self.greater_is_better = args.greater_is_better if args.greater_is_better is not None else greater_is_better(best)
+        if args.early_stopping_patience is not None and eval_dataset is None:
+            raise ValueError("TrainingArguments.early_stopping_patience needs an eval_dataset to watch.")
+        if args.tune_thresholds and (self.model.task != "multi_label_classification" or eval_dataset is None):
+            raise ValueError("TrainingArguments.tune_thresholds is for multi-label classification with an eval_dataset.")
 
     def _drop_bad(self, ds: LabeledDataset | None, role: str) -> LabeledDataset | None:
         """The dataset without the inputs the adapter cannot read, saying how many were skipped."""
@@ -376,11 +384,13 @@ class Trainer:
             raise ValueError(f"{role} ({ds.source}) has {ds.targets.shape[1]} regression targets but the head has "
                              f"{self.model.head.config.num_outputs} outputs.")
         if id(ds) not in self._readable:
-            self.model.adapter.validate_inputs(ds.inputs, source=f"{role} ({ds.source})")
+            from mtransfer.media import SKIP_HINT
+
+            self.model.adapter.validate_inputs(ds.inputs, source=f"{role} ({ds.source})", hint=SKIP_HINT)
 
     # --- learning rates -----------------------------------------------------------------
     def lr_lambda(self, group_index: int, steps_per_epoch: int):
-        """``step -> learning rate`` of one layer group under the plan and the schedule."""
+        """``step -> learning rate`` of one layer group (by position) under the plan and the schedule."""
         plan, args = self.plan, self.args
         schedules: dict[int, Any] = {}
 
@@ -401,238 +411,290 @@ class Trainer:
 
     # --- main loop ----------------------------------------------------------------------
     def train(self) -> TrainResult:
+        """Train under the plan; return the :class:`TrainResult` (the run record is in ``metrics.json``)."""
         from accelerate.utils import set_seed
-        from torch.utils.data import DataLoader
-        from tqdm.auto import tqdm
 
-        args, model = self.args, self.model
+        from mtransfer.locks import output_lock
+
+        args = self.args
         if self.train_dataset is None:
             raise ValueError("Trainer.train needs a train_dataset.")
-        out_dir = Path(args.output_dir)
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
         find_unused = any(len(p.trainable) < len(self.group_names) for p in self.plan.phases)
         accelerator = self.accelerator = _accelerator(args, find_unused)
-        set_seed(args.seed)
+        with output_lock(args.output_dir, accelerator):
+            set_seed(args.seed)
+            model, optimizer, train_dl, eval_dl = self._prepare()
+            self._start()
+            start = time.perf_counter()
+            for epoch in range(self.state.epoch + 1, args.num_epochs):
+                if self.state.stopped_early:
+                    break
+                record = self._train_epoch(model, optimizer, train_dl, eval_dl, epoch)
+                self._end_epoch(record, epoch)
+            return self._finish(model, eval_dl, time.perf_counter() - start)
+
+    def _prepare(self):
+        """Data loaders, the optimizer (param groups by layer-group position) and the LR scheduler, prepared."""
+        from torch.utils.data import DataLoader
+
+        from mtransfer.strategies import optimizer_param_groups
+
+        args, model, accelerator = self.args, self.model, self.accelerator
         if model.task == "regression":
             model.head.set_target_stats(self.train_dataset.targets)
-
-        train_dl = DataLoader(self.train_dataset, batch_size=args.batch_size,
+        loaders = [DataLoader(self.train_dataset, batch_size=args.batch_size,
                               sampler=EpochShuffleSampler(len(self.train_dataset), args.seed),
-                              collate_fn=Collator(model.adapter, training=True), num_workers=args.dataloader_num_workers)
-        eval_dl = None
+                              collate_fn=Collator(model.adapter, training=True), num_workers=args.dataloader_num_workers)]
         if self.eval_dataset is not None:
-            eval_dl = DataLoader(self.eval_dataset, batch_size=args.eval_batch_size, shuffle=False,
-                                 collate_fn=Collator(model.adapter), num_workers=args.dataloader_num_workers)
+            loaders.append(DataLoader(self.eval_dataset, batch_size=args.eval_batch_size, shuffle=False,
+                                      collate_fn=Collator(model.adapter), num_workers=args.dataloader_num_workers))
+        model.set_trainable(range(len(self.group_names)))  # every group registered with DDP; phases toggle them
+        optimizer = torch.optim.AdamW(optimizer_param_groups(model, args.weight_decay), lr=1.0, betas=args.adam_betas,
+                                      eps=args.adam_epsilon)
+        model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
+        self.optimizer, self.unwrapped = optimizer, accelerator.unwrap_model(model)
+        steps_per_epoch = max(1, math.ceil(len(loaders[0]) / args.gradient_accumulation_steps))
+        base = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            base, [self.lr_lambda(g["layer_group"], steps_per_epoch) for g in base.param_groups])
+        return model, optimizer, loaders[0], (loaders[1] if len(loaders) > 1 else None)
 
-        model.set_trainable(self.group_names)  # every group registered with DDP; phases toggle them
-        param_groups, owners = _param_groups(model, args.weight_decay)
-        optimizer = torch.optim.AdamW(param_groups, lr=1.0, betas=args.adam_betas, eps=args.adam_epsilon)
-        if eval_dl is not None:
-            model, optimizer, train_dl, eval_dl = accelerator.prepare(model, optimizer, train_dl, eval_dl)
-        else:
-            model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
-        self.optimizer = optimizer
-        unwrapped: TransferModel = accelerator.unwrap_model(model)
-        steps_per_epoch = max(1, math.ceil(len(train_dl) / args.gradient_accumulation_steps))
-        index = {name: i for i, name in enumerate(self.group_names)}
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-            [self.lr_lambda(index[o], steps_per_epoch) for o in owners])
-        accelerator.register_for_checkpointing(scheduler)
-        self.scheduler = scheduler
-
+    def _start(self) -> None:
+        """A fresh state, or the checkpoint's after checking it belongs to this run; trackers; callbacks."""
+        args, accelerator = self.args, self.accelerator
+        adapter = self.unwrapped.adapter
+        identity = run_identity(args.to_dict(), self.unwrapped.get_config(),
+                                {"train": _data_fingerprint(adapter, self.train_dataset),
+                                 "eval": _data_fingerprint(adapter, self.eval_dataset)})
+        self.checkpoints = Checkpoints(args.output_dir, accelerator, identity, args.save_total_limit)
+        self._best_state = None
         if args.resume_from_checkpoint:
-            self._resume(accelerator, out_dir, args.resume_from_checkpoint)
+            self.state = self.checkpoints.resume(args.resume_from_checkpoint)
+            sched = self.scheduler.state_dict()  # the schedule is a pure function of the step: no pickled state
+            sched["last_epoch"] = self.state.global_step - 1
+            self.scheduler.load_state_dict(sched)
+            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()
+        else:
+            self.state = TrainerState()
+            if args.save_checkpoints:
+                self.checkpoints.start_fresh(args.overwrite_output_dir)
         if args.report_to:
-            accelerator.init_trackers(args.run_name or out_dir.name, config=_tracker_config(args))
+            accelerator.init_trackers(args.run_name or Path(args.output_dir).name, config=_tracker_config(args))
+        self._show = args.progress_bar and accelerator.is_local_main_process
         for cb in self.callbacks:
             cb.on_train_begin(self)
 
-        start = time.perf_counter()
-        show = args.progress_bar and accelerator.is_local_main_process
-        for epoch in range(self.state.epoch + 1, args.num_epochs):
-            if self.state.stopped_early:
-                break
-            phase = self.plan.phase_at(epoch)
-            unwrapped.set_trainable(self.plan.trainable_names(epoch))
-            epoch_train_dl, epoch_eval_dl = train_dl, eval_dl
-            if self._use_cache(phase):
-                epoch_train_dl, epoch_eval_dl = self._cached_loaders(accelerator, unwrapped, epoch, show)
-            model.train()
-            epoch_train_dl.set_epoch(epoch)
+    def _train_epoch(self, model, optimizer, train_dl, eval_dl, epoch: int) -> dict[str, Any]:
+        """One epoch of the plan's phase: unfreeze its groups, train, evaluate; the epoch's record."""
+        phase = self.plan.phase_at(epoch)
+        self.unwrapped.set_trainable(phase.trainable)
+        if self._use_cache(phase):
+            train_dl, eval_dl = self._cached_loaders(epoch)
+        model.train()
+        train_dl.set_epoch(epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self, epoch)
+        epoch_start = time.perf_counter()
+        train_loss = self._run_batches(model, optimizer, train_dl, f"epoch {epoch + 1}/{self.args.num_epochs} [{phase.name}]")
+        lrs = self.scheduler.get_last_lr()
+        groups = (optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer).param_groups
+        record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": train_loss,
+                                  "lr": {self.group_names[g["layer_group"]]: lr for g, lr in zip(groups, lrs)},
+                                  "seconds": time.perf_counter() - epoch_start}
+        if eval_dl is not None:
+            metrics = self._evaluate(model, eval_dl)
+            record.update(metrics)
             for cb in self.callbacks:
-                cb.on_epoch_begin(self, epoch)
-            epoch_start = time.perf_counter()
-            loss_sum = torch.zeros((), device=accelerator.device)
-            window_sum = torch.zeros((), device=accelerator.device)
-            batches = 0
-            bar = tqdm(total=len(epoch_train_dl), desc=f"epoch {epoch + 1}/{args.num_epochs} [{phase.name}]",
-                       disable=not show, leave=False, dynamic_ncols=True)
-            for batch in epoch_train_dl:
-                with accelerator.accumulate(model):
+                cb.on_evaluate(self, metrics)
+        return record
+
+    def _run_batches(self, model, optimizer, dataloader, desc: str) -> float:
+        """The inner loop: accumulate, backward, clip, step; mean training loss over the processes."""
+        from tqdm.auto import tqdm
+
+        args, accelerator = self.args, self.accelerator
+        loss_sum = torch.zeros((), device=accelerator.device)
+        window, window_batches, batches = torch.zeros((), device=accelerator.device), 0, 0
+        bar = tqdm(total=len(dataloader), desc=desc, disable=not self._show, leave=False, dynamic_ncols=True)
+        for batch in dataloader:
+            with accelerator.accumulate(model):
+                with self._autocast():
                     out = model(batch.get("inputs"), batch["labels"], features=batch.get("features"))
-                    accelerator.backward(out.loss)
-                    if accelerator.sync_gradients:
-                        if args.max_grad_norm:
-                            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                        for cb in self.callbacks:
-                            cb.on_before_optimizer_step(self)
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        scheduler.step()
-                        self.state.global_step += 1
-                    optimizer.zero_grad(set_to_none=True)
-                loss = out.loss.detach()
-                loss_sum += loss
-                window_sum += loss
-                batches += 1
-                bar.update(1)
-                for cb in self.callbacks:
-                    cb.on_step_end(self, batch)
-                if batches % args.logging_steps == 0:
-                    window = (window_sum / args.logging_steps).item()
-                    window_sum.zero_()
-                    if show:
-                        bar.set_postfix(loss=f"{window:.4f}")
-                    if args.report_to:
-                        accelerator.log({"train/loss": window, "train/lr": scheduler.get_last_lr()[-1]},
-                                        step=self.state.global_step)
-            bar.close()
-            train_loss = accelerator.reduce(loss_sum / max(1, batches), reduction="mean").item()
-            record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": train_loss,
-                                      "lr": {name: scheduler.get_last_lr()[i] for i, name in enumerate(owners)},
-                                      "seconds": time.perf_counter() - epoch_start}
-            if eval_dl is not None:
-                metrics = self._evaluate(model, epoch_eval_dl)
-                record.update(metrics)
-                for cb in self.callbacks:
-                    cb.on_evaluate(self, metrics)
-            self._track_best(record, unwrapped, out_dir, accelerator)
-            self.state.history.append(record)
-            self.state.epoch = epoch
-            if args.report_to:
-                accelerator.log({k if k.startswith("eval_") else f"epoch/{k}": v for k, v in record.items()
-                                 if isinstance(v, (int, float)) and k != "epoch"}, step=self.state.global_step)
-            if show:
-                shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "seconds")
-                tqdm.write(f"epoch {epoch + 1}/{args.num_epochs} [{phase.name}] {shown}  ({record['seconds']:.1f}s)")
-            if args.save_checkpoints:
-                self._save_checkpoint(accelerator, out_dir, epoch)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    if args.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    for cb in self.callbacks:
+                        cb.on_before_optimizer_step(self)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    self.scheduler.step()
+                    self.state.global_step += 1
+                optimizer.zero_grad(set_to_none=True)
+            loss = out.loss.detach()
+            loss_sum += loss
+            window += loss
+            window_batches += 1
+            batches += 1
+            bar.update(1)
             for cb in self.callbacks:
-                cb.on_epoch_end(self, epoch, record)
-        train_seconds = time.perf_counter() - start
-        return self._finish(accelerator, model, unwrapped, eval_dl, out_dir, train_seconds)
+                cb.on_step_end(self, batch)
+            if accelerator.sync_gradients and self.state.global_step % args.logging_steps == 0:
+                self._log_loss((window / window_batches).item(), bar)
+                window.zero_()
+                window_batches = 0
+        bar.close()
+        return accelerator.reduce(loss_sum / max(1, batches), reduction="mean").item()
+
+    def _autocast(self):
+        """bf16 autocast on the run's device when ``mixed_precision='bf16'``; fp16 is Accelerate's."""
+        import contextlib
+
+        if self.args.mixed_precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16)
+
+    def _log_loss(self, loss: float, bar: Any) -> None:
+        """Every ``logging_steps`` optimizer steps: the mean loss since the last log, to the bar and the trackers."""
+        if self._show:
+            bar.set_postfix(loss=f"{loss:.4f}")
+        if self.args.report_to:
+            self.accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[-1]},
+                                 step=self.state.global_step)
+
+    def _end_epoch(self, record: dict[str, Any], epoch: int) -> None:
+        from tqdm.auto import tqdm
+
+        args = self.args
+        self._track_best(record)
+        self.state.history.append(record)
+        self.state.epoch = epoch
+        if args.report_to:
+            self.accelerator.log({k if k.startswith("eval_") else f"epoch/{k}": v for k, v in record.items()
+                                  if isinstance(v, (int, float)) and k != "epoch"}, step=self.state.global_step)
+        if self._show:
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "seconds")
+            tqdm.write(f"epoch {epoch + 1}/{args.num_epochs} [{record['phase']}] {shown}  ({record['seconds']:.1f}s)")
+        if args.save_checkpoints:
+            self.checkpoints.save(epoch, self.state, keep_epoch=self.state.best_epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, record)
 
     def _head_only(self, phase) -> bool:
         return phase.trainable == frozenset({len(self.group_names) - 1})
 
     def _use_cache(self, phase) -> bool:
         """Cached features serve a phase that trains only the head, when the adapter has no new modules."""
-        adapter = self.accelerator.unwrap_model(self.model).adapter if self.accelerator else self.model.adapter
-        return self.args.cache_features and self._head_only(phase) and not adapter.head_modules()
+        return self.args.cache_features and self._head_only(phase) and not self.unwrapped.adapter.head_modules()
 
-    def _cached_loaders(self, accelerator, unwrapped: TransferModel, epoch: int, show: bool):
-        """Data loaders over cached features for a head-only epoch (extracting them on first use)."""
+    def _cache_loader(self, dataset: LabeledDataset, view: int, training: bool):
+        """A prepared data loader over the cached features of ``dataset`` (extracted on first use)."""
         from torch.utils.data import DataLoader
 
-        args = self.args
-        views = list(range(1, args.augmented_views + 1)) or [0]
+        args, accelerator = self.args, self.accelerator
+        entry = self._feature_cache().features(
+            self.unwrapped.adapter, dataset.inputs, view=view, seed=args.seed, batch_size=args.eval_batch_size,
+            device=accelerator.device, process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone,
+            progress=getattr(self, "_show", False))
+        sampler = EpochShuffleSampler(len(dataset), args.seed) if training else None
+        dl = DataLoader(CachedFeatureDataset(entry, dataset.targets), sampler=sampler, shuffle=False,
+                        batch_size=args.batch_size if training else args.eval_batch_size, collate_fn=collate_cached)
+        return accelerator.prepare_data_loader(dl)
+
+    def _cached_loaders(self, epoch: int):
+        """Train and eval loaders over cached features for a head-only epoch (view ``epoch % augmented_views``)."""
+        views = list(range(1, self.args.augmented_views + 1)) or [0]
         view = views[epoch % len(views)]
-
-        def entry(dataset: LabeledDataset, v: int):
-            return self._feature_cache().features(
-                unwrapped.adapter, dataset.inputs, view=v, seed=args.seed, batch_size=args.eval_batch_size,
-                device=accelerator.device, process_index=accelerator.process_index,
-                num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone, progress=show)
-
         if ("train", view) not in self._cached:
-            dl = DataLoader(CachedFeatureDataset(entry(self.train_dataset, view), self.train_dataset.targets),
-                            batch_size=args.batch_size, sampler=EpochShuffleSampler(len(self.train_dataset), args.seed),
-                            collate_fn=collate_cached)
-            self._cached[("train", view)] = accelerator.prepare_data_loader(dl)
+            self._cached[("train", view)] = self._cache_loader(self.train_dataset, view, training=True)
         if self.eval_dataset is not None and "eval" not in self._cached:
-            dl = DataLoader(CachedFeatureDataset(entry(self.eval_dataset, 0), self.eval_dataset.targets),
-                            batch_size=args.eval_batch_size, shuffle=False, collate_fn=collate_cached)
-            self._cached["eval"] = accelerator.prepare_data_loader(dl)
+            self._cached["eval"] = self._cache_loader(self.eval_dataset, 0, training=False)
         return self._cached[("train", view)], self._cached.get("eval")
 
-    def _track_best(self, record: dict[str, Any], unwrapped: TransferModel, out_dir: Path, accelerator) -> None:
-        args = self.args
+    def _track_best(self, record: dict[str, Any]) -> None:
+        args, state = self.args, self.state
         if self.eval_dataset is None:
             return
-        value = record[self.best_metric]
-        best = self.state.best_value
+        value, best = record[self.best_metric], state.best_value
         sign = 1.0 if self.greater_is_better else -1.0
-        improved = best is None or sign * (value - best) > args.early_stopping_threshold
-        if improved:
-            self.state.best_value, self.state.best_epoch = float(value), record["epoch"]
-            self.state.epochs_without_improvement = 0
-            if args.save_checkpoints:  # on disk, so a resumed run still finds the best weights
-                if accelerator.is_main_process:
-                    unwrapped.save_pretrained(out_dir / "model")
-                accelerator.wait_for_everyone()
-            elif args.load_best_model_at_end:  # no resume possible: a copy in memory is enough
-                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
-        else:
-            self.state.epochs_without_improvement += 1
-            if args.early_stopping_patience and self.state.epochs_without_improvement >= args.early_stopping_patience:
-                self.state.stopped_early = True
+        if best is None or sign * (value - best) > args.early_stopping_threshold:
+            state.best_value, state.best_epoch = float(value), record["epoch"]
+            state.epochs_without_improvement = 0
+            if args.load_best_model_at_end and not args.save_checkpoints:  # no checkpoint to restore it from
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.unwrapped.state_dict().items()}
+            return
+        state.epochs_without_improvement += 1
+        if args.early_stopping_patience and state.epochs_without_improvement >= args.early_stopping_patience:
+            state.stopped_early = True
 
-    def _finish(self, accelerator, model, unwrapped: TransferModel, eval_dl, out_dir: Path, train_seconds: float) -> TrainResult:
-        args = self.args
-        model_dir = out_dir / "model"
-        last_epoch = self.state.history[-1]["epoch"] if self.state.history else None
-        if self.eval_dataset is not None and args.load_best_model_at_end and self.state.best_epoch not in (None, last_epoch):
-            if self._best_state is not None:
-                unwrapped.load_state_dict(self._best_state)
-            else:
-                unwrapped.load_state_dict(TransferModel.from_pretrained(model_dir).state_dict())
-        self._best_state = None
-        final: dict[str, float] = {}
-        if eval_dl is not None:
-            # the backbone did not change since the cache was written when the run ends head-only
-            if self._use_cache(self.plan.phases[-1]) and "eval" in self._cached:
-                eval_dl = self._cached["eval"]
-            if args.tune_thresholds:
-                probs, labels = self._gather_outputs(model, eval_dl)
-                unwrapped.head.set_thresholds(tune_thresholds(torch.sigmoid(probs), labels))
-            final = self._evaluate(model, eval_dl)
-        # the best model is already on disk when it was saved at each improvement
-        on_disk = args.save_checkpoints and self.eval_dataset is not None and args.load_best_model_at_end
-        if accelerator.is_main_process and (not on_disk or args.tune_thresholds or not model_dir.exists()):
-            unwrapped.save_pretrained(model_dir)
+    def _restore_best(self) -> None:
+        """Put the best epoch's weights back into the live model, in place."""
+        if self._best_state is not None:
+            self.unwrapped.load_state_dict(self._best_state)
+            self._best_state = None
+        else:
+            self.checkpoints.restore_weights(self.unwrapped, self.state.best_epoch)
+
+    def _finish(self, model, eval_dl, train_seconds: float) -> TrainResult:
+        args, accelerator, unwrapped = self.args, self.accelerator, self.unwrapped
+        out_dir = Path(args.output_dir)
+        weights_epoch = self.state.history[-1]["epoch"] if self.state.history else None
+        use_best = self.eval_dataset is not None and args.load_best_model_at_end and self.state.best_epoch is not None
+        if use_best and self.state.best_epoch != weights_epoch:
+            self._restore_best()
+        weights_epoch = self.state.best_epoch if use_best else weights_epoch
+        final = self._final_eval(model, eval_dl)
+        record = self._record(final, weights_epoch, use_best, train_seconds)
         plot_path = None
         if accelerator.is_main_process:
+            unwrapped.save_pretrained(out_dir / "model")
             if args.plot and self.state.history:
                 from mtransfer.plots import plot_learning_curve
 
                 plot_path = str(plot_learning_curve(self.state.history, out_dir / "learning_curve.png", self.best_metric))
-            atomic_write_json(out_dir / "metrics.json", {
-                "args": self.args.to_dict(),
-                "plan": self.plan.describe(),
-                "layer_groups": self.group_names,
-                "num_processes": accelerator.num_processes,
-                "train_samples": len(self.train_dataset),
-                "eval_samples": len(self.eval_dataset) if self.eval_dataset is not None else 0,
-                "history": self.state.history,
-                "best": {"metric": self.best_metric, "value": self.state.best_value, "epoch": self.state.best_epoch},
-                "final_eval": final,
-                "stopped_early": self.state.stopped_early,
-                "train_seconds": train_seconds,
-            })
+            record.save(out_dir / RECORD_FILE)
         accelerator.wait_for_everyone()
-        if args.report_to:
-            accelerator.end_training()
-        unwrapped.set_trainable(self.group_names)
+        if args.report_to and accelerator.is_main_process:
+            for tracker in accelerator.trackers:  # flush and close; the process group stays up for later evaluation
+                tracker.finish()
+        unwrapped.set_trainable(range(len(self.group_names)))
         unwrapped.eval()
         self.model = unwrapped
         result = TrainResult(history=self.state.history, best_epoch=self.state.best_epoch,
                              best_metric=self.best_metric if self.eval_dataset is not None else None,
                              best_value=self.state.best_value, final_metrics=final, output_dir=str(out_dir),
-                             model_dir=str(model_dir), metrics_path=str(out_dir / "metrics.json"), plot_path=plot_path,
-                             stopped_early=self.state.stopped_early, train_seconds=train_seconds)
+                             model_dir=str(out_dir / "model"), metrics_path=str(out_dir / RECORD_FILE), plot_path=plot_path,
+                             stopped_early=self.state.stopped_early, train_seconds=train_seconds, weights_epoch=weights_epoch)
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
+
+    def _final_eval(self, model, eval_dl) -> dict[str, float]:
+        """Validation metrics of the weights the run ends with (thresholds tuned first when asked)."""
+        if eval_dl is None:
+            return {}
+        # the backbone did not change since the cache was written when the run ends head-only
+        if self._use_cache(self.plan.phases[-1]) and "eval" in self._cached:
+            eval_dl = self._cached["eval"]
+        if self.args.tune_thresholds:
+            probs, labels = self._gather_outputs(model, eval_dl)
+            self.unwrapped.head.set_thresholds(tune_thresholds(torch.sigmoid(probs), labels))
+        return self._evaluate(model, eval_dl)
+
+    def _record(self, final: dict[str, float], weights_epoch: int | None, use_best: bool, seconds: float) -> RunRecord:
+        return RunRecord(
+            args=self.args.to_dict(), plan=self.plan.describe(), layer_groups=self.group_names,
+            num_processes=self.accelerator.num_processes, train_samples=len(self.train_dataset),
+            eval_samples=len(self.eval_dataset) if self.eval_dataset is not None else 0, history=self.state.history,
+            best=BestEpoch(self.best_metric if self.eval_dataset is not None else None, self.state.best_value,
+                           self.state.best_epoch),
+            final_eval=final, weights_epoch=weights_epoch, weights_are_best=use_best,
+            stopped_early=self.state.stopped_early, train_seconds=seconds)
 
     # --- evaluation ---------------------------------------------------------------------
     def _gather_outputs(self, model, dataloader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -640,7 +702,7 @@ class Trainer:
         model.eval()
         outputs, labels = [], []
         for batch in dataloader:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 out = model(batch.get("inputs"), features=batch.get("features"))
             logits, targets = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
             outputs.append(logits.cpu())
@@ -666,19 +728,15 @@ class Trainer:
         self._check_dataset(dataset, "dataset")
         if self.accelerator is None:
             self.accelerator = _accelerator(self.args, find_unused=False)
-        model = self.accelerator.unwrap_model(self.model).to(self.accelerator.device)
+        model = self.unwrapped = self.accelerator.unwrap_model(self.model).to(self.accelerator.device)
         if self.state.history and self._use_cache(self.plan.phases[-1]):
             # the backbone is as it was when the run's features were cached: read (and fill) the cache
-            entry = self._feature_cache().features(
-                model.adapter, dataset.inputs, batch_size=self.args.eval_batch_size, device=self.accelerator.device,
-                process_index=self.accelerator.process_index, num_processes=self.accelerator.num_processes,
-                wait=self.accelerator.wait_for_everyone)
-            dl = DataLoader(CachedFeatureDataset(entry, dataset.targets), batch_size=self.args.eval_batch_size,
-                            collate_fn=collate_cached)
+            dl = self._cache_loader(dataset, 0, training=False)
         else:
-            dl = DataLoader(dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(model.adapter),
-                            num_workers=self.args.dataloader_num_workers)
-        return self._evaluate(model, self.accelerator.prepare_data_loader(dl))
+            dl = self.accelerator.prepare_data_loader(DataLoader(
+                dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(model.adapter),
+                num_workers=self.args.dataloader_num_workers))
+        return self._evaluate(model, dl)
 
     def _feature_cache(self):
         from mtransfer.cache import FeatureCache
@@ -686,46 +744,6 @@ class Trainer:
         if self.feature_cache is None:
             self.feature_cache = FeatureCache(self.args.cache_dir)
         return self.feature_cache
-
-    # --- checkpoints --------------------------------------------------------------------
-    def _save_checkpoint(self, accelerator, out_dir: Path, epoch: int) -> None:
-        ckpt_root = out_dir / "checkpoints"
-        final = ckpt_root / f"epoch_{epoch + 1}"
-        tmp = ckpt_root / f".epoch_{epoch + 1}.tmp"
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            ckpt_root.mkdir(parents=True, exist_ok=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=True)
-        if accelerator.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=2))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            if self.args.save_total_limit:
-                for old in _checkpoints(ckpt_root)[:-self.args.save_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-
-    def _resume(self, accelerator, out_dir: Path, where: str) -> None:
-        if where == "latest":
-            found = _checkpoints(out_dir / "checkpoints")
-            if not found:
-                raise FileNotFoundError(f"resume_from_checkpoint='latest': no checkpoint under {out_dir / 'checkpoints'}.")
-            path = found[-1]
-        else:
-            path = Path(where)
-        if not (path / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"resume_from_checkpoint={str(path)!r}: not a checkpoint folder (no trainer_state.json).")
-        accelerator.load_state(str(path))
-        self.state = TrainerState(**json.loads((path / "trainer_state.json").read_text()))
-        accelerator.print(f"resumed from {path} (epoch {self.state.epoch + 1} done, step {self.state.global_step})")
-
-
-def _checkpoints(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"epoch_\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
 def _tracker_config(args: TrainingArguments) -> dict[str, Any]:

@@ -3,7 +3,8 @@
     accelerate launch --config_file recipes/accelerate/cpu_1proc.yaml recipes/train.py \
         --config recipes/configs/text/two_stage.yaml training.num_epochs=6 model.adapter.max_length=64
 
-Every argument after --config is a section.key=value override (see mtransfer.config).
+Every argument after --config is a section.key=value override (see mtransfer.config). Hub ids
+download as usual; set HF_HUB_OFFLINE=1 yourself to work from the local cache only.
 """
 
 import argparse
@@ -12,7 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtransfer.config import load_recipe_config, run_recipe  # noqa: E402
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         config = load_recipe_config(a.config, a.overrides)
-    except (ValueError, FileNotFoundError) as err:  # before any loading: one line, exit 2
+    except (ValueError, OSError) as err:  # before any loading: one line, exit 2
         print(f"recipes/train.py: error: {err}", file=sys.stderr)
         return 2
     out = run_recipe(config)

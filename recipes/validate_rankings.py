@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mtransfer as mt  # noqa: E402
-from mtransfer.corpora import fortunes_splits  # noqa: E402
-from mtransfer.demo import minilm_path  # noqa: E402
+from mtransfer.builtins.corpora import fortunes_splits  # noqa: E402
+from mtransfer.builtins import minilm_path  # noqa: E402
 from mtransfer.ranking.validate import Candidate, validate_rankings  # noqa: E402
 
 

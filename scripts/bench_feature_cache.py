@@ -36,7 +36,7 @@ MAX_LEN, BATCH, LR, SEED = 64, 16, 5e-3, 0
 
 def data():
     import mtransfer as mt
-    from mtransfer.corpora import fortunes_splits
+    from mtransfer.builtins.corpora import fortunes_splits
 
     splits = fortunes_splits()
     train = mt.load_labeled(splits["train"])
@@ -45,7 +45,7 @@ def data():
 
 def run_mtransfer(epochs: int, cached: bool, cache_dir: str) -> tuple[float, float]:
     import mtransfer as mt
-    from mtransfer.demo import minilm_path
+    from mtransfer.builtins import minilm_path
 
     train, valid = data()
     model = mt.TransferModel.from_backbone("text", minilm_path(), labels=train.label_names, seed=SEED, max_length=MAX_LEN)
@@ -63,7 +63,7 @@ def run_hf_trainer(epochs: int) -> tuple[float, float]:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from mtransfer.demo import minilm_path
+    from mtransfer.builtins import minilm_path
 
     train, valid = data()
     path = minilm_path()
@@ -110,7 +110,7 @@ def memory_child(rows: int, budget_mib: int, cache_dir: str) -> None:
     import mtransfer as mt
     from mtransfer.atomic import atomic_write_json
     from mtransfer.cache import FeatureCache
-    from mtransfer.demo import minilm_path
+    from mtransfer.builtins import minilm_path
 
     labels = ["a", "b", "c", "d", "e"]
     texts = [f"text {i}" for i in range(rows)]

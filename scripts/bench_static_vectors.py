@@ -43,7 +43,7 @@ def generate(path: Path, words: int, dim: int, text: bool) -> None:
     import regex
 
     from mtransfer.adapters.static_vectors import TOKEN_PATTERN
-    from mtransfer.corpora import fortunes_corpus
+    from mtransfer.builtins.corpora import fortunes_corpus
 
     pattern = regex.compile(TOKEN_PATTERN)
     real = list(dict.fromkeys(t for s in fortunes_corpus() for t in pattern.findall(s.lower())))[:words]
@@ -66,7 +66,7 @@ def child(path: str, cache: str) -> None:
     os.environ["MTRANSFER_CACHE"] = cache
     import mtransfer as mt
     from mtransfer.adapters.static_vectors import load_vectors
-    from mtransfer.corpora import fortunes_splits
+    from mtransfer.builtins.corpora import fortunes_splits
 
     splits = fortunes_splits()
     train = mt.load_labeled(splits["train"])

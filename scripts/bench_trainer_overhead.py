@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import mtransfer as mt  # noqa: E402
-from mtransfer.corpora import fortunes_splits  # noqa: E402
-from mtransfer.demo import minilm_path  # noqa: E402
+from mtransfer.builtins.corpora import fortunes_splits  # noqa: E402
+from mtransfer.builtins import minilm_path  # noqa: E402
 
 BATCH, LR, MAX_LEN, SEED = 16, 5e-5, 64, 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtransfer.speech_corpus import DEFAULT_LANGUAGES, build_speech_corpus  # noqa: E402
+from mtransfer.builtins.speech_corpus import DEFAULT_LANGUAGES, build_speech_corpus  # noqa: E402
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mtransfer as mt  # noqa: E402
-from mtransfer.corpora import digits_images  # noqa: E402
+from mtransfer.builtins.corpora import digits_images  # noqa: E402
 
 METHODS = {  # name: (pretrained, strategy, epochs, learning rate)
     "imagenet, frozen probe": (True, "frozen", 30, 1e-3),

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtransfer.ranking import rank_sources  # noqa: E402
-from mtransfer.speech_corpus import build_speech_corpus  # noqa: E402
+from mtransfer.builtins.speech_corpus import build_speech_corpus  # noqa: E402
 
 SOURCES = ["bn", "hi", "tr", "ru", "de"]
 TARGETS = ["as", "mr", "ne", "pt", "it", "es"]

@@ -149,7 +149,7 @@ def test_espeak_corpus_language_id_with_a_tiny_wav2vec2(tiny_speech, tmp_path):
     """The speech corpus builder -> audiofolder -> datasets -> language ID, tested on a held-out pseudo-speaker."""
     import datasets
 
-    from mtransfer.speech_corpus import build_speech_corpus
+    from mtransfer.builtins.speech_corpus import build_speech_corpus
 
     root = build_speech_corpus(tmp_path / "corpus", ["de", "ru", "bn"], per_language=48, speakers=4, workers=2)
     ds = datasets.load_dataset("audiofolder", data_dir=str(root), split="train")
@@ -164,3 +164,24 @@ def test_espeak_corpus_language_id_with_a_tiny_wav2vec2(tiny_speech, tmp_path):
                                 batch_size=16, progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
     result = mt.Trainer(model, args, train, test).train()
     assert result.final_metrics["eval_accuracy"] >= 0.5, result  # chance is 1/3; random-weight features still carry language cues
+
+
+def test_a_long_clip_in_an_evaluation_batch_warns_with_the_memory_figure(tiny_speech, caplog):
+    """One 10-minute clip used to ask for a multi-GB attention mask silently (chunking is off by default)."""
+    import logging
+
+    adapter = AudioAdapter(tiny_speech("wav2vec2"))
+    samples = 600 * adapter.sampling_rate
+    need = adapter.attention_bytes(1, samples)
+    frames = int(adapter.backbone._get_feat_extract_output_lengths(torch.tensor(samples)))
+    assert need == 4 * adapter.backbone.config.num_attention_heads * frames**2 and need > 2**30
+    with caplog.at_level(logging.WARNING, logger="mtransfer.adapters.audio"):
+        adapter.preprocess([(np.zeros(samples, dtype=np.float32), adapter.sampling_rate)])
+        adapter.preprocess([(np.zeros(samples, dtype=np.float32), adapter.sampling_rate)])  # warned once per size
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and f"about {need / 1e9:.1f} GB per attention layer" in warnings[0]
+    assert "eval_chunking=True" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mtransfer.adapters.audio"):
+        adapter.preprocess([(np.zeros(16000, dtype=np.float32), adapter.sampling_rate)])
+    assert not caplog.records

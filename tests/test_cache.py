@@ -252,3 +252,39 @@ def test_evaluate_after_a_frozen_run_reads_the_cache(tiny_bert, topic_data, tmp_
     preds = model.predict(test.inputs)
     accuracy = sum(train.label_names[int(t)] == p for t, p in zip(test.targets, preds)) / len(preds)
     assert cached["eval_accuracy"] == pytest.approx(accuracy)
+
+
+def test_array_inputs_are_keyed_by_shape_and_dtype_too():
+    """The same bytes as another shape or dtype are other inputs (the key used to hash bytes only)."""
+    from mtransfer.media import media_fingerprint
+
+    a = np.arange(12, dtype=np.float32)
+    variants = [a, a.reshape(3, 4), a.view(np.int32), torch.from_numpy(a), torch.from_numpy(a.reshape(4, 3)),
+                (a, 16000), (a.reshape(2, 6), 16000), {"array": a, "sampling_rate": 16000},
+                {"array": a.reshape(6, 2), "sampling_rate": 16000}]
+    keys = [media_fingerprint([v]) for v in variants]
+    assert len(set(keys[:3])) == 3 and keys[3] == keys[0] and keys[4] != keys[3]
+    assert keys[5] != keys[6] and keys[7] != keys[8]
+
+
+def test_an_augmented_view_restores_every_random_generator(tiny_bert, texts, tmp_path):
+    """Extraction seeds torch per shard; the caller's CPU (and, on a GPU, CUDA) generators continue as before."""
+    cache = FeatureCache(tmp_path / "cache", shard_size=16)
+    torch.manual_seed(123)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(123)
+    cpu_before = torch.random.get_rng_state()
+    cuda_before = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    cache.features(TextAdapter(tiny_bert), texts, view=1, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), cpu_before)
+    if cuda_before is not None:
+        assert torch.equal(torch.cuda.get_rng_state(), cuda_before)
+
+
+def test_a_truncated_cache_shard_is_named_in_one_line(tiny_bert, texts, tmp_path):
+    cache = FeatureCache(tmp_path / "cache", shard_size=16)
+    entry = cache.features(TextAdapter(tiny_bert), texts)
+    shard = entry.path / "shard_00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-40])
+    with pytest.raises(ValueError, match=r"shard_00000.safetensors: not a readable safetensors file \(truncated"):
+        cache.features(TextAdapter(tiny_bert), texts).all()

@@ -41,6 +41,25 @@ def test_model_card_carries_metadata_and_the_actual_run(run_dir, capsys):
     assert (run_dir / "model" / "learning_curve.png").is_file()
 
 
+def test_card_says_whose_weights_the_model_holds(tiny_bert, topic_data, tmp_path):
+    """The card used to claim the best epoch's weights even with load_best_model_at_end=False."""
+    from mtransfer.card import model_card_text
+    from mtransfer.record import RunRecord
+
+    train = mt.load_labeled(topic_data[0])
+    val = mt.load_labeled(topic_data[1], label_names=train.label_names)
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names, seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path), strategy="full", num_epochs=3, learning_rate=1e-9,
+                                lr_schedule="constant", warmup_ratio=0.0, metric_for_best_model="loss",
+                                load_best_model_at_end=False, progress_bar=False, report_to=[], save_checkpoints=False)
+    result = mt.Trainer(model, args, train, val).train()
+    record = RunRecord.load(tmp_path / "metrics.json")
+    assert record.weights_epoch == 3 and record.weights_are_best is False and record.best.epoch == result.best_epoch
+    text = model_card_text(tmp_path)
+    assert "these are its weights" not in text
+    assert f"These are the weights of the last epoch (3); the best by `eval_loss` was epoch {result.best_epoch}" in text
+
+
 def test_push_dry_run_lists_exactly_the_files(run_dir, capsys):
     folder = run_dir / "model"
     assert main(["push", "--folder", str(folder), "--repo-id", "me/topic-bert", "--dry-run", "--private"]) == 0

@@ -3,7 +3,7 @@
 import pytest
 
 import mtransfer as mt
-from mtransfer.corpora import digits_images
+from mtransfer.builtins.corpora import digits_images
 
 
 def probe_accuracy(train, test, pretrained, tmp_path):

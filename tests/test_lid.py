@@ -14,7 +14,7 @@ SOURCES = ["bn", "hi", "tr", "ru", "de"]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from mtransfer.speech_corpus import build_speech_corpus
+    from mtransfer.builtins.speech_corpus import build_speech_corpus
 
     root = build_speech_corpus(tmp_path_factory.mktemp("espeak"), SOURCES + ["as"], per_language=60, speakers=4, workers=2)
     import csv

@@ -79,3 +79,12 @@ def test_errors():
         fit_linear(np.zeros((3, 2)), np.array([0, 1, 1]))
     with pytest.raises(ValueError, match="regression takes 'ridge' or 'knn'"):
         fit_linear(np.zeros((4, 2)), np.array([0.1, 1, 2, 3]), task="regression", kind="logistic")
+
+
+def test_head_is_sized_from_the_label_set_not_the_largest_label_seen(digits):
+    X, y = digits[:2]
+    keep = y < 8  # classes 8 and 9 of a 10-label set have no training examples
+    with pytest.raises(ValueError, match=r"classes \[8, 9\] have \[0, 0\]"):
+        fit_linear(X[keep], y[keep], num_labels=10)
+    probe = fit_linear(X, y, num_labels=10, cv=3)
+    assert probe.to_head().config.num_outputs == 10

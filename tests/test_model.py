@@ -76,8 +76,42 @@ def test_predict_proba_refuses_regression(tiny_bert):
 
 def test_set_trainable_rejects_unknown_groups(tiny_bert):
     model = TransferModel.from_backbone("text", tiny_bert, labels=2)
-    with pytest.raises(ValueError, match=r"Unknown layer groups \['layer.9'\]"):
+    with pytest.raises(ValueError, match=r"Unknown layer group 'layer.9'"):
         model.set_trainable(["layer.9"])
+    with pytest.raises(ValueError, match=r"expected a name or a position 0..3"):
+        model.set_trainable([4])
+
+
+def test_groups_are_held_by_position_and_head_is_reserved():
+    """EfficientNet-Lite's last conv block was a group named 'head' and trained with the task head."""
+    from torch import nn
+
+    model = TransferModel.from_backbone("torch", "efficientnet_lite0", labels=3, pretrained=False)
+    names = [g.name for g in model.layer_groups()]
+    assert names[-2:] == ["conv_head", "head"] and len(set(names)) == len(names)
+    model.set_trainable([len(names) - 1])  # the task head only
+    conv_head = model.adapter.backbone._conv_head
+    assert not conv_head.weight.requires_grad and all(p.requires_grad for p in model.head.parameters())
+    model.train()
+    assert not model.adapter.backbone._bn1.training  # its batch-norm statistics stay frozen
+
+    class Clash(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+        def layer_groups(self):
+            return [("low", [self.a]), ("head", [self.b])]
+
+    clash = TransferModel.from_backbone("torch", Clash(), labels=2)
+    with pytest.raises(ValueError, match=r"a layer group named 'head'.*reserved for the task head"):
+        clash.layer_groups()
+    Clash.layer_groups = lambda self: [("low", [self.a]), ("low", [self.b])]
+    with pytest.raises(ValueError, match=r"duplicate layer-group names \['low'\]"):
+        TransferModel.from_backbone("torch", Clash(), labels=2).layer_groups()
 
 
 def test_frozen_groups_stay_in_eval_mode(tiny_bert):
@@ -88,3 +122,13 @@ def test_frozen_groups_stay_in_eval_mode(tiny_bert):
     assert not model.adapter.backbone.embeddings.dropout.training  # a group made of parameters still goes to eval
     assert model.adapter.backbone.encoder.layer[1].training and model.head.training
     assert mt.STRATEGIES
+
+
+def test_a_single_text_is_one_input_not_a_sequence_of_characters(tiny_bert):
+    model = TransferModel.from_backbone("text", tiny_bert, labels=["a", "b"], seed=0)
+    one = model.predict("one text")
+    assert one in ("a", "b") and [one] == model.predict(["one text"])
+    assert model.predict_proba("one text").shape == (2,)
+    assert torch.equal(model.predict_outputs("one text"), model.predict_outputs(["one text"]))
+    with pytest.raises(ValueError, match=r"batch_size=0: expected an integer >= 1"):
+        model.predict(["x"], batch_size=0)

@@ -31,7 +31,8 @@ def test_every_shipped_config_validates_and_documents_its_launch_command(path):
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
-    config = load_recipe_config(CONFIGS[0], ["training.num_epochs=2", "training.learning_rate=3e-4",
+    text_config = next(c for c in CONFIGS if "/text/" in str(c))
+    config = load_recipe_config(text_config, ["training.num_epochs=2", "training.learning_rate=3e-4",
                                              "model.adapter.max_length=32", "data.test=null", "training.report_to=[]"])
     assert config.training.num_epochs == 2 and config.training.learning_rate == 3e-4
     assert config.model.adapter["max_length"] == 32 and config.data.test is None and config.training.report_to == []

@@ -3,7 +3,7 @@ import wave
 
 import pytest
 
-from mtransfer.speech_corpus import DEFAULT_LANGUAGES, build_speech_corpus, catalog_texts, clean_text, plan_corpus
+from mtransfer.builtins.speech_corpus import DEFAULT_LANGUAGES, build_speech_corpus, catalog_texts, clean_text, plan_corpus
 
 
 def test_every_default_language_has_sentences_in_its_script():

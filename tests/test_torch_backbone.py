@@ -34,7 +34,7 @@ def test_import_path_backbone_trains_under_every_strategy(strategy, shapes, tmp_
     train, val = shapes
     model = mt.TransferModel.from_backbone("torch", "tests.tiny:make_small_cnn", labels=train.label_names, seed=0,
                                            image_size=32, factory_kwargs={"width": 4})
-    loaded = train_and_reload(model, train, val, strategy, tmp_path, val.inputs[:4])
+    loaded = train_and_reload(model, train, val, strategy, tmp_path, val.inputs[:4], load_kwargs={"trust_remote_code": True})
     assert loaded.adapter.factory == "tests.tiny:make_small_cnn" and loaded.adapter.factory_kwargs == {"width": 4}
 
 
@@ -42,8 +42,10 @@ def test_instance_that_cannot_be_rebuilt_loads_with_module(shapes, tmp_path):
     train, _ = shapes
     model = mt.TransferModel.from_backbone("torch", make_small_cnn(), labels=train.label_names, image_size=32, seed=0)
     model.save_pretrained(tmp_path / "m")
-    with pytest.raises(ValueError, match=r"cannot rebuild the backbone 'tests.tiny:make_small_cnn.<locals>.SmallCNN'.*module=\.\.\."):
+    with pytest.raises(ValueError, match=r"names the code 'tests.tiny:make_small_cnn.<locals>.SmallCNN'.*trust_remote_code=True"):
         mt.TransferModel.from_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"cannot rebuild the backbone 'tests.tiny:make_small_cnn.<locals>.SmallCNN'.*module=\.\.\."):
+        mt.TransferModel.from_pretrained(tmp_path / "m", trust_remote_code=True)
     loaded = mt.TransferModel.from_pretrained(tmp_path / "m", module=make_small_cnn())
     x = train.inputs[:3]
     assert torch.equal(model.predict_outputs(x), loaded.predict_outputs(x))
@@ -78,3 +80,41 @@ def test_efficientnet_lite0_loads_every_key_and_names_sample_images():
     assert top[0] in {"palace", "bell cote", "monastery", "castle", "church", "stupa", "pagoda"}, top
     assert top[1] in {"daisy", "bee", "pot", "hip", "vase"}, top
     assert probs.max(-1).values.min() > 0.15
+
+
+def test_opening_a_folder_runs_no_code_it_names(shapes, tmp_path, capsys):
+    """A torch_backbone.json naming os:system used to run a shell command through from_pretrained / predict."""
+    import json
+
+    from mtransfer.cli import main
+
+    train, _ = shapes
+    model = mt.TransferModel.from_backbone("torch", "tests.tiny:make_small_cnn", labels=train.label_names, image_size=32)
+    model.save_pretrained(tmp_path / "m")
+    marker = tmp_path / "pwned"
+    spec = tmp_path / "m" / "backbone" / "torch_backbone.json"
+    spec.write_text(json.dumps({"factory": "os:system", "factory_kwargs": {"command": f"touch {marker}"}}))
+    with pytest.raises(ValueError, match=r"names the code 'os:system'.*trust_remote_code=True"):
+        mt.TransferModel.from_pretrained(tmp_path / "m")
+    (tmp_path / "in.txt").write_text("x\n")
+    assert main(["predict", "--model-dir", str(tmp_path / "m"), "--input", str(tmp_path / "in.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "names the code 'os:system'" in err and "--trust-remote-code" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw"])
+def test_efficientnet_lite0_follows_every_plan(strategy, shapes, tmp_path):
+    """The shipped EfficientNet-Lite0: its last conv block ('conv_head') is its own group, not the task head.
+
+    Without the feature cache, so head-only epochs run the frozen backbone (its batch-norm
+    statistics must not move); last_n=1 must train conv_head; each param group gets its own LR.
+    """
+    train, val = shapes
+    model = mt.TransferModel.from_backbone("torch", "efficientnet_lite0", labels=train.label_names, seed=0,
+                                           pretrained=False, image_size=64)
+    names = [g.name for g in model.layer_groups()]
+    assert names[-2:] == ["conv_head", "head"]
+    train_and_reload(model, train, val, strategy, tmp_path, val.inputs[:3], cache_features=False,
+                     discriminative_lr_decay=2.0)

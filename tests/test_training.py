@@ -145,7 +145,8 @@ def test_checkpoints_rotate_and_resume_errors(tiny_bert, topic_data, tmp_path):
                    save_total_limit=2)
     trainer.train()
     root = tmp_path / "run" / "checkpoints"
-    assert sorted(p.name for p in root.iterdir()) == ["epoch_2", "epoch_3"]
+    best = trainer.state.best_epoch
+    assert sorted(p.name for p in root.iterdir()) == sorted({"epoch_2", "epoch_3", f"epoch_{best}"})
     state = json.loads((root / "epoch_3" / "trainer_state.json").read_text())
     assert state["epoch"] == 2 and state["global_step"] == 27
     with pytest.raises(FileNotFoundError, match="no checkpoint under"):
@@ -286,8 +287,11 @@ def test_every_schedule_drives_the_param_group_rates(schedule, tiny_bert, topic_
 
 def test_bf16_mixed_precision_on_cpu(tiny_bert, topic_data, tmp_path):
     trainer = make(tiny_bert, topic_data, tmp_path, strategy="two_stage", num_epochs=2, mixed_precision="bf16", cpu=True)
+    seen = set()
+    hook = trainer.model.head.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
     res = trainer.train()
-    assert trainer.accelerator.mixed_precision == "bf16"
+    hook.remove()
+    assert seen == {torch.bfloat16}  # every forward of training and evaluation ran under bf16 autocast
     assert all(math.isfinite(r["train_loss"]) for r in res.history)
     # weights stay float32 (autocast only), so the saved model is a normal fp32 model
     assert next(trainer.model.parameters()).dtype == torch.float32
@@ -303,3 +307,82 @@ def test_fp16_on_gpu_trains(tiny_bert, topic_data, tmp_path):
     trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=1, mixed_precision="fp16")
     res = trainer.train()
     assert math.isfinite(res.history[0]["train_loss"])
+
+
+def test_best_weights_go_back_into_the_live_model_of_a_backbone_that_cannot_be_rebuilt(shape_data, tmp_path):
+    """The best epoch used to be restored by rebuilding the model from disk, which crashed for such backbones."""
+    from tests.tiny import make_small_cnn
+
+    train = mt.load_labeled(shape_data[0], input_column="image")
+    val = mt.load_labeled(shape_data[1], input_column="image", label_names=train.label_names)
+    torch.manual_seed(0)
+    model = mt.TransferModel.from_backbone("torch", make_small_cnn(), labels=train.label_names, image_size=32, seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "run"), strategy="full", num_epochs=4, learning_rate=1e-2,
+                                lr_schedule="constant", warmup_ratio=0.0, metric_for_best_model="loss", batch_size=12,
+                                save_checkpoints=True, save_total_limit=1, progress_bar=False, report_to=[], plot=False)
+    trainer = mt.Trainer(model, args, train, val)
+    live = trainer.model
+    res = trainer.train()
+    assert trainer.model is live  # the same object, its weights put back in place
+    best = min(r["eval_loss"] for r in res.history)
+    assert res.best_epoch != res.history[-1]["epoch"], "the test needs a best epoch before the last"
+    assert res.final_metrics["eval_loss"] == pytest.approx(best, rel=1e-6)
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == sorted({f"epoch_{res.best_epoch}", "epoch_4"})  # rotation keeps the best checkpoint
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["weights_epoch"] == res.best_epoch and record["weights_are_best"] is True
+
+
+def test_a_new_run_never_mixes_with_an_older_runs_checkpoints(tiny_bert, topic_data, tmp_path):
+    """A new run used to delete its own first checkpoint (rotation saw the old ones) and resume loaded the old run."""
+    make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints=True).train()
+    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(epoch_1, epoch_2, epoch_3\)"):
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True).train()
+    with pytest.raises(ValueError, match=r"written by a different run \(learning_rate 0.001 -> 0.01\)"):
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints=True, learning_rate=1e-2,
+             resume_from_checkpoint="latest").train()
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True,
+                   overwrite_output_dir=True)
+    trainer.train()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_1", "epoch_2"]
+
+
+def test_outputs_follow_the_umask(tiny_bert, topic_data, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=1, save_checkpoints=True).train()
+    finally:
+        os.umask(old)
+    run = tmp_path / "run"
+    for path in (run / "model", run / "model" / "config.json", run / "metrics.json", run / "checkpoints" / "epoch_1",
+                 run / "checkpoints" / "epoch_1" / "model.safetensors"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_logging_steps_count_optimizer_steps(tiny_bert, topic_data, tmp_path):
+    logged = []
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, trainer):
+            trainer._log_loss = lambda loss, bar: logged.append(trainer.state.global_step)
+
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=1, batch_size=4,
+                   gradient_accumulation_steps=3, logging_steps=2)
+    trainer.callbacks.append(Spy())
+    trainer.train()
+    batches = math.ceil(len(trainer.train_dataset) / 4)
+    assert trainer.state.global_step == math.ceil(batches / 3)  # optimizer steps, not batches
+    assert logged == list(range(2, trainer.state.global_step + 1, 2))
+
+
+def test_a_truncated_checkpoint_is_named_before_resuming(tiny_bert, topic_data, tmp_path):
+    make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True).train()
+    weights = tmp_path / "run" / "checkpoints" / "epoch_2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"epoch_2/model.safetensors: not a readable safetensors file"):
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True,
+             resume_from_checkpoint="latest").train()

@@ -18,6 +18,7 @@ their frame counts).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Sequence
 
@@ -25,9 +26,11 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter
-from mtransfer.media import find_bad_inputs, load_audio, media_fingerprint
+from mtransfer.adapters.base import Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter
+from mtransfer.media import AUDIO_SUFFIXES, find_bad_inputs, load_audio, media_fingerprint
 
+logger = logging.getLogger(__name__)
+ATTENTION_WARN_BYTES = 2**30  # warn when one attention layer of an evaluation batch needs more
 POOLINGS = ("mean", "stats")
 MIN_TRAIN_SECONDS = 0.5  # training batches are padded at least this long (SpecAugment needs >= mask_time_length frames)
 
@@ -78,6 +81,11 @@ class AudioAdapter(Adapter):
     torch.Size([1, 149, 768])
     """
 
+    pipeline_tag = "audio-classification"
+    media_suffixes = AUDIO_SUFFIXES
+    default_input_column = "audio"
+    summary = "a transformers speech encoder (wav2vec2, HuBERT, WavLM, Data2VecAudio)"
+
     def __init__(self, model_name_or_path: str | os.PathLike, *, pooling: str = "mean", max_duration: float = 10.0,
                  eval_chunking: bool = False, layer_weighting: bool = False, freeze_feature_encoder: bool = True,
                  layerdrop: float = 0.0, pretrained: bool = True, revision: str | None = None) -> None:
@@ -115,6 +123,7 @@ class AudioAdapter(Adapter):
         hidden = int(config.hidden_size)
         self.embedding_dim = 2 * hidden if pooling == "stats" else hidden
         self.min_samples = self._min_samples()
+        self._warned_widths: set[int] = set()
 
     def _min_samples(self) -> int:
         """The shortest input that yields one frame."""
@@ -175,9 +184,28 @@ class AudioAdapter(Adapter):
             batch_values[j, :v.numel()] = v
             mask[j, :v.numel()] = 1
         batch = {"input_values": batch_values, "attention_mask": mask, "lengths": lengths}
+        if not training:
+            self._warn_attention_memory(len(values), width)
         if len(clips) != len(inputs):
             batch["chunk_owner"] = torch.tensor(owners)
         return batch
+
+    def attention_bytes(self, batch_size: int, samples: int) -> int:
+        """Bytes of one layer's float32 self-attention scores for a padded batch of ``samples`` per clip."""
+        frames = int(self.backbone._get_feat_extract_output_lengths(torch.tensor(samples)))
+        heads = int(getattr(self.backbone.config, "num_attention_heads", 1))
+        return 4 * batch_size * heads * frames * frames
+
+    def _warn_attention_memory(self, batch_size: int, samples: int) -> None:
+        """Warn (once per size) when an evaluation batch's attention needs over 1 GiB: long clips, no chunking."""
+        need = self.attention_bytes(batch_size, samples)
+        if need < ATTENTION_WARN_BYTES or samples in self._warned_widths:
+            return
+        self._warned_widths.add(samples)
+        logger.warning(
+            "%s: an evaluation batch of %d clip(s) padded to %.0f s needs about %.1f GB per attention layer; set "
+            "eval_chunking=True (chunks of max_duration=%.0f s, averaged) or a smaller eval batch size.",
+            self.model_name_or_path, batch_size, samples / self.sampling_rate, need / 1e9, self.max_duration)
 
     # --- features -----------------------------------------------------------------------
     def frame_mask(self, lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -252,6 +280,28 @@ class AudioAdapter(Adapter):
     # --- persistence ----------------------------------------------------------------------
     def feature_fingerprint(self) -> dict[str, Any]:
         return {**super().feature_fingerprint(), "feature_extractor": json.loads(self.feature_extractor.to_json_string())}
+
+    def transformers_form(self) -> NativeForm:
+        """``AutoModelForAudioClassification`` with an identity projector: mean pooling, then the head."""
+        from transformers import AutoModelForAudioClassification
+
+        if self.pooling != "mean" or self.eval_chunking:
+            raise ValueError("audio models export natively with pooling='mean' and eval_chunking=False "
+                             f"(this one: pooling={self.pooling!r}, eval_chunking={self.eval_chunking}).")
+
+        def configure(config: Any) -> None:
+            config.classifier_proj_size = config.hidden_size
+            config.use_weighted_layer_sum = self.layer_weights is not None
+
+        def finish(native: Any) -> None:
+            with torch.no_grad():
+                native.projector.weight.copy_(torch.eye(native.projector.out_features))
+                native.projector.bias.zero_()
+                if self.layer_weights is not None:
+                    native.layer_weights.copy_(self.layer_weights.weights)
+
+        sample = self.preprocess([(torch.sin(torch.arange(16000) * 0.05) * 0.3, self.sampling_rate)])
+        return NativeForm(AutoModelForAudioClassification, self.feature_extractor, sample, configure, finish)
 
     def get_config(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "max_duration": self.max_duration, "eval_chunking": self.eval_chunking,

@@ -43,7 +43,16 @@ def register_adapter(name: str) -> Callable[[type[T]], type[T]]:
     return wrap
 
 
+def list_modalities() -> list[str]:
+    """The registered adapter (modality) names: the one list every entry point reads."""
+    import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
+
+    return list(ADAPTERS)
+
+
 def get_adapter_class(name: str) -> type[Adapter]:
+    import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
+
     if name not in ADAPTERS:
         raise ValueError(f"Unknown adapter type {name!r}; expected one of {', '.join(sorted(ADAPTERS))}.")
     return ADAPTERS[name]
@@ -62,6 +71,25 @@ class Features:
     pooled: torch.Tensor
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+
+
+@dataclass
+class NativeForm:
+    """How a model with this adapter maps onto a transformers ``AutoModelFor...`` class (for export).
+
+    Attributes:
+        auto_class: e.g. ``transformers.AutoModelForImageClassification``.
+        processor: Saved beside the weights (tokenizer, image processor, feature extractor), or None.
+        sample: A preprocessed batch the export is checked on.
+        configure: Edits the backbone config (copied, labels already set) before the model is built.
+        finish: Fills what the classifier copy does not (e.g. an audio projector) in the built model.
+    """
+
+    auto_class: Any
+    processor: Any
+    sample: dict[str, torch.Tensor]
+    configure: Callable[[Any], None] = lambda config: None
+    finish: Callable[[Any], None] = lambda native: None
 
 
 @dataclass
@@ -93,6 +121,11 @@ class Adapter(nn.Module, abc.ABC):
     """
 
     adapter_type: ClassVar[str] = ""
+    pipeline_tag: ClassVar[str] = ""  # the Hub pipeline of a classifier on this adapter
+    media_suffixes: ClassVar[tuple[str, ...]] = ()  # file types predict reads from a folder (image / audio)
+    max_length_setting: ClassVar[str | None] = None  # the setting `--max-length` sets, if any
+    default_input_column: ClassVar[str] = "text"  # the data column of raw inputs unless told otherwise
+    summary: ClassVar[str] = ""  # one line for `mtransfer train --help`
     embedding_dim: int
 
     @abc.abstractmethod
@@ -128,13 +161,13 @@ class Adapter(nn.Module, abc.ABC):
             adapter.model_name_or_path = source
         return adapter
 
-    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
+    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs", hint: str = "Fix or remove them.") -> None:
         """Raise a ``ValueError`` naming ``source`` and the bad items; default: those :meth:`find_bad_inputs` finds."""
         from mtransfer.media import format_bad_inputs
 
         bad = self.find_bad_inputs(inputs)
         if bad:
-            raise ValueError(format_bad_inputs(bad, len(inputs), source))
+            raise ValueError(format_bad_inputs(bad, len(inputs), source, hint=hint))
 
     def find_bad_inputs(self, inputs: Sequence[Any]) -> list[tuple[int, str]]:
         """``(index, message)`` for every input this adapter cannot read; default: none."""
@@ -156,6 +189,19 @@ class Adapter(nn.Module, abc.ABC):
         from mtransfer.cache import text_fingerprint
 
         return text_fingerprint(inputs)
+
+    def transformers_form(self) -> NativeForm:
+        """The transformers-native form of a classifier on this adapter (see :mod:`mtransfer.export`).
+
+        Raises:
+            ValueError: This adapter has none (the default).
+        """
+        raise ValueError(f"the {self.adapter_type!r} adapter has no transformers-native form; keep the mtransfer folder "
+                         "(TransferModel.from_pretrained loads it in one call).")
+
+    def custom_transformers_model(self, model: Any) -> tuple[Any, Any, dict[str, torch.Tensor]] | None:
+        """A fallback export with a registered custom head: ``(native model, processor, sample)``, or None."""
+        return None
 
     def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters the forward pass never touches (kept frozen, outside every group)."""

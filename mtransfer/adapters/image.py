@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter
+from mtransfer.adapters.base import Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter
 from mtransfer.adapters.text import encoder_layer_groups
-from mtransfer.media import find_bad_inputs, load_image, media_fingerprint
+from mtransfer.media import IMAGE_SUFFIXES, find_bad_inputs, load_image, media_fingerprint
 
 POOLINGS = ("auto", "cls", "mean", "pooler")
 # Architectures whose classifier reads the CLS token of the (normed) last hidden state.
@@ -175,6 +175,11 @@ class ImageAdapter(Adapter):
     torch.Size([1, 768])
     """
 
+    pipeline_tag = "image-classification"
+    media_suffixes = IMAGE_SUFFIXES
+    default_input_column = "image"
+    summary = "a transformers vision model or timm/... via TimmWrapper"
+
     def __init__(self, model_name_or_path: str | os.PathLike, *, pooling: str = "auto", augmentation: Any = True,
                  pretrained: bool = True, revision: str | None = None) -> None:
         super().__init__()
@@ -270,6 +275,13 @@ class ImageAdapter(Adapter):
     def feature_fingerprint(self) -> dict[str, Any]:
         processor = json.loads(self.processor.to_json_string()) if hasattr(self.processor, "to_json_string") else repr(self.processor)
         return {**super().feature_fingerprint(), "processor": processor}
+
+    def transformers_form(self) -> NativeForm:
+        from transformers import AutoModelForImageClassification
+
+        sample = self.preprocess([torch.zeros(3, *self.size, dtype=torch.uint8) + 90,
+                                  (torch.rand(3, *self.size) * 255).to(torch.uint8)])
+        return NativeForm(AutoModelForImageClassification, self.processor, sample)
 
     def get_config(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "augmentation": self.augmentation.to_dict() if self.augmentation else None,

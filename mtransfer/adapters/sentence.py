@@ -31,6 +31,10 @@ class SentenceTransformerAdapter(Adapter):
     torch.Size([1, 384])
     """
 
+    pipeline_tag = "text-classification"
+    max_length_setting = "max_length"
+    summary = "a sentence-transformers model, with its own pooling and dense layers"
+
     def __init__(self, model_name_or_path: str | os.PathLike, *, max_length: int | None = None,
                  revision: str | None = None) -> None:
         super().__init__()
@@ -58,7 +62,7 @@ class SentenceTransformerAdapter(Adapter):
         with torch.no_grad():
             self.embedding_dim = int(self.forward_features(self.preprocess(["dimension probe"])).pooled.shape[-1])
 
-    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
+    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs", hint: str = "") -> None:
         require_texts(inputs, source, "sentence")
 
     def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:

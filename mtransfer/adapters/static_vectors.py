@@ -156,6 +156,10 @@ class StaticVectorsAdapter(Adapter):
     >>> adapter = StaticVectorsAdapter("glove.6B.100d.txt", vocab_texts=train.inputs)  # doctest: +SKIP
     """
 
+    pipeline_tag = "text-classification"
+    max_length_setting = "max_tokens"
+    summary = "static word vectors (GloVe, word2vec, fastText) with an optional CNN / BiLSTM"
+
     def __init__(self, vectors: str | os.PathLike, *, vocab_texts: Sequence[str] | None = None, vocab_budget: int = 10_000,
                  format: str = "auto", lowercase: bool | None = None, token_pattern: str = TOKEN_PATTERN,
                  oov: str = "zero", pooling: str = "mean", sif_a: float = 1e-3, max_tokens: int = 256,
@@ -241,7 +245,7 @@ class StaticVectorsAdapter(Adapter):
         return words + extra, matrix
 
     # --- contract -----------------------------------------------------------------------
-    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
+    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs", hint: str = "") -> None:
         require_texts(inputs, source, "static-vectors")
 
     def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter, require_texts
+from mtransfer.adapters.base import (Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter,
+                                     require_texts)
 
 POOLINGS = ("cls", "mean", "pooler")
 
@@ -92,6 +93,10 @@ class TextAdapter(Adapter):
     torch.Size([1, 128])
     """
 
+    pipeline_tag = "text-classification"
+    max_length_setting = "max_length"
+    summary = "a transformers text encoder (BERT, RoBERTa, MiniLM, ...)"
+
     def __init__(self, model_name_or_path: str | os.PathLike, *, max_length: int | None = None, pooling: str = "mean",
                  pretrained: bool = True, revision: str | None = None) -> None:
         super().__init__()
@@ -129,7 +134,7 @@ class TextAdapter(Adapter):
         self.embedding_dim = int(self.backbone.config.hidden_size)
 
     # --- contract -----------------------------------------------------------------------
-    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs") -> None:
+    def validate_inputs(self, inputs: Sequence[Any], source: str = "inputs", hint: str = "") -> None:
         require_texts(inputs, source, "text", allow_pairs=True)
 
     def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
@@ -166,6 +171,38 @@ class TextAdapter(Adapter):
 
     def feature_fingerprint(self) -> dict[str, Any]:
         return {**super().feature_fingerprint(), "tokenizer": tokenizer_fingerprint(self.tokenizer)}
+
+    def transformers_form(self) -> NativeForm:
+        from transformers import AutoModelForSequenceClassification
+
+        return NativeForm(AutoModelForSequenceClassification, self.tokenizer,
+                          self.preprocess(["a short example text", "another one"]))
+
+    def custom_transformers_model(self, model: Any) -> tuple[Any, Any, dict[str, torch.Tensor]] | None:
+        """The registered custom head (:mod:`mtransfer.hf_custom`) for mean or CLS pooling and MLP heads."""
+        from mtransfer.export import folded_linear
+        from mtransfer.hf_custom import MTransferForSequenceClassification, MTransferTextConfig
+
+        head = model.head
+        if self.pooling not in ("mean", "cls"):
+            return None
+        config = MTransferTextConfig(backbone=self.backbone.config.to_dict(), pooling=self.pooling,
+                                     hidden_sizes=head.config.hidden_sizes, activation=head.config.activation,
+                                     num_labels=len(model.label_names), id2label=dict(enumerate(model.label_names)),
+                                     label2id={n: i for i, n in enumerate(model.label_names)}, problem_type=head.task)
+        MTransferTextConfig.register_for_auto_class()
+        MTransferForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+        native = MTransferForSequenceClassification(config)
+        with torch.no_grad():
+            native.encoder.load_state_dict(self.backbone.state_dict())
+            for a, b in zip([m for m in head.body if isinstance(m, nn.Linear)],
+                            [m for m in native.body if isinstance(m, nn.Linear)]):
+                b.weight.copy_(a.weight)
+                b.bias.copy_(a.bias)
+            weight, bias = folded_linear(head, allow_hidden=True)  # regression: original units
+            native.classifier.weight.copy_(weight)
+            native.classifier.bias.copy_(bias)
+        return native.eval(), self.tokenizer, self.preprocess(["a short example text", "another one"])
 
     def get_config(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "pooling": self.pooling, "source": self.model_name_or_path}

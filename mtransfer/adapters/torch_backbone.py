@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, register_adapter
 from mtransfer.adapters.image import Augmentation
-from mtransfer.media import find_bad_inputs, load_image, media_fingerprint
+from mtransfer.media import IMAGE_SUFFIXES, find_bad_inputs, load_image, media_fingerprint
+from mtransfer.weight_files import load_safetensors
 
 SPEC_FILE = "torch_backbone.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -43,6 +44,18 @@ def _import_callable(path: str) -> Any:
             raise ValueError(f"torch backbone {path!r}: module {module_name!r} has no attribute {attr!r}.")
         obj = getattr(obj, part)
     return obj
+
+
+def _read_spec(path: Path) -> tuple[str, dict[str, Any]]:
+    """``(factory, factory_kwargs)`` from a ``torch_backbone.json``, or a one-line error naming it."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        factory, kwargs = saved["factory"], dict(saved.get("factory_kwargs") or {})
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not a torch backbone spec (expected JSON with 'factory'; {type(err).__name__}: {err}).") from None
+    if not isinstance(factory, str):
+        raise ValueError(f"{path}: 'factory' must be a string, got {type(factory).__name__}.")
+    return factory, kwargs
 
 
 def _build(factory: str, kwargs: dict[str, Any], pretrained: bool) -> nn.Module:
@@ -68,7 +81,8 @@ def child_layer_groups(module: nn.Module, skip: Sequence[nn.Parameter] = ()) -> 
 
     A child holding most of the parameters that is a ``Sequential`` / ``ModuleList`` (a stack of
     blocks) is split into its own children; parameters registered directly on the module form
-    a leading ``params`` group.
+    a leading ``params`` group. A child named ``head`` (the name mtransfer reserves for the task
+    head) makes the group ``backbone_head``.
     """
     skipped = {id(p) for p in skip}
     total = _n_params(module, skipped) or 1
@@ -84,8 +98,9 @@ def child_layer_groups(module: nn.Module, skip: Sequence[nn.Parameter] = ()) -> 
             for sub_name, sub in child.named_children():
                 if _n_params(sub, skipped):
                     groups.append(LayerGroup(f"{name}.{sub_name}", params=[p for p in sub.parameters() if id(p) not in skipped]))
-        else:
-            groups.append(LayerGroup(name, params=[p for p in child.parameters() if id(p) not in skipped]))
+        else:  # "head" is the task head's group: a backbone child of that name becomes "backbone_head"
+            label = "backbone_head" if name == "head" else name
+            groups.append(LayerGroup(label, params=[p for p in child.parameters() if id(p) not in skipped]))
     return groups
 
 
@@ -108,16 +123,25 @@ class TorchBackboneAdapter(Adapter):
         layer_groups: Optional ``{group name: [module names]}``, input side first; default: the
             module's own ``layer_groups()``, timm's ``group_matcher``, else its children.
         pretrained: Passed to the callable when it takes ``pretrained`` (False: random init).
+        trust_remote_code: Opening a saved folder whose ``torch_backbone.json`` names an import path
+            (not a shipped architecture) imports and calls that code only when this is True;
+            otherwise pass the module instance (``module=``) or set it after checking the folder.
 
     >>> adapter = TorchBackboneAdapter("efficientnet_lite0")  # doctest: +SKIP
     >>> adapter.embedding_dim  # doctest: +SKIP
     1280
     """
 
+    pipeline_tag = "image-classification"
+    media_suffixes = IMAGE_SUFFIXES
+    default_input_column = "image"
+    summary = "a plain PyTorch image backbone (e.g. efficientnet_lite0, or package.module:callable)"
+
     def __init__(self, model_name_or_path: str | os.PathLike | nn.Module, *, factory_kwargs: dict[str, Any] | None = None,
                  module: nn.Module | None = None, image_size: int | None = None, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, crop_pct: float = 0.875, augmentation: Any = True,
-                 layer_groups: dict[str, list[str]] | None = None, pretrained: bool = True) -> None:
+                 layer_groups: dict[str, list[str]] | None = None, pretrained: bool = True,
+                 trust_remote_code: bool = False) -> None:
         super().__init__()
         from mtransfer.backbones import BACKBONES
 
@@ -133,11 +157,15 @@ class TorchBackboneAdapter(Adapter):
             text = str(model_name_or_path)
             path = Path(text).expanduser()
             if (path / SPEC_FILE).is_file():
-                saved = json.loads((path / SPEC_FILE).read_text())
-                self.factory, self.factory_kwargs = saved["factory"], dict(saved.get("factory_kwargs", {}))
+                self.factory, self.factory_kwargs = _read_spec(path / SPEC_FILE)
                 saved_weights = path / WEIGHTS_FILE
                 if not saved_weights.is_file():
                     raise FileNotFoundError(f"{path}: {SPEC_FILE} is there but {WEIGHTS_FILE} is missing.")
+                if module is None and self.factory not in BACKBONES and not trust_remote_code:
+                    raise ValueError(
+                        f"{path / SPEC_FILE} names the code {self.factory!r} to build the backbone; opening a folder "
+                        "imports and runs nothing unless you trust it: pass trust_remote_code=True "
+                        "(--trust-remote-code) to import and call it, or the module instance (module=...).")
                 backbone = module if module is not None else self._rebuild(path)
             elif path.is_dir():
                 raise FileNotFoundError(f"{path}: not a saved torch backbone (no {SPEC_FILE}); pass a shipped name "
@@ -152,7 +180,7 @@ class TorchBackboneAdapter(Adapter):
             spec = BACKBONES.get(self.factory)
         self.backbone = backbone
         if saved_weights is not None:
-            state = load_file(str(saved_weights))
+            state = load_safetensors(saved_weights)
             missing, unexpected = self.backbone.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ValueError(f"{saved_weights}: weights do not match {type(self.backbone).__name__} "

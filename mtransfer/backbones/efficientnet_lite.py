@@ -152,11 +152,14 @@ class EfficientNetLite(nn.Module):
         return self._fc
 
     def layer_groups(self) -> list[tuple[str, list[nn.Module]]]:
-        """``stem``, one group per stage (``stage.0`` ... ``stage.6``) and ``head`` (the 1x1 conv to 1280)."""
+        """``stem``, one group per stage (``stage.0`` ... ``stage.6``) and ``conv_head`` (the 1x1 conv to 1280).
+
+        ``head`` is the name mtransfer reserves for the task head on top, hence ``conv_head``.
+        """
         groups: list[tuple[str, list[nn.Module]]] = [("stem", [self._conv_stem, self._bn0])]
         for stage in sorted(set(self.stage_of_block)):
             groups.append((f"stage.{stage}", [b for b, s in zip(self._blocks, self.stage_of_block) if s == stage]))
-        groups.append(("head", [self._conv_head, self._bn1]))
+        groups.append(("conv_head", [self._conv_head, self._bn1]))
         return groups
 
 

@@ -190,6 +190,35 @@ def _features(featurizer: Any, inputs: list[Any], cache: Any, batch_size: int) -
     return cache.features(featurizer, inputs, batch_size=batch_size).all().numpy()
 
 
+def _featurizer(backbone: Any, modality: str, adapter_kwargs: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """The feature extractor for ``backbone`` (fbank, a model by name, or an adapter) and its label."""
+    if isinstance(backbone, str) and backbone == FBANK:
+        return FbankFeaturizer(), FBANK
+    if isinstance(backbone, (str, os.PathLike)):
+        from mtransfer.model import build_adapter
+
+        return build_adapter(modality, backbone, **dict(adapter_kwargs or {})).eval(), str(backbone)
+    return backbone.eval(), getattr(backbone, "model_name_or_path", type(backbone).__name__)
+
+
+def _ranking(target: str, post: np.ndarray, names: list[str], bootstrap: int, confidence: float,
+             rng: np.random.Generator) -> SourceRanking:
+    """A target's mean posterior per source, with a bootstrap interval over its inputs.
+
+    Shape:
+        post: ``(n_target, sources)``.
+    """
+    scores = post.mean(0)
+    if bootstrap:
+        alpha = (1 - confidence) / 2
+        idx = rng.integers(0, len(post), size=(bootstrap, len(post)))
+        means = post[idx].mean(1)  # (bootstrap, sources)
+        ci = np.stack([np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)], axis=1)
+    else:
+        ci = np.stack([scores, scores], axis=1)
+    return SourceRanking(target, names, scores, ci, len(post))
+
+
 def rank_sources(sources: Mapping[str, Any], targets: Mapping[str, Any], *, backbone: str | Any = FBANK,
                  modality: str = "audio", adapter_kwargs: Mapping[str, Any] | None = None, input_column: str = "audio",
                  C: float = 1.0, held_out: float = 0.2, bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
@@ -229,18 +258,15 @@ def rank_sources(sources: Mapping[str, Any], targets: Mapping[str, Any], *, back
         raise ValueError("rank_sources needs at least one target.")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence}: expected a fraction in (0, 1).")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"bootstrap={bootstrap!r}: expected a number of resamples >= 0 (0: no interval).")
     source_inputs = {name: resolve_inputs(data, input_column) for name, data in sources.items()}
+    few = {name: len(x) for name, x in source_inputs.items() if len(x) < (4 if held_out else 2)}
+    if few:
+        raise ValueError(f"sources with too few inputs {few}: each source needs at least {4 if held_out else 2} "
+                         f"(some to train the source classifier{' and some held out' if held_out else ''}).")
     target_inputs = {name: resolve_inputs(data, input_column) for name, data in targets.items()}
-    if isinstance(backbone, str) and backbone == FBANK:
-        featurizer: Any = FbankFeaturizer()
-        label = FBANK
-    elif isinstance(backbone, (str, os.PathLike)):
-        from mtransfer.model import build_adapter
-
-        featurizer = build_adapter(modality, backbone, **dict(adapter_kwargs or {})).eval()
-        label = str(backbone)
-    else:
-        featurizer, label = backbone.eval(), getattr(backbone, "model_name_or_path", type(backbone).__name__)
+    featurizer, label = _featurizer(backbone, modality, adapter_kwargs)
     for name, items in {**source_inputs, **target_inputs}.items():
         if hasattr(featurizer, "validate_inputs"):
             featurizer.validate_inputs(items, source=name)
@@ -258,16 +284,6 @@ def rank_sources(sources: Mapping[str, Any], targets: Mapping[str, Any], *, back
         accuracy = float((classifier().fit(xa, ya).predict(xb) == yb).mean())
     clf = classifier().fit(x, y)
     rng = np.random.default_rng(seed)
-    alpha = (1 - confidence) / 2
-    rankings = []
-    for target, items in target_inputs.items():
-        post = clf.predict_proba(_features(featurizer, items, cache, batch_size))  # (n_target, sources)
-        scores = post.mean(0)
-        if bootstrap:
-            idx = rng.integers(0, len(post), size=(bootstrap, len(post)))
-            means = post[idx].mean(1)  # (bootstrap, sources)
-            ci = np.stack([np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)], axis=1)
-        else:
-            ci = np.stack([scores, scores], axis=1)
-        rankings.append(SourceRanking(target, names, scores, ci, len(items)))
+    rankings = [_ranking(target, clf.predict_proba(_features(featurizer, items, cache, batch_size)), names, bootstrap,
+                         confidence, rng) for target, items in target_inputs.items()]
     return SourceScores(rankings, label, accuracy, {n: len(v) for n, v in source_inputs.items()})

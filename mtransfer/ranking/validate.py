@@ -31,10 +31,17 @@ class Candidate:
 
 def parse_candidate(spec: str, modality: str = "text") -> Candidate:
     """``NAME=PATH``, ``MODALITY:PATH`` or ``NAME=MODALITY:PATH`` (``PATH`` alone names itself)."""
+    from mtransfer.adapters.base import list_modalities
+
     name, _, rest = spec.partition("=") if "=" in spec else (spec, "", spec)
+    if not name or not rest:
+        raise ValueError(f"--model {spec!r}: expected [NAME=][MODALITY:]PATH.")
     mod, sep, path = rest.partition(":")
-    if sep and mod in ("text", "sentence", "static_vectors", "image", "torch", "audio"):
+    if sep and mod in list_modalities():
         return Candidate(name, mod, path)
+    if sep and mod != "builtin" and not Path(rest).expanduser().exists():
+        raise ValueError(f"--model {spec!r}: unknown modality prefix {mod!r}; expected one of "
+                         f"{', '.join(list_modalities())} (e.g. {name}=sentence:{path}).")
     return Candidate(name, modality, rest)
 
 

