@@ -73,7 +73,10 @@ TRUST_HELP = ("allow the model folder to import the code it names (a torch backb
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="mtransfer", description="Transfer learning across images, text and speech.")
+    parser = OneLineParser(prog="mtransfer", description="Transfer learning across images, text and speech.",
+                           epilog="Shipped models and data, usable wherever a model or data path goes: builtin:minilm "
+                                  "(MiniLM-L6 sentence encoder), builtin:fortunes, builtin:digits, builtin:espeak. "
+                                  "`mtransfer modalities` lists the adapters.")
     parser.add_argument("--version", action="version", version=f"mtransfer {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -112,6 +115,7 @@ def _add_train(sub: Any) -> None:
                        help="training data: .csv/.tsv/.json/.jsonl/.parquet file, a data folder (imagefolder / "
                             "audiofolder) or a datasets name (required without --config)")
     train.add_argument("--validation", default=None, help="validation data (same formats)")
+    train.add_argument("--test", default=None, help="test data (same formats): evaluated after training, in the output")
     _add_data_args(train)
     train.add_argument("--task", default="single_label_classification",
                        choices=["single_label_classification", "multi_label_classification", "regression"])
@@ -120,7 +124,8 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--epochs", type=positive_int, default=3)
     train.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of fine-tuning")
     train.add_argument("--head-lr", type=float, default=None, help="learning rate of head-only phases")
-    train.add_argument("--last-n", type=int, default=None)
+    train.add_argument("--last-n", type=positive_int, default=None)
+    train.add_argument("--head-epochs", type=positive_int, default=None, help="two_stage: epochs of the head-only stage")
     train.add_argument("--batch-size", type=positive_int, default=16)
     train.add_argument("--max-length", type=positive_int, default=None, help="text: tokens per input")
     train.add_argument("--pooling", default=None, help="text: cls, mean or pooler")
@@ -266,11 +271,12 @@ def _flag_settings(a: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": {"modality": a.modality, "name_or_path": a.model, "adapter": adapter,
                   "head": {"hidden_sizes": a.hidden_sizes}, "seed": a.seed},
-        "data": {"train": a.train, "validation": a.validation,
+        "data": {"train": a.train, "validation": a.validation, "test": a.test,
                  "input_column": a.input_column or get_adapter_class(a.modality).default_input_column,
                  "label_column": a.label_column, "task": a.task, "label_separator": a.label_separator},
         "training": {"output_dir": a.output_dir, "strategy": a.strategy, "num_epochs": a.epochs, "learning_rate": a.lr,
                      "head_learning_rate": a.head_lr, "last_n": a.last_n, "batch_size": a.batch_size, "seed": a.seed,
+                     **({"head_epochs": a.head_epochs} if a.head_epochs is not None else {}),
                      "progress_bar": not a.no_progress, "resume_from_checkpoint": "latest" if a.resume else None},
     }
 

@@ -267,8 +267,11 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     valid = _dataset(d.validation, "validation", d, names)
     test = _dataset(d.test, "test", d, names)
     adapter = dict(config.model.adapter)
-    if config.model.modality == "static_vectors":
-        adapter.setdefault("vocab_texts", train.inputs)
+    from mtransfer.adapters.base import get_adapter_class
+
+    setting = get_adapter_class(config.model.modality).training_texts_setting
+    if setting:  # e.g. static vectors build their vocabulary from the training texts
+        adapter.setdefault(setting, train.inputs)
     from mtransfer.builtins import resolve_model
 
     model = mt.TransferModel.from_backbone(config.model.modality, resolve_model(config.model.name_or_path),

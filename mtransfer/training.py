@@ -421,6 +421,7 @@ class Trainer:
             raise ValueError("Trainer.train needs a train_dataset.")
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
+        logger.info("training on %d torch threads per process (TrainingArguments.num_threads)", torch.get_num_threads())
         find_unused = any(len(p.trainable) < len(self.group_names) for p in self.plan.phases)
         accelerator = self.accelerator = _accelerator(args, find_unused)
         with output_lock(args.output_dir, accelerator):

@@ -174,3 +174,15 @@ def test_predict_runs_each_input_through_the_model_once(tiny_bert, topic_data, t
     assert calls == [["bread soup", "goal match"]]
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["prediction"] for r in rows] == model.predict(["bread soup", "goal match"])
+
+
+def test_train_takes_head_epochs_and_a_test_split(tiny_bert, topic_data, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", topic_data[0])
+    test = write_csv(tmp_path / "test.csv", topic_data[1])
+    assert main(["train", "--model", str(tiny_bert), "--train", str(train), "--test", str(test), "--output-dir",
+                 str(tmp_path / "o"), "--epochs", "3", "--head-epochs", "2", "--no-progress", "--set", "report_to=none",
+                 "--set", "save_checkpoints=false"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["test"]["eval_samples"] == len(topic_data[1])
+    record = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert [h["phase"] for h in record["history"]] == ["head", "head", "unfreeze all"]

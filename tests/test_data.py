@@ -106,3 +106,11 @@ def test_subset_keeps_labels():
     sub = ds.subset([1, 3])
     assert sub.inputs == ["1", "3"] and sub.targets.tolist() == [1, 1] and sub.label_names == ["a", "b"]
     assert torch.is_tensor(sub.targets)
+
+
+def test_a_dataframe_with_duplicate_column_names_is_named():
+    import pandas as pd
+
+    frame = pd.DataFrame([["a", "x", "b"], ["c", "y", "d"]], columns=["text", "label", "text"])
+    with pytest.raises(ValueError, match=r"DataFrame: duplicate column names \['text'\]; rename them"):
+        load_labeled(frame)

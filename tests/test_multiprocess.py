@@ -55,3 +55,27 @@ def test_two_processes_disjoint_shards_and_metrics_count_each_example_once(tiny_
     preds = model.predict([r["text"] for r in rows])
     accuracy = sum(p == r["label"] for p, r in zip(preds, rows)) / len(rows)
     assert metrics["final_eval"]["eval_accuracy"] == pytest.approx(accuracy)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_a_shipped_config_with_its_defaults_finishes_on_two_processes(tiny_bert, tmp_path):
+    """Trackers on and a test split: the run used to die in the test evaluation ("Default process group has not been
+    initialized") because training ended the process group along with the trackers."""
+    out = tmp_path / "run"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(ROOT / "recipes/train.py"),
+           "--config", str(ROOT / "recipes/configs/text/two_stage.yaml"), f"model.name_or_path={tiny_bert}",
+           "model.adapter.max_length=16", "training.num_epochs=2", f"training.output_dir={out}",
+           "training.progress_bar=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    from mtransfer.builtins import DATA
+
+    assert result["test"]["eval_samples"] == len(DATA["builtin:fortunes"].splits()["test"])
+    assert 0.0 <= result["test"]["eval_accuracy"] <= 1.0
+    assert list((out / "logs").rglob("events.out.tfevents*"))  # the tracker ran and was flushed
+    assert "Traceback" not in proc.stderr

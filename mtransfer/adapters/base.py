@@ -125,6 +125,7 @@ class Adapter(nn.Module, abc.ABC):
     media_suffixes: ClassVar[tuple[str, ...]] = ()  # file types predict reads from a folder (image / audio)
     max_length_setting: ClassVar[str | None] = None  # the setting `--max-length` sets, if any
     default_input_column: ClassVar[str] = "text"  # the data column of raw inputs unless told otherwise
+    training_texts_setting: ClassVar[str | None] = None  # a setting that recipes fill with the training inputs
     summary: ClassVar[str] = ""  # one line for `mtransfer train --help`
     embedding_dim: int
 
@@ -271,7 +272,8 @@ def load_pretrained(loader: Callable[..., T], name_or_path: str | os.PathLike, w
         reason = "the Hub is switched off (HF_HUB_OFFLINE=1)" if offline else "it could not be downloaded from the Hugging Face Hub"
         raise OSError(
             f"Cannot load {what} {text!r}: it is not a local folder, not in the local Hugging Face cache, and {reason}. "
-            f"Pass the path of a folder saved with save_pretrained, or download the model first. ({_first_line(err)})"
+            f"Pass the path of a folder saved with save_pretrained, download the model first, or use a shipped model "
+            f"(builtin:minilm). ({_first_line(err)})"
         ) from err
 
 

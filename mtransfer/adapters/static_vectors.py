@@ -158,6 +158,7 @@ class StaticVectorsAdapter(Adapter):
 
     pipeline_tag = "text-classification"
     max_length_setting = "max_tokens"
+    training_texts_setting = "vocab_texts"
     summary = "static word vectors (GloVe, word2vec, fastText) with an optional CNN / BiLSTM"
 
     def __init__(self, vectors: str | os.PathLike, *, vocab_texts: Sequence[str] | None = None, vocab_budget: int = 10_000,
