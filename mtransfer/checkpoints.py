@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -90,6 +91,14 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     return out
 
 
+class _SharedTensorNote(logging.Filter):
+    """Drops Accelerate's "Removed shared tensor {...}" note (kilobytes at every checkpoint of a model with tied
+    weights, e.g. a sentence-transformers pipeline); safetensors' ``load_model`` restores shared tensors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
 def list_checkpoints(root: Path) -> list[Path]:
     """Checkpoint folders ``epoch_<n>`` under ``root`` that hold a trainer state, oldest first."""
     if not root.is_dir():
@@ -144,6 +153,9 @@ class Checkpoints:
             shutil.rmtree(tmp, ignore_errors=True)
             self.root.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
+        quiet = _SharedTensorNote()
+        accelerate_log = logging.getLogger("accelerate.utils.other")
+        accelerate_log.addFilter(quiet)
         try:
             acc.save_state(str(tmp), safe_serialization=True)
             if acc.is_main_process:
@@ -156,6 +168,8 @@ class Checkpoints:
             if acc.is_main_process:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            accelerate_log.removeFilter(quiet)
         if acc.is_main_process and self.limit:
             found = list_checkpoints(self.root)
             kept = set(found[-self.limit:]) | {p for p in found if p.name == f"epoch_{keep_epoch}"}

@@ -105,3 +105,15 @@ def test_correlate_counts_orderings():
     assert perfect["kendall_tau"] == 1.0 and perfect["spearman_rho"] == 1.0 and perfect["top1_hit"]
     reversed_ = correlate({"a": 3, "b": 2, "c": 1}, {"a": 0.1, "b": 0.5, "c": 0.9})
     assert reversed_["kendall_tau"] == -1.0 and not reversed_["top1_hit"] and reversed_["predicted_best"] == "a"
+
+
+def test_ties_are_reported_as_ties_not_by_listing_order():
+    from mtransfer.ranking import correlate
+
+    tied = {"a": 0.5, "b": 0.5, "c": 0.1}
+    achieved = {"a": 0.9, "b": 0.4, "c": 0.2}
+    for order in (tied, dict(reversed(list(tied.items())))):
+        out = correlate(order, achieved)
+        assert out["top1_hit"] == "tie" and set(out["predicted_best"].split(", ")) == {"a", "b"}
+    assert correlate({"a": 0.5, "b": 0.5, "c": 0.1}, {"a": 0.9, "b": 0.9, "c": 0.2})["top1_hit"] is True
+    assert correlate({"a": 0.1, "b": 0.5, "c": 0.5}, {"a": 0.9, "b": 0.4, "c": 0.2})["top1_hit"] is False

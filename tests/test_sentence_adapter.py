@@ -57,3 +57,27 @@ def test_cache_key_covers_the_sentence_modules(tiny_sentence, tmp_path):
 def test_missing_model_is_named():
     with pytest.raises(OSError, match="Cannot load sentence-transformers model 'no-such-org/no-such-st'"):
         SentenceTransformerAdapter("no-such-org/no-such-st")
+
+
+def test_checkpoints_print_no_shared_tensor_note_and_resume_exactly(tiny_sentence, topic_data, tmp_path, capfd, caplog):
+    """Each checkpoint used to print Accelerate's multi-kilobyte 'Removed shared tensor {...}' warning."""
+    import logging
+
+    train = mt.load_labeled(topic_data[0])
+    settings = dict(strategy="full", num_epochs=2, learning_rate=1e-3, batch_size=16, progress_bar=False, report_to=[],
+                    plot=False, save_checkpoints=True)
+
+    def run(out, **extra):
+        model = mt.TransferModel.from_backbone("sentence", tiny_sentence, labels=train.label_names, seed=0)
+        return mt.Trainer(model, mt.TrainingArguments(output_dir=str(out), **{**settings, **extra}), train)
+
+    with caplog.at_level(logging.WARNING):
+        full = run(tmp_path / "full")
+        full.train()
+    assert "Removed shared tensor" not in caplog.text + capfd.readouterr().err
+    partial = run(tmp_path / "part", num_epochs=2)
+    partial.train()
+    resumed = run(tmp_path / "part", resume_from_checkpoint=str(tmp_path / "part" / "checkpoints" / "epoch_1"))
+    resumed.train()
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -98,7 +98,13 @@ def rank_models(candidates: Sequence[Candidate], data: Any, *, estimators: Seque
 
 
 def correlate(scores: Mapping[str, float], achieved: Mapping[str, float]) -> dict[str, Any]:
-    """Kendall's tau, Spearman's rho and top-1 hit between predicted scores and achieved metrics."""
+    """Kendall's tau, Spearman's rho and top-1 hit between predicted scores and achieved metrics.
+
+    Ties are reported as ties, never broken by listing order: ``predicted_best`` and
+    ``actual_best`` name every candidate sharing the top value (comma-separated), and
+    ``top1_hit`` is True when every top-scored candidate reaches the best result, False when
+    none does, and ``"tie"`` when a tie at the top holds both kinds.
+    """
     from scipy.stats import kendalltau, spearmanr
 
     names = [n for n in scores if n in achieved]
@@ -108,11 +114,13 @@ def correlate(scores: Mapping[str, float], achieved: Mapping[str, float]) -> dic
     a = np.array([achieved[n] for n in names], dtype=float)
     tau = kendalltau(s, a).statistic
     rho = spearmanr(s, a).statistic
-    top = names[int(np.argmax(s))]
+    top = [n for n, v in zip(names, s) if v == s.max()]
+    best = [n for n, v in zip(names, a) if v == a.max()]
+    hits = {n in best for n in top}
     return {"kendall_tau": None if np.isnan(tau) else round(float(tau), 4),
             "spearman_rho": None if np.isnan(rho) else round(float(rho), 4),
-            "top1_hit": bool(a[names.index(top)] == a.max()), "predicted_best": top,
-            "actual_best": names[int(np.argmax(a))]}
+            "top1_hit": hits.pop() if len(hits) == 1 else "tie", "predicted_best": ", ".join(top),
+            "actual_best": ", ".join(best)}
 
 
 @dataclass
