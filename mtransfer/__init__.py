@@ -1,30 +1,53 @@
 """mtransfer: transfer learning across images, text and speech.
 
+The public names load on first use (PEP 562), so ``import mtransfer`` and ``mtransfer --help``
+do not import torch, transformers and every adapter up front.
+
 >>> import mtransfer
 >>> sorted(mtransfer.STRATEGIES)[:3]
 ['chain_thaw', 'frozen', 'full']
 """
 
-from mtransfer.adapters import Adapter, TextAdapter
-from mtransfer.data import LabeledDataset, load_labeled
-from mtransfer.heads import Head, HeadConfig
-from mtransfer.model import TransferModel
-from mtransfer.strategies import STRATEGIES, plan_strategy
-from mtransfer.training import Trainer, TrainerCallback, TrainingArguments, TrainResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "Adapter",
-    "Head",
-    "HeadConfig",
-    "LabeledDataset",
-    "STRATEGIES",
-    "TextAdapter",
-    "TrainResult",
-    "Trainer",
-    "TrainerCallback",
-    "TrainingArguments",
-    "TransferModel",
-    "load_labeled",
-    "plan_strategy",
-]
+
+_PUBLIC = {
+    "Adapter": "mtransfer.adapters",
+    "TextAdapter": "mtransfer.adapters",
+    "LabeledDataset": "mtransfer.data",
+    "load_labeled": "mtransfer.data",
+    "Head": "mtransfer.heads",
+    "HeadConfig": "mtransfer.heads",
+    "TransferModel": "mtransfer.model",
+    "STRATEGIES": "mtransfer.strategies",
+    "plan_strategy": "mtransfer.strategies",
+    "Trainer": "mtransfer.training",
+    "TrainerCallback": "mtransfer.training",
+    "TrainingArguments": "mtransfer.training",
+    "TrainResult": "mtransfer.training",
+}
+__all__ = sorted(_PUBLIC)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from mtransfer.adapters import Adapter, TextAdapter
+    from mtransfer.data import LabeledDataset, load_labeled
+    from mtransfer.heads import Head, HeadConfig
+    from mtransfer.model import TransferModel
+    from mtransfer.strategies import STRATEGIES, plan_strategy
+    from mtransfer.training import Trainer, TrainerCallback, TrainingArguments, TrainResult
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mtransfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

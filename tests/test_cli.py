@@ -186,3 +186,10 @@ def test_train_takes_head_epochs_and_a_test_split(tiny_bert, topic_data, tmp_pat
     assert out["test"]["eval_samples"] == len(topic_data[1])
     record = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert [h["phase"] for h in record["history"]] == ["head", "head", "unfreeze all"]
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    code = ("import sys; from mtransfer.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
