@@ -87,7 +87,7 @@ class TrainingArguments:
         run_name: Name of the run for trackers; default: the output folder's name.
         logging_steps: Optimizer steps between loss logs and progress-bar updates.
         num_threads: Torch intra-op threads (``torch.set_num_threads``); None keeps torch's default.
-        progress_bar: Show tqdm progress bars (main process only).
+        progress_bar: Show tqdm progress bars (main process only); each epoch's metric line is printed either way.
         cpu: Force CPU; None: CPU exactly when no CUDA device is present.
         dataloader_num_workers: Worker processes per data loader.
         plot: Write ``learning_curve.png``.
@@ -577,7 +577,7 @@ class Trainer:
         if args.report_to:
             self.accelerator.log({k if k.startswith("eval_") else f"epoch/{k}": v for k, v in record.items()
                                   if isinstance(v, (int, float)) and k != "epoch"}, step=self.state.global_step)
-        if self._show:
+        if self.accelerator.is_local_main_process:  # the epoch's metrics, with or without progress bars
             shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "seconds")
             tqdm.write(f"epoch {epoch + 1}/{args.num_epochs} [{record['phase']}] {shown}  ({record['seconds']:.1f}s)")
         if args.save_checkpoints:

@@ -92,6 +92,7 @@ def test_rank_models_and_validation_harness(tiny_bert, tiny_sentence, topic_data
         w = csv.DictWriter(fh, fieldnames=["text", "label"])
         w.writeheader()
         w.writerows(topic_data[0])
+    capsys.readouterr()  # the harness's epoch lines
     assert main(["rank-models", "--model", f"bert={tiny_bert}", "--model", f"sbert=sentence:{tiny_sentence}",
                  "--data", str(csv_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -386,3 +386,9 @@ def test_a_truncated_checkpoint_is_named_before_resuming(tiny_bert, topic_data, 
     with pytest.raises(ValueError, match=r"epoch_2/model.safetensors: not a readable safetensors file"):
         make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True,
              resume_from_checkpoint="latest").train()
+
+
+def test_epoch_lines_are_printed_without_progress_bars(tiny_bert, topic_data, tmp_path, capsys):
+    make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, progress_bar=False).train()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(" [")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"] and all("eval_accuracy=" in ln for ln in lines)
