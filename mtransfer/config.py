@@ -216,7 +216,8 @@ def check_model_settings(model: ModelSettings, source: str) -> None:
         raise ValueError(f"{source}: model.modality: {err}") from None
     params = inspect.signature(cls.__init__).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    allowed = [n for n, p in params.items() if n not in ("self", "model_name_or_path", "vectors")
+    source_param = list(params)[1]  # the model (or vectors) the adapter wraps: model.name_or_path
+    allowed = [n for n, p in params.items() if n not in ("self", source_param)
                and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     for key in model.adapter:
         if key not in allowed and not takes_any:

@@ -84,10 +84,9 @@ def read_model_config(folder: Path) -> dict[str, Any]:
 def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapter_kwargs: Any) -> Adapter:
     """Build the adapter registered as ``modality`` (``"text"``, ...)."""
     import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
+    from mtransfer.builtins import resolve_model
 
-    if isinstance(model_name_or_path, str) and model_name_or_path.startswith("builtin:"):
-        from mtransfer.builtins import resolve_model
-
+    if isinstance(model_name_or_path, str):  # builtin:minilm -> its folder; anything else unchanged
         model_name_or_path = resolve_model(model_name_or_path)
     with quiet_transformers():
         return get_adapter_class(modality)(model_name_or_path, **adapter_kwargs)
