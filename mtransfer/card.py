@@ -32,11 +32,10 @@ def model_card_text(run_dir: str | os.PathLike, *, model_name: str | None = None
     metrics = record.to_dict()
     config = read_json(run / "model" / "config.json", "model config", "expected a run folder written by mtransfer's Trainer")
     adapter_type = config["adapter_type"]
-    base = config["adapter"].get("source")
-    final = {k.removeprefix("eval_"): v for k, v in (metrics.get("final_eval") or {}).items()
-             if isinstance(v, (int, float)) and k not in ("eval_samples", "eval_loss")}
+    hub_base, base = _base_model(config["adapter"].get("source"))
+    final = _scores(metrics.get("final_eval"))
     data = ModelCardData(
-        base_model=base if base and not str(base).startswith(("/", ".", "~")) else None,
+        base_model=hub_base,
         library_name="mtransfer", pipeline_tag=_pipeline_tag(adapter_type), license=license,
         datasets=list(datasets) or None, metrics=sorted(final) or None, language=language,
         tags=["mtransfer", "transfer-learning", config["task"].replace("_", "-"), metrics["args"]["strategy"]],
@@ -62,18 +61,7 @@ def model_card_text(run_dir: str | os.PathLike, *, model_name: str | None = None
         rates = ", ".join(f"{g}: {lr:.2g}" for g, lr in phase["peak_lr"].items())
         lines.append(f"| {phase['phase']} | {phase['epochs'][0] + 1}-{phase['epochs'][1]} | {', '.join(phase['trainable'])} | "
                      f"{', '.join(frozen) or '-'} | {rates} |")
-    best = metrics.get("best") or {}
-    lines += ["", "## Evaluation", ""]
-    if final:
-        lines += ["| metric | value |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in sorted(final.items())], ""]
-        if record.weights_are_best and best.get("epoch") is not None:
-            lines.append(f"Best epoch {best['epoch']} by `{best['metric']}` ({_fmt(best['value'])}); these are its weights.")
-        elif record.weights_epoch is not None:
-            lines.append(f"These are the weights of the last epoch ({record.weights_epoch})"
-                         + (f"; the best by `{best['metric']}` was epoch {best['epoch']} ({_fmt(best['value'])})."
-                            if best.get("epoch") is not None else "."))
-    else:
-        lines.append("No evaluation data was given for this run.")
+    lines += ["", "## Evaluation", "", *_evaluation_lines(record)]
     history = metrics.get("history") or []
     if history:
         keys = [k for k in ("train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_mse", "eval_r2") if k in history[0]]
@@ -104,6 +92,48 @@ def write_model_card(run_dir: str | os.PathLike, folder: str | os.PathLike | Non
     return folder / "README.md"
 
 
+
+
+def _base_model(source: str | None) -> tuple[str | None, str]:
+    """``(Hub id for the metadata or None, how the card names it)``; a local path is never printed whole."""
+    from mtransfer.builtins import hub_id
+
+    if not source:
+        return None, "an unnamed backbone"
+    if hub_id(source):
+        return hub_id(source), hub_id(source)
+    path = Path(str(source)).expanduser()
+    if str(source).startswith(("/", ".", "~")) or path.exists():
+        return None, f"a local model ({path.name})"
+    return str(source), str(source)
+
+
+def _scores(metrics: dict[str, Any] | None) -> dict[str, float]:
+    return {k.removeprefix("eval_"): v for k, v in (metrics or {}).items()
+            if isinstance(v, (int, float)) and k not in ("eval_samples", "eval_loss")}
+
+
+def _evaluation_lines(record: RunRecord) -> list[str]:
+    """The metrics table (validation, and test when it was evaluated) and whose weights the model holds."""
+    valid, test = _scores(record.final_eval), _scores(record.test)
+    if not valid and not test:
+        return ["No evaluation data was given for this run."]
+    sizes = f"validation ({record.eval_samples} examples)" if valid else "validation"
+    if test:
+        sizes += f" | test ({(record.test or {}).get('eval_samples', '?')} examples)"
+    lines = [f"| metric | {sizes} |", "|---" * (2 + bool(test)) + "|"]
+    for k in sorted(set(valid) | set(test)):
+        lines.append(f"| {k} | {_fmt(valid.get(k, '-'))} |" + (f" {_fmt(test.get(k, '-'))} |" if test else ""))
+    lines.append("")
+    best = record.best
+    if record.weights_are_best and best.epoch is not None:
+        lines.append(f"Best epoch {best.epoch} on the validation data by `{best.metric}` ({_fmt(best.value)}); "
+                     "these are its weights.")
+    elif record.weights_epoch is not None:
+        lines.append(f"These are the weights of the last epoch ({record.weights_epoch})"
+                     + (f"; the best by `{best.metric}` was epoch {best.epoch} ({_fmt(best.value)})."
+                        if best.epoch is not None else "."))
+    return lines
 
 
 def _pipeline_tag(adapter_type: str) -> str | None:

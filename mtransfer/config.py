@@ -284,4 +284,10 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
            "final": result.final_metrics}
     if test is not None:
         out["test"] = trainer.evaluate(test)
+        if trainer.accelerator.is_main_process:  # the record (and so the model card) carries the test metrics
+            from mtransfer.record import RunRecord
+
+            record = RunRecord.load(result.metrics_path)
+            record.test = out["test"]
+            record.save(result.metrics_path)
     return out

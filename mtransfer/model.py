@@ -86,10 +86,14 @@ def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapte
     import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
     from mtransfer.builtins import resolve_model
 
-    if isinstance(model_name_or_path, str):  # builtin:minilm -> its folder; anything else unchanged
-        model_name_or_path = resolve_model(model_name_or_path)
+    name = model_name_or_path
+    if isinstance(name, str):  # builtin:minilm -> its folder; anything else unchanged
+        model_name_or_path = resolve_model(name)
     with quiet_transformers():
-        return get_adapter_class(modality)(model_name_or_path, **adapter_kwargs)
+        adapter = get_adapter_class(modality)(model_name_or_path, **adapter_kwargs)
+    if isinstance(name, str) and name != model_name_or_path:
+        adapter.model_name_or_path = name  # cards and run identities name the builtin, not a local folder
+    return adapter
 
 
 class TransferModel(nn.Module):

@@ -186,6 +186,7 @@ def test_train_takes_head_epochs_and_a_test_split(tiny_bert, topic_data, tmp_pat
     assert out["test"]["eval_samples"] == len(topic_data[1])
     record = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert [h["phase"] for h in record["history"]] == ["head", "head", "unfreeze all"]
+    assert record["test"] == out["test"]  # the run record (and so the card) carries the test metrics
 
 
 def test_help_imports_neither_torch_nor_transformers():

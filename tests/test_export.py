@@ -60,6 +60,34 @@ def test_card_says_whose_weights_the_model_holds(tiny_bert, topic_data, tmp_path
     assert f"These are the weights of the last epoch (3); the best by `eval_loss` was epoch {result.best_epoch}" in text
 
 
+def test_card_names_the_base_model_by_hub_id_never_a_local_path_and_labels_splits(run_dir, tmp_path):
+    import json
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from mtransfer.card import model_card_text
+    from mtransfer.record import RunRecord
+
+    local = str(tmp_path / "models" / "my-bert")
+    for source, hub in (("builtin:minilm", "sentence-transformers/all-MiniLM-L6-v2"), (local, None)):
+        run = tmp_path / ("builtin" if hub else "local")
+        shutil.copytree(run_dir, run)
+        config = json.loads((run / "model" / "config.json").read_text())
+        config["adapter"]["source"] = source
+        (run / "model" / "config.json").write_text(json.dumps(config))
+        record = RunRecord.load(run / "metrics.json")
+        record.test = {"eval_accuracy": 0.5, "eval_f1": 0.25, "eval_samples": 21}
+        record.save(run / "metrics.json")
+        text = model_card_text(run)
+        assert ModelCard(text).data.to_dict().get("base_model") == hub
+        assert str(tmp_path) not in text and "builtin:" not in text
+        assert f"from `{hub or 'a local model (my-bert)'}`" in text
+        assert f"| metric | validation ({record.eval_samples} examples) | test (21 examples) |" in text
+        assert "| accuracy | " in text and " | 0.5000 |" in text
+        assert "on the validation data" in text
+
+
 def test_push_dry_run_lists_exactly_the_files(run_dir, capsys):
     folder = run_dir / "model"
     assert main(["push", "--folder", str(folder), "--repo-id", "me/topic-bert", "--dry-run", "--private"]) == 0
