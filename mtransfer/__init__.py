@@ -32,13 +32,13 @@ _PUBLIC = {
 }
 __all__ = sorted(_PUBLIC)
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from mtransfer.adapters import Adapter, TextAdapter
-    from mtransfer.data import LabeledDataset, load_labeled
-    from mtransfer.heads import Head, HeadConfig
-    from mtransfer.model import TransferModel
-    from mtransfer.strategies import STRATEGIES, plan_strategy
-    from mtransfer.training import Trainer, TrainerCallback, TrainingArguments, TrainResult
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (names re-exported by __getattr__)
+    from mtransfer.adapters import Adapter, TextAdapter  # noqa: F401
+    from mtransfer.data import LabeledDataset, load_labeled  # noqa: F401
+    from mtransfer.heads import Head, HeadConfig  # noqa: F401
+    from mtransfer.model import TransferModel  # noqa: F401
+    from mtransfer.strategies import STRATEGIES, plan_strategy  # noqa: F401
+    from mtransfer.training import Trainer, TrainerCallback, TrainingArguments, TrainResult  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
