@@ -188,9 +188,9 @@ class TransferModel(nn.Module):
             groups[-1].params.extend(extra)
         return [*groups, LayerGroup(HEAD_GROUP, modules=[self.head, *new])]
 
-    def group_indices(self, trainable: Iterable[int | str]) -> set[int]:
-        """Positions of layer groups given by position or by (unique) name."""
-        groups = self.layer_groups()
+    def group_indices(self, trainable: Iterable[int | str], groups: list[LayerGroup] | None = None) -> set[int]:
+        """Positions of layer groups given by position or by (unique) name (``groups``: this model's, if already built)."""
+        groups = groups if groups is not None else self.layer_groups()
         names = {g.name: i for i, g in enumerate(groups)}
         out = set()
         for item in trainable:
@@ -210,8 +210,8 @@ class TransferModel(nn.Module):
         Frozen parts run in eval mode (no dropout, frozen batch-norm statistics), so their
         output is the deterministic feature a cache or a linear model would see.
         """
-        indices = self.group_indices(trainable)
         groups = self.layer_groups()
+        indices = self.group_indices(trainable, groups)
         head = len(groups) - 1
         for i, g in enumerate(groups):
             for p in g.parameters():

@@ -334,6 +334,7 @@ class Trainer:
         self.optimizer = None
         self.scheduler = None
         self.unwrapped: TransferModel = model
+        self._show = False  # progress bars on this process (set when training starts)
         self.feature_cache = None
         self._cached: dict[Any, Any] = {}
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -601,7 +602,7 @@ class Trainer:
             self.unwrapped.adapter, dataset.inputs, view=view, seed=args.seed, batch_size=args.eval_batch_size,
             device=accelerator.device, process_index=accelerator.process_index,
             num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone,
-            progress=getattr(self, "_show", False))
+            progress=self._show)
         sampler = EpochShuffleSampler(len(dataset), args.seed) if training else None
         dl = DataLoader(CachedFeatureDataset(entry, dataset.targets), sampler=sampler, shuffle=False,
                         batch_size=args.batch_size if training else args.eval_batch_size, collate_fn=collate_cached)
