@@ -216,8 +216,13 @@ def _add_ranking(sub: Any) -> None:
     rank_m = sub.add_parser("rank-models", help="rank candidate backbones for a labelled target by transferability estimators",
                             description="Score each candidate backbone on labelled target data from its (cached) features "
                                         "with LogME, H-score and kNN accuracy; no fine-tuning.")
-    rank_m.add_argument("--model", action="append", required=True, metavar="[NAME=][MODALITY:]PATH",
-                        help="a candidate backbone (repeat), e.g. minilm=sentence:/models/minilm")
+    rank_m.add_argument("--model", action="append", required=True, metavar="[NAME=][MODALITY:]PATH[,KEY=VALUE...]",
+                        help="a candidate backbone (repeat), with adapter settings of its own after commas, e.g. "
+                             "mean=text:builtin:minilm,pooling=mean cls=text:builtin:minilm,pooling=cls,max_length=64")
+    rank_m.add_argument("--pooling", default=None,
+                        help="pooling for candidates that set none, where their adapter pools (e.g. mean, cls)")
+    rank_m.add_argument("--max-length", type=int_at_least(2), default=None,
+                        help="truncation length in tokens for candidates that set none")
     rank_m.add_argument("--modality", default="text", help="default adapter of candidates (default: text)")
     rank_m.add_argument("--data", required=True, help="labelled target data")
     _add_data_args(rank_m)
@@ -429,7 +434,8 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
     import mtransfer as mt
     from mtransfer.ranking.validate import parse_candidate, rank_models
 
-    candidates = [parse_candidate(m, a.modality) for m in a.model]
+    defaults = {"pooling": a.pooling, "max_length": a.max_length}
+    candidates = [parse_candidate(m, a.modality, defaults) for m in a.model]
     estimators = [e.strip() for e in a.estimators.split(",") if e.strip()]
     if not estimators:
         raise ValueError(f"--estimators {a.estimators!r}: name at least one of logme, hscore, knn.")

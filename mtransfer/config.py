@@ -205,24 +205,14 @@ def check_model_settings(model: ModelSettings, source: str) -> None:
 
     Runs before any data is loaded or corpus built, so a misspelt key fails at once.
     """
-    import inspect
-
-    from mtransfer.adapters.base import get_adapter_class
+    from mtransfer.adapters.base import check_adapter_settings, get_adapter_class
     from mtransfer.heads import HeadConfig
 
     try:
-        cls = get_adapter_class(model.modality)
+        get_adapter_class(model.modality)
     except ValueError as err:
         raise ValueError(f"{source}: model.modality: {err}") from None
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    source_param = list(params)[1]  # the model (or vectors) the adapter wraps: model.name_or_path
-    allowed = [n for n, p in params.items() if n not in ("self", source_param)
-               and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    for key in model.adapter:
-        if key not in allowed and not takes_any:
-            raise ValueError(f"{source}: unknown key model.adapter.{key} for the {model.modality} adapter"
-                             + _did_you_mean(key, allowed, "model.adapter.") + f"; it takes {', '.join(allowed)}.")
+    check_adapter_settings(model.modality, list(model.adapter), source, prefix="model.adapter.")
     head_fields = [f.name for f in dataclasses.fields(HeadConfig) if f.name not in ("task", "num_outputs", "input_dim")]
     for key in model.head:
         if key not in head_fields:

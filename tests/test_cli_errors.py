@@ -93,6 +93,8 @@ CASES = {
                            "argument --hidden-sizes: 'abc': expected comma-separated positive widths"),
     "unknown NAME=PREFIX:PATH": (lambda s: ["rank-models", "--model", f"x=txet:{s['bert']}", "--data", s["train"]],
                                  "unknown modality prefix 'txet'; expected one of text, sentence, static_vectors, image"),
+    "rank-models option poling=cls": (lambda s: ["rank-models", "--model", f"x={s['bert']},poling=cls", "--data", s["train"]],
+                                      "candidate 'x': unknown key poling for the text adapter (did you mean pooling?)"),
     "--adapter max_lenght=8": (lambda s: _train(s, "--train", s["train"], "--adapter", "max_lenght=8"),
                                "unknown key model.adapter.max_lenght for the text adapter (did you mean model.adapter.max_length?)"),
     "model.head.hiden_sizes=[8]": (lambda s: ["train", "--config", str(RECIPES / "text" / "probe.yaml"), "model.head.hiden_sizes=[8]"],

@@ -97,6 +97,17 @@ def test_rank_models_and_validation_harness(tiny_bert, tiny_sentence, topic_data
                  "--data", str(csv_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["scores"]) == {"bert", "sbert"}
+    # the same backbone under two poolings and two lengths: per-candidate settings reach the adapter
+    assert parse_candidate(f"cls=text:{tiny_bert},pooling=cls,max_length=8") == Candidate("cls", "text", str(tiny_bert),
+                                                                                         {"pooling": "cls", "max_length": 8})
+    assert main(["rank-models", "--model", f"mean={tiny_bert},pooling=mean", "--model", f"cls={tiny_bert},pooling=cls,max_length=64",
+                 "--model", f"short={tiny_bert}", "--max-length", "4", "--pooling", "cls", "--data", str(csv_path),
+                 "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["scores"]
+    assert scores["mean"] != scores["cls"] and scores["short"] != scores["cls"]
+    assert main(["rank-models", "--model", f"cls={tiny_bert},pooling=cls,max_length=4", "--data", str(csv_path),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"]["cls"] == scores["short"]
     assert main(["rank-models", "--model", str(tiny_bert), "--data", str(csv_path), "--estimators", "leep"]) == 2
     assert "leep need a source model's outputs" in capsys.readouterr().err
 

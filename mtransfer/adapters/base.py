@@ -58,6 +58,31 @@ def get_adapter_class(name: str) -> type[Adapter]:
     return ADAPTERS[name]
 
 
+def adapter_settings(name: str) -> tuple[list[str], bool]:
+    """The settings the ``name`` adapter's constructor takes (besides the model it wraps), and whether it
+    takes any other keyword too."""
+    import inspect
+
+    params = inspect.signature(get_adapter_class(name).__init__).parameters
+    source_param = list(params)[1]  # the model (or vectors) the adapter wraps
+    allowed = [n for n, p in params.items() if n not in ("self", source_param) and not n.startswith("_")
+               and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return allowed, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def check_adapter_settings(name: str, settings: Sequence[str], where: str, prefix: str = "") -> None:
+    """Raise a ``ValueError`` naming ``where`` for a setting the ``name`` adapter does not take."""
+    import difflib
+
+    allowed, takes_any = adapter_settings(name)
+    for key in settings:
+        if key not in allowed and not takes_any:
+            close = difflib.get_close_matches(key, allowed, n=2, cutoff=0.6)
+            hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
+            raise ValueError(f"{where}: unknown key {prefix}{key} for the {name} adapter{hint}; "
+                             f"it takes {', '.join(allowed)}.")
+
+
 @dataclass
 class Features:
     """What an adapter gives a head.

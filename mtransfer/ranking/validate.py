@@ -10,39 +10,77 @@ scores (e.g. the language-ID source scorer's) against achieved metrics.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import yaml
 
 from mtransfer.ranking.transferability import ESTIMATORS, hscore, knn_accuracy, logme
 
 
 @dataclass
 class Candidate:
-    """A backbone to rank: its adapter (modality), Hub id or folder, and adapter settings."""
+    """A backbone to rank: a display name, its adapter (modality), Hub id or folder, and adapter settings.
+
+    ``adapter`` holds the adapter's constructor settings (``pooling``, ``max_length``, ...), so one
+    backbone can be ranked against itself under different settings:
+
+    >>> mean = Candidate("minilm-mean", "text", "builtin:minilm", {"pooling": "mean"})
+    >>> cls = Candidate("minilm-cls", "text", "builtin:minilm", {"pooling": "cls", "max_length": 64})
+    """
 
     name: str
     modality: str
     name_or_path: str
     adapter: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from mtransfer.adapters.base import check_adapter_settings
 
-def parse_candidate(spec: str, modality: str = "text") -> Candidate:
-    """``NAME=PATH``, ``MODALITY:PATH`` or ``NAME=MODALITY:PATH`` (``PATH`` alone names itself)."""
-    from mtransfer.adapters.base import list_modalities
+        check_adapter_settings(self.modality, list(self.adapter), f"candidate {self.name!r}")
 
-    name, _, rest = spec.partition("=") if "=" in spec else (spec, "", spec)
+
+_OPTION = re.compile(r"^[A-Za-z_]\w*=")
+
+
+def parse_candidate(spec: str, modality: str = "text", defaults: Mapping[str, Any] | None = None) -> Candidate:
+    """Read ``[NAME=][MODALITY:]PATH[,KEY=VALUE...]`` (``PATH`` alone names itself).
+
+    ``KEY=VALUE`` pairs after the path are adapter settings (``pooling=cls,max_length=64``), read
+    as YAML scalars; ``defaults`` fill the settings a candidate does not give, where its adapter
+    takes them (``max_length`` stands for the adapter's own length setting, e.g. ``max_tokens``).
+    """
+    from mtransfer.adapters.base import adapter_settings, get_adapter_class, list_modalities
+
+    parts = spec.split(",")
+    split = len(parts)
+    while split > 1 and _OPTION.match(parts[split - 1]):
+        split -= 1
+    head, options = ",".join(parts[:split]), parts[split:]
+    name, _, rest = head.partition("=") if "=" in head else (head, "", head)
     if not name or not rest:
-        raise ValueError(f"--model {spec!r}: expected [NAME=][MODALITY:]PATH.")
+        raise ValueError(f"--model {spec!r}: expected [NAME=][MODALITY:]PATH[,KEY=VALUE...].")
     mod, sep, path = rest.partition(":")
     if sep and mod in list_modalities():
-        return Candidate(name, mod, path)
-    if sep and mod != "builtin" and not Path(rest).expanduser().exists():
+        modality, rest = mod, path
+    elif sep and mod != "builtin" and not Path(rest).expanduser().exists():
         raise ValueError(f"--model {spec!r}: unknown modality prefix {mod!r}; expected one of "
                          f"{', '.join(list_modalities())} (e.g. {name}=sentence:{path}).")
-    return Candidate(name, modality, rest)
+    cls = get_adapter_class(modality)
+    settings: dict[str, Any] = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "max_length" and cls.max_length_setting:
+            key = cls.max_length_setting
+        settings[key] = yaml.safe_load(value)
+    for key, value in (defaults or {}).items():
+        key = cls.max_length_setting if key == "max_length" else key
+        if value is not None and key and key not in settings and key in adapter_settings(modality)[0]:
+            settings[key] = value
+    return Candidate(name, modality, rest, settings)
 
 
 FEATURE_ESTIMATORS = {"logme": logme, "hscore": hscore, "knn": knn_accuracy}
