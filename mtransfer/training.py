@@ -255,7 +255,7 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def _accelerator(args: TrainingArguments, find_unused: bool):
+def _accelerator(args: TrainingArguments):
     """An Accelerator for a run; several runs in one process share Accelerate's process state.
 
     Accelerate fixes the device and precision once per process, so bf16 is applied by the
@@ -264,10 +264,9 @@ def _accelerator(args: TrainingArguments, find_unused: bool):
     scaler) is given to Accelerate.
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+    from accelerate.utils import ProjectConfiguration
 
     cpu = args.cpu if args.cpu is not None else not torch.cuda.is_available()
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused else []
     try:
         return Accelerator(
             cpu=cpu,
@@ -275,7 +274,6 @@ def _accelerator(args: TrainingArguments, find_unused: bool):
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             log_with=list(args.report_to) or None,
             project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
-            kwargs_handlers=handlers,
         )
     except ValueError as err:
         if "already been initialized" not in str(err):
@@ -423,8 +421,7 @@ class Trainer:
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         logger.info("training on %d torch threads per process (TrainingArguments.num_threads)", torch.get_num_threads())
-        find_unused = any(len(p.trainable) < len(self.group_names) for p in self.plan.phases)
-        accelerator = self.accelerator = _accelerator(args, find_unused)
+        accelerator = self.accelerator = _accelerator(args)
         with output_lock(args.output_dir, accelerator):
             set_seed(args.seed)
             model, optimizer, train_dl, eval_dl = self._prepare()
@@ -433,6 +430,7 @@ class Trainer:
             for epoch in range(self.state.epoch + 1, args.num_epochs):
                 if self.state.stopped_early:
                     break
+                model = self._wrap_for_phase(model, self.plan.phase_at(epoch).trainable)
                 record = self._train_epoch(model, optimizer, train_dl, eval_dl, epoch)
                 self._end_epoch(record, epoch)
             return self._finish(model, eval_dl, time.perf_counter() - start)
@@ -452,16 +450,42 @@ class Trainer:
         if self.eval_dataset is not None:
             loaders.append(DataLoader(self.eval_dataset, batch_size=args.eval_batch_size, shuffle=False,
                                       collate_fn=Collator(model.adapter), num_workers=args.dataloader_num_workers))
-        model.set_trainable(range(len(self.group_names)))  # every group registered with DDP; phases toggle them
+        model.set_trainable(range(len(self.group_names)))  # the optimizer holds every group; phases toggle them
         optimizer = torch.optim.AdamW(optimizer_param_groups(model, args.weight_decay), lr=1.0, betas=args.adam_betas,
                                       eps=args.adam_epsilon)
         model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
         self.optimizer, self.unwrapped = optimizer, accelerator.unwrap_model(model)
+        self._registered = tuple(range(len(self.group_names)))
         steps_per_epoch = max(1, math.ceil(len(loaders[0]) / args.gradient_accumulation_steps))
         base = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             base, [self.lr_lambda(g["layer_group"], steps_per_epoch) for g in base.param_groups])
         return model, optimizer, loaders[0], (loaders[1] if len(loaders) > 1 else None)
+
+    def _wrap_for_phase(self, model, trainable: Sequence[int]):
+        """Under DDP, a wrapper that registers exactly the phase's trainable groups.
+
+        DDP syncs the parameters that required grad when it was built, and without
+        ``find_unused_parameters`` every one of them must get a gradient each step. Adapters leave
+        their unused parameters (a BERT pooler under mean pooling) out of the layer groups, so a
+        wrapper rebuilt at each change of phase never needs the extra graph traversal (nor warns
+        that it was not needed). Outside DDP the model is returned as is.
+        """
+        from accelerate.utils import DistributedType
+        from torch.nn.parallel import DistributedDataParallel
+
+        accelerator = self.accelerator
+        trainable = tuple(trainable)
+        if trainable == self._registered or not isinstance(model, DistributedDataParallel):
+            return model
+        self.unwrapped.set_trainable(trainable)
+        handler = accelerator.ddp_handler.to_kwargs() if accelerator.ddp_handler is not None else {}
+        on_gpu = accelerator.distributed_type == DistributedType.MULTI_GPU
+        ids = [accelerator.local_process_index] if on_gpu else None
+        wrapped = DistributedDataParallel(self.unwrapped, device_ids=ids, output_device=ids[0] if ids else None,
+                                          **{**handler, "find_unused_parameters": False})
+        self._registered = trainable
+        return wrapped
 
     def _start(self) -> None:
         """A fresh state, or the checkpoint's after checking it belongs to this run; trackers; callbacks."""
@@ -729,7 +753,7 @@ class Trainer:
             raise ValueError("Trainer.evaluate needs a dataset (none given and no eval_dataset).")
         self._check_dataset(dataset, "dataset")
         if self.accelerator is None:
-            self.accelerator = _accelerator(self.args, find_unused=False)
+            self.accelerator = _accelerator(self.args)
         model = self.unwrapped = self.accelerator.unwrap_model(self.model).to(self.accelerator.device)
         if self.state.history and self._use_cache(self.plan.phases[-1]):
             # the backbone is as it was when the run's features were cached: read (and fill) the cache
