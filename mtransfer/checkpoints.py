@@ -10,6 +10,14 @@ its weights go back into the live model in place (:meth:`Checkpoints.restore_wei
 after a resume; a run without checkpoints keeps a copy in memory instead. The model is never
 rebuilt from disk.
 
+Parameters a run has not trained yet (the frozen backbone of a head-only phase) are left out of
+its checkpoints: the checkpoint lists them with a fingerprint of their values
+(``unchanged_parameters.json``), and resuming checks that the model it loads into holds the same
+values before loading the rest. A frozen probe's checkpoints are then the head plus its
+optimizer state. Before a phase trains parameters the best epoch's checkpoint left out, that
+checkpoint is completed from the live model, whose values for them are still the untouched ones,
+so the best weights can always be restored in place.
+
 Resuming loads Accelerate's random-number-generator states, which Accelerate stores with pickle:
 resume only from checkpoints you (or a run you trust) wrote.
 """
@@ -24,14 +32,16 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import torch
 from torch import nn
 
 from mtransfer.atomic import fix_permissions
 
 STATE_FILE = "trainer_state.json"
 MODEL_WEIGHTS = "model.safetensors"  # what Accelerate's save_state writes for the (first) model
+UNCHANGED_FILE = "unchanged_parameters.json"  # parameters a checkpoint leaves out, with their fingerprint
 
 # TrainingArguments fields that do not change what a run computes: a resumed run may differ in these
 UNTRACKED_SETTINGS = frozenset({
@@ -122,6 +132,23 @@ class Checkpoints:
         self.accelerator = accelerator
         self.identity = identity
         self.limit = limit
+        self._digests: dict[str, str] = {}  # parameter name -> digest, for parameters not trained yet (they stay valid)
+
+    def fingerprint(self, model: nn.Module, names: Sequence[str], cached: bool = True) -> str:
+        """A digest of the values of ``model``'s tensors ``names`` (state-dict keys)."""
+        state = model.state_dict()
+        h = hashlib.sha256()
+        for name in sorted(names):
+            if name not in state:
+                raise KeyError(name)
+            digest = self._digests.get(name) if cached else None
+            if digest is None:
+                t = state[name].detach().to("cpu").contiguous().reshape(-1)
+                digest = hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest()
+                if cached:
+                    self._digests[name] = digest
+            h.update(f"{name}:{digest};".encode())
+        return h.hexdigest()
 
     def start_fresh(self, overwrite: bool) -> None:
         """Before a new (not resumed) run: refuse to mix with an older run's checkpoints, or remove them when ``overwrite``."""
@@ -138,15 +165,28 @@ class Checkpoints:
                 shutil.rmtree(p, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def save(self, epoch: int, state: TrainerState, keep_epoch: int | None = None) -> Path:
+    def save(self, epoch: int, state: TrainerState, keep_epoch: int | None = None, model: nn.Module | None = None,
+             unchanged: Sequence[str] = ()) -> Path:
         """Save a resumable checkpoint after ``epoch`` (0-based), atomically; rotate old ones.
 
         Args:
             epoch: The epoch just finished (0-based); the folder is ``epoch_<epoch + 1>``.
             state: The trainer state to store with it.
             keep_epoch: A (1-based) epoch whose checkpoint rotation keeps (the best one).
+            model: The (unwrapped) model, needed with ``unchanged``.
+            unchanged: State-dict keys of parameters the run has not trained (left out, fingerprinted).
         """
         acc = self.accelerator
+        drop = set(unchanged)
+        if drop and model is None:
+            raise ValueError("Checkpoints.save: leaving parameters out needs the model they belong to.")
+        listing = {"parameters": sorted(drop), "fingerprint": self.fingerprint(model, drop)} if drop else None
+
+        def leave_out(models: list, weights: list, output_dir: str) -> None:
+            for key in [k for k in weights[0] if k in drop]:
+                del weights[0][key]
+
+        hook = acc.register_save_state_pre_hook(leave_out) if drop else None
         final = self.root / f"epoch_{epoch + 1}"
         tmp = self.root / f".epoch_{epoch + 1}.tmp"
         if acc.is_main_process:
@@ -161,6 +201,8 @@ class Checkpoints:
             if acc.is_main_process:
                 state.run_identity = self.identity
                 (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+                if listing:
+                    (tmp / UNCHANGED_FILE).write_text(json.dumps(listing, indent=1))
                 fix_permissions(tmp)
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(tmp, final)
@@ -170,6 +212,8 @@ class Checkpoints:
             raise
         finally:
             accelerate_log.removeFilter(quiet)
+            if hook is not None:
+                hook.remove()
         if acc.is_main_process and self.limit:
             found = list_checkpoints(self.root)
             kept = set(found[-self.limit:]) | {p for p in found if p.name == f"epoch_{keep_epoch}"}
@@ -185,11 +229,68 @@ class Checkpoints:
 
         from mtransfer.weight_files import check_safetensors
 
-        path = self.root / f"epoch_{epoch}" / MODEL_WEIGHTS
+        folder = self.root / f"epoch_{epoch}"
+        path = folder / MODEL_WEIGHTS
         if not path.is_file():
             raise FileNotFoundError(f"the best epoch's weights are missing: no {path} (was the checkpoint removed?).")
         check_safetensors(path)
-        load_model(model, str(path), strict=True, device=str(next(model.parameters()).device))
+        partial = self._check_unchanged(folder, model)
+        load_model(model, str(path), strict=not partial, device=str(next(model.parameters()).device))
+
+    def complete(self, epoch: int, model: nn.Module, still_unchanged: Sequence[str]) -> None:
+        """Before parameters a checkpoint left out start to train: write their (untouched) values into it.
+
+        Only the checkpoint of (1-based) ``epoch`` (the best one, which a run restores in place) is
+        completed; the others stay small, and resuming from them loads a fresh backbone.
+        """
+        from safetensors.torch import load_file, save_file
+
+        folder = self.root / f"epoch_{epoch}"
+        listing = _read_listing(folder)
+        if listing is None or set(listing["parameters"]) <= set(still_unchanged):
+            return
+        if self.accelerator.is_main_process:
+            self._check_unchanged(folder, model)
+            state = model.state_dict()
+            tensors = load_file(str(folder / MODEL_WEIGHTS))
+            for name in listing["parameters"]:
+                tensors[name] = state[name].detach().to("cpu").clone().contiguous()
+            tmp = folder / f".{MODEL_WEIGHTS}.tmp"
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+            os.replace(tmp, folder / MODEL_WEIGHTS)
+            (folder / UNCHANGED_FILE).unlink()
+            fix_permissions(folder)
+        self.accelerator.wait_for_everyone()
+
+    def _check_unchanged(self, folder: Path, model: nn.Module) -> bool:
+        """Whether checkpoint ``folder`` left parameters out; if so, check ``model`` holds the values it was written against."""
+        from safetensors import safe_open
+
+        listing = _read_listing(folder)
+        if listing is None:
+            return False
+        left_out = listing["parameters"]
+        state = model.state_dict()
+        unknown = [n for n in left_out if n not in state]
+        if unknown:
+            raise ValueError(f"{folder / UNCHANGED_FILE}: names parameters the model lacks ({', '.join(unknown[:3])}).")
+        if self.fingerprint(model, left_out, cached=False) != listing["fingerprint"]:
+            raise ValueError(
+                f"Cannot load {folder}: it leaves out the {len(left_out)} parameters the run had not trained yet "
+                "(the frozen backbone), and the model's values for them differ from the ones it was written against. "
+                "Load the same backbone (same folder or Hub revision) the run started from.")
+        with safe_open(str(folder / MODEL_WEIGHTS), framework="pt") as fh:
+            saved = set(fh.keys())
+        storages: dict[int, int] = {}
+        for v in state.values():
+            if v.numel():
+                storages[v.untyped_storage().data_ptr()] = storages.get(v.untyped_storage().data_ptr(), 0) + 1
+        shared = {k for k, v in state.items() if v.numel() and storages[v.untyped_storage().data_ptr()] > 1}
+        missing = sorted(set(state) - saved - set(left_out) - shared)
+        if missing:
+            raise ValueError(f"{folder / MODEL_WEIGHTS}: lacks weights the checkpoint does not list as left out "
+                             f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}).")
+        return True
 
     def resolve(self, where: str) -> Path:
         if where == "latest":
@@ -216,14 +317,34 @@ class Checkpoints:
                              "output_dir.")
         return state
 
-    def resume(self, where: str) -> TrainerState:
-        """Load the checkpoint (model, optimizer, scheduler, RNG states) and return its trainer state."""
+    def resume(self, where: str, model: nn.Module) -> TrainerState:
+        """Load the checkpoint (model, optimizer, scheduler, RNG states) into the run; return its trainer state.
+
+        Args:
+            where: ``"latest"`` or a checkpoint folder.
+            model: The run's (unwrapped) model, checked against the parameters the checkpoint left out.
+        """
         path = self.resolve(where)
         state = self.check(path)
         from mtransfer.weight_files import check_safetensors
 
         for f in sorted(path.glob("*.safetensors")):
             check_safetensors(f)
-        self.accelerator.load_state(str(path))
+        partial = self._check_unchanged(path, model)
+        self.accelerator.load_state(str(path), **({"strict": False} if partial else {}))
         self.accelerator.print(f"resumed from {path} (epoch {state.epoch + 1} done, step {state.global_step})")
         return state
+
+
+def _read_listing(folder: Path) -> dict[str, Any] | None:
+    """The parameters checkpoint ``folder`` left out, with their fingerprint; None for a complete checkpoint."""
+    path = folder / UNCHANGED_FILE
+    if not path.is_file():
+        return None
+    try:
+        listing = json.loads(path.read_text())
+        if not isinstance(listing["parameters"], list) or not isinstance(listing["fingerprint"], str):
+            raise TypeError("parameters must be a list and fingerprint a string")
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a listing of left-out parameters written by mtransfer ({err}).") from None
+    return listing

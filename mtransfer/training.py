@@ -431,6 +431,8 @@ class Trainer:
                 if self.state.stopped_early:
                     break
                 model = self._wrap_for_phase(model, self.plan.phase_at(epoch).trainable)
+                if args.save_checkpoints and self.state.best_epoch is not None:  # its left-out parameters may now train
+                    self.checkpoints.complete(self.state.best_epoch, self.unwrapped, self._untrained_parameters(epoch))
                 record = self._train_epoch(model, optimizer, train_dl, eval_dl, epoch)
                 self._end_epoch(record, epoch)
             return self._finish(model, eval_dl, time.perf_counter() - start)
@@ -497,7 +499,7 @@ class Trainer:
         self.checkpoints = Checkpoints(args.output_dir, accelerator, identity, args.save_total_limit)
         self._best_state = None
         if args.resume_from_checkpoint:
-            self.state = self.checkpoints.resume(args.resume_from_checkpoint)
+            self.state = self.checkpoints.resume(args.resume_from_checkpoint, self.unwrapped)
             sched = self.scheduler.state_dict()  # the schedule is a pure function of the step: no pickled state
             sched["last_epoch"] = self.state.global_step - 1
             self.scheduler.load_state_dict(sched)
@@ -606,9 +608,16 @@ class Trainer:
             shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "seconds")
             tqdm.write(f"epoch {epoch + 1}/{args.num_epochs} [{record['phase']}] {shown}  ({record['seconds']:.1f}s)")
         if args.save_checkpoints:
-            self.checkpoints.save(epoch, self.state, keep_epoch=self.state.best_epoch)
+            self.checkpoints.save(epoch, self.state, keep_epoch=self.state.best_epoch, model=self.unwrapped,
+                                  unchanged=self._untrained_parameters(epoch))
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch, record)
+
+    def _untrained_parameters(self, epoch: int) -> list[str]:
+        """State-dict keys of the parameters no epoch up to ``epoch`` (0-based) trained: still as loaded."""
+        trained = set().union(*(self.plan.phase_at(e).trainable for e in range(epoch + 1)))
+        changed = {id(p) for i, g in enumerate(self.unwrapped.layer_groups()) if i in trained for p in g.parameters()}
+        return [n for n, p in self.unwrapped.named_parameters(remove_duplicate=False) if id(p) not in changed]
 
     def _head_only(self, phase) -> bool:
         return phase.trainable == frozenset({len(self.group_names) - 1})

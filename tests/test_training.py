@@ -392,3 +392,76 @@ def test_epoch_lines_are_printed_without_progress_bars(tiny_bert, topic_data, tm
     make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, progress_bar=False).train()
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
     assert [ln.split(" [")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"] and all("eval_accuracy=" in ln for ln in lines)
+
+
+def _equal_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_head_only_checkpoints_hold_the_head_and_resume_exactly(tiny_bert, topic_data, tmp_path):
+    """A frozen probe used to checkpoint the whole backbone every epoch; now only what it trains."""
+    common = dict(strategy="frozen", num_epochs=3, save_checkpoints=True, cache_features=False)
+    full = make(tiny_bert, topic_data, tmp_path / "a", **common)
+    full.train()
+    ckpt = tmp_path / "a" / "run" / "checkpoints" / "epoch_1"
+    head = full.model.head
+    head_bytes = sum(p.numel() * p.element_size() for p in head.parameters())
+    model_bytes = sum(p.numel() * p.element_size() for p in full.model.parameters())
+    assert head_bytes * 10 < model_bytes
+    # the head's tensors plus the safetensors header (names, offsets) and the model's buffers
+    buffers = sum(b.numel() * b.element_size() for b in full.model.buffers())
+    assert (ckpt / "model.safetensors").stat().st_size <= head_bytes + buffers + 8192
+    assert (ckpt / "optimizer.bin").stat().st_size <= 2 * head_bytes + 16384  # Adam's two moments of the head
+    listing = json.loads((ckpt / "unchanged_parameters.json").read_text())
+    assert len(listing["parameters"]) == sum(1 for n, _ in full.model.named_parameters() if not n.startswith("head."))
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, trainer, batch):
+            if trainer.state.epoch == 0 and trainer.state.global_step == 12:  # mid-way through epoch 2
+                raise KeyboardInterrupt
+
+    killed = make(tiny_bert, topic_data, tmp_path / "b", **common)
+    killed.callbacks.append(Kill())
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = make(tiny_bert, topic_data, tmp_path / "b", resume_from_checkpoint="latest", **common)
+    res = resumed.train()
+    _equal_weights(full.model, resumed.model)
+    assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in full.state.history]
+
+
+def test_resuming_a_head_only_checkpoint_on_other_backbone_weights_is_refused(tiny_bert, topic_data, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bert = tmp_path / "bert"
+    shutil.copytree(tiny_bert, bert)
+    make(str(bert), topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True).train()
+    weights = load_file(str(bert / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("weight"))
+    weights[name] = weights[name] + 0.01  # same architecture and folder, other weights
+    save_file(weights, str(bert / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"epoch_2: it leaves out the \d+ parameters the run had not trained yet"):
+        make(str(bert), topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True,
+             resume_from_checkpoint="latest").train()
+
+
+def test_a_head_only_best_epoch_is_restored_after_the_backbone_trained(tiny_bert, topic_data, tmp_path):
+    """Two-stage where fine-tuning ruins the model: the best (head-only) checkpoint left the backbone out, so it
+    is completed before the backbone trains, and the end of the run restores the untouched backbone."""
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="two_stage", num_epochs=3, head_epochs=1,
+                   save_checkpoints=True, save_total_limit=1, learning_rate=3.0, lr_schedule="constant",
+                   warmup_ratio=0.0, metric_for_best_model="loss")
+    original = {k: v.clone() for k, v in trainer.model.adapter.state_dict().items()}
+    res = trainer.train()
+    assert res.best_epoch == 1 and res.history[1]["eval_loss"] > res.history[0]["eval_loss"]
+    root = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_1", "epoch_3"]
+    assert not (root / "epoch_1" / "unchanged_parameters.json").exists()  # completed when the backbone began to train
+    for k, v in trainer.model.adapter.state_dict().items():
+        assert torch.equal(v, original[k]), k
+    assert res.final_metrics["eval_loss"] == pytest.approx(res.history[0]["eval_loss"], rel=1e-6)
