@@ -21,29 +21,50 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def model_card_text(run_dir: str | os.PathLike, *, model_name: str | None = None, datasets: Sequence[str] = (),
-                    license: str | None = None, language: str | Sequence[str] | None = None,
-                    plot_name: str | None = "learning_curve.png") -> str:
-    """The card (YAML metadata + markdown) for the run in ``run_dir``."""
+EXAMPLE_INPUTS = {"text-classification": '"an example text"', "image-classification": '"photo.jpg"',
+                  "audio-classification": '"clip.wav"'}
+
+
+def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | None = None, repo_id: str | None = None,
+                    model_name: str | None = None, datasets: Sequence[str] = (), license: str | None = None,
+                    language: str | Sequence[str] | None = None, plot_name: str | None = "learning_curve.png") -> str:
+    """The card (YAML metadata + markdown) for the run in ``run_dir``, written for ``folder``.
+
+    Args:
+        run_dir: The run (its ``metrics.json`` and ``model/config.json``).
+        folder: The folder the card goes into: the run's mtransfer model folder (default), or a
+            transformers export of it (``mtransfer export``). Metadata and the usage snippet follow
+            it: ``library_name: mtransfer`` and ``TransferModel.from_pretrained`` for the first,
+            ``library_name: transformers`` and ``transformers.pipeline`` for an export.
+        repo_id: The Hub repo the folder goes to: the title and the snippet use it (default: the
+            folder's name, as a path next to it).
+        model_name: The title (default: the repo's name, else ``<base model>-finetuned[-<dataset>]``).
+    """
     from huggingface_hub import ModelCard, ModelCardData
+
+    from mtransfer import __version__
 
     run = Path(run_dir)
     record = RunRecord.load(run / RECORD_FILE)
     metrics = record.to_dict()
     config = read_json(run / "model" / "config.json", "model config", "expected a run folder written by mtransfer's Trainer")
+    folder = Path(folder) if folder is not None else run / "model"
+    export = _export_config(folder)
     adapter_type = config["adapter_type"]
     hub_base, base = _base_model(config["adapter"].get("source"))
     final = _scores(metrics.get("final_eval"))
+    pipeline_tag = _pipeline_tag(adapter_type)
     data = ModelCardData(
         base_model=hub_base,
-        library_name="mtransfer", pipeline_tag=_pipeline_tag(adapter_type), license=license,
-        datasets=list(datasets) or None, metrics=sorted(final) or None, language=language,
+        library_name="transformers" if export is not None else "mtransfer", pipeline_tag=pipeline_tag,
+        license=license, datasets=list(datasets) or None, metrics=sorted(final) or None, language=language,
         tags=["mtransfer", "transfer-learning", config["task"].replace("_", "-"), metrics["args"]["strategy"]],
     )
     args = metrics["args"]
-    name = model_name or run.name
+    ref = repo_id or folder.name
+    name = model_name or (repo_id.split("/")[-1] if repo_id else _default_title(hub_base, base, datasets))
     lines = [f"# {name}", "",
-             f"A {config['task'].replace('_', ' ')} model fine-tuned with [mtransfer](https://github.com/mtransfer) "
+             f"A {config['task'].replace('_', ' ')} model fine-tuned with mtransfer {__version__} "
              f"from `{base}` ({adapter_type} adapter) with the `{args['strategy']}` strategy.", "",
              f"Labels ({len(config['label_names'])}): " + ", ".join(f"`{x}`" for x in config["label_names"][:50]), "",
              "## Training procedure", "",
@@ -69,15 +90,57 @@ def model_card_text(run_dir: str | os.PathLike, *, model_name: str | None = None
         lines += [f"| {h['epoch']} | {h.get('phase', '')} | " + " | ".join(_fmt(h.get(k)) for k in keys) + " |" for h in history]
     if plot_name:
         lines += ["", f"![learning curve]({plot_name})"]
-    lines += ["", "## Use", "", "```python", "import mtransfer as mt", "",
-              f'model = mt.TransferModel.from_pretrained("{name}")  # the downloaded folder',
-              "model.predict([...])", "```", ""]
+    lines += ["", "## Use", "", *usage_snippet(ref, pipeline_tag, export, repo_id is not None), ""]
     card = ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(lines))
     return str(card)
 
 
+def usage_snippet(ref: str, pipeline_tag: str | None, export: dict[str, Any] | None, on_hub: bool) -> list[str]:
+    """The card's "Use" section: code that loads the folder the card sits in, as markdown lines."""
+    where = "the Hub repo" if on_hub else "this folder (its path), or its Hub repo id"
+    example = EXAMPLE_INPUTS.get(pipeline_tag or "", '"an example input"')
+    if export is None:
+        return ["```python", "import mtransfer as mt", "",
+                f'model = mt.TransferModel.from_pretrained("{ref}")  # {where}',
+                f"print(model.predict([{example}]))", "```"]
+    remote = ", trust_remote_code=True" if export.get("auto_map") else ""
+    lines = ["```python", "from transformers import pipeline", "",
+             f'classifier = pipeline("{pipeline_tag}", model="{ref}"{remote})  # {where}',
+             f"print(classifier([{example}], top_k=None))", "```"]
+    if remote:
+        lines += ["", "The folder carries its model code (`hf_custom.py`, mean or CLS pooling as trained), hence "
+                      "`trust_remote_code=True`; it needs only torch and transformers."]
+    return lines
+
+
+def _export_config(folder: Path) -> dict[str, Any] | None:
+    """The transformers config of an export in ``folder``; None for an mtransfer model folder (or no folder yet)."""
+    import json
+
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a JSON config ({err}).") from None
+    return None if "adapter_type" in config else config
+
+
+def _default_title(hub_base: str | None, base: str, datasets: Sequence[str]) -> str:
+    short = (hub_base or base).split("/")[-1]
+    if short.startswith("a local model ("):
+        short = short[len("a local model ("):-1]
+    suffix = f"-{datasets[0].split('/')[-1]}" if datasets else ""
+    return f"{short}-finetuned{suffix}"
+
+
 def write_model_card(run_dir: str | os.PathLike, folder: str | os.PathLike | None = None, **kwargs: Any) -> Path:
-    """Write ``README.md`` (and the learning-curve plot next to it) into ``folder`` (default: the run's ``model/``)."""
+    """Write ``README.md`` (and the learning-curve plot next to it) into ``folder`` (default: the run's ``model/``).
+
+    ``folder`` may be the run's mtransfer model folder or a transformers export of it; the card
+    is written for the one it goes into (see :func:`model_card_text`).
+    """
     from mtransfer.atomic import atomic_write_bytes
 
     run = Path(run_dir)
@@ -85,13 +148,11 @@ def write_model_card(run_dir: str | os.PathLike, folder: str | os.PathLike | Non
     folder.mkdir(parents=True, exist_ok=True)
     plot = run / "learning_curve.png"
     has_plot = plot.is_file()
-    text = model_card_text(run, plot_name="learning_curve.png" if has_plot else None, **kwargs)
+    text = model_card_text(run, folder=folder, plot_name="learning_curve.png" if has_plot else None, **kwargs)
     if has_plot and plot.resolve() != (folder / plot.name).resolve():
         shutil.copyfile(plot, folder / plot.name)
     atomic_write_bytes(folder / "README.md", text.encode("utf-8"))
     return folder / "README.md"
-
-
 
 
 def _base_model(source: str | None) -> tuple[str | None, str]:

@@ -174,13 +174,18 @@ def _add_publish(sub: Any) -> None:
     export.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty folder, replacing files of the same name (nothing else is deleted)")
     export.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    export.add_argument("--repo-id", default=None,
+                        help="Hub repo the export goes to, for its model card (written when MODEL_DIR is a run's model folder)")
 
     card = sub.add_parser("card", help="write a model card (README.md) for a training run",
                           description="Generate README.md with Hub metadata, the training procedure and the evaluation "
                                       "results of a run folder written by train, next to its model.")
     card.add_argument("--run-dir", required=True, help="the --output-dir of a train run")
-    card.add_argument("--folder", default=None, help="where to write README.md (default: RUN_DIR/model)")
-    card.add_argument("--name", default=None, help="model name in the title")
+    card.add_argument("--folder", default=None,
+                      help="where to write README.md: RUN_DIR/model (default) or a transformers export of it; the card's "
+                           "metadata and usage code follow the folder")
+    card.add_argument("--repo-id", default=None, help="the Hub repo the folder goes to (title and usage code)")
+    card.add_argument("--name", default=None, help="title (default: the repo's name, else BASE-finetuned[-DATASET])")
     card.add_argument("--dataset", action="append", default=[], help="Hub dataset id the model was trained on (repeatable)")
     card.add_argument("--license", default=None)
     card.add_argument("--language", action="append", default=None)
@@ -370,15 +375,21 @@ def cmd_export(a: argparse.Namespace) -> int:
     from mtransfer.export import export_transformers
 
     model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
-    print(export_transformers(model, a.output, overwrite=a.overwrite))
+    folder = export_transformers(model, a.output, overwrite=a.overwrite)
+    print(folder)
+    run_dir = Path(a.model_dir).resolve().parent
+    if (run_dir / "metrics.json").is_file():  # a run's model folder: its card, written for the export
+        from mtransfer.card import write_model_card
+
+        print(write_model_card(run_dir, folder, repo_id=a.repo_id))
     return 0
 
 
 def cmd_card(a: argparse.Namespace) -> int:
     from mtransfer.card import write_model_card
 
-    path = write_model_card(a.run_dir, a.folder, model_name=a.name, datasets=a.dataset, license=a.license,
-                            language=a.language)
+    path = write_model_card(a.run_dir, a.folder, repo_id=a.repo_id, model_name=a.name, datasets=a.dataset,
+                            license=a.license, language=a.language)
     print(path)
     return 0
 

@@ -41,6 +41,50 @@ def test_model_card_carries_metadata_and_the_actual_run(run_dir, capsys):
     assert (run_dir / "model" / "learning_curve.png").is_file()
 
 
+def _snippet(card_text: str) -> str:
+    return card_text.split("## Use", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+
+
+def _run_snippet(code: str, cwd) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_the_cards_usage_code_runs_against_the_folder_it_is_written_into(run_dir, tmp_path, capsys):
+    """A card written into an export used to say `TransferModel.from_pretrained`, which fails there; the export's
+    card now loads it with transformers.pipeline, and the mtransfer folder's card with mtransfer."""
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert main(["export", "--model-dir", str(run / "model"), "--output", str(tmp_path / "hf")]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "hf"), str(tmp_path / "hf" / "README.md")]
+    exported = ModelCard.load(tmp_path / "hf" / "README.md")
+    assert exported.data.library_name == "transformers" and exported.data.pipeline_tag == "text-classification"
+    code = _snippet(exported.text)
+    assert 'pipeline("text-classification", model="hf", trust_remote_code=True)' in code
+    out = _run_snippet(code, cwd=tmp_path)
+    assert all(label in out for label in ("food", "science", "sport"))
+
+    assert main(["card", "--run-dir", str(run)]) == 0
+    native = ModelCard.load(run / "model" / "README.md")
+    assert native.data.library_name == "mtransfer"
+    code = _snippet(native.text)
+    assert 'mt.TransferModel.from_pretrained("model")' in code
+    assert _run_snippet(code, cwd=run).strip().strip("[]'") in ("food", "science", "sport")
+    # titles: the repo's name, else base model + dataset, never the strategy or the run folder; no placeholder link
+    assert main(["card", "--run-dir", str(run), "--folder", str(tmp_path / "hf"), "--repo-id", "me/topic-bert"]) == 0
+    text = (tmp_path / "hf" / "README.md").read_text()
+    assert "# topic-bert" in text and 'model="me/topic-bert"' in text and "github.com/mtransfer" not in text
+    assert main(["card", "--run-dir", str(run), "--dataset", "me/fortunes"]) == 0
+    title = (run / "model" / "README.md").read_text().split("\n# ", 1)[1].splitlines()[0]
+    assert title.endswith("-finetuned-fortunes") and "two_stage" not in title and str(tmp_path) not in title
+
+
 def test_card_says_whose_weights_the_model_holds(tiny_bert, topic_data, tmp_path):
     """The card used to claim the best epoch's weights even with load_best_model_at_end=False."""
     from mtransfer.card import model_card_text
@@ -160,9 +204,11 @@ def test_audio_export_gives_the_same_pipeline_scores(arch, tiny_speech, tmp_path
     from mtransfer.export import export_transformers
     from tests.tiny import tone
 
-    model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=["x", "y", "z"], seed=0)
+    model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=["x", "y", "z"], seed=0, max_duration=0.5)
     pipe = pipeline("audio-classification", model=str(export_transformers(model, tmp_path / "hf")))
-    clips = [tone(0.7, 16000, (300.0,))[0].numpy(), tone(1.3, 16000, (900.0, 1200.0))[0].numpy()]
+    # the last two are longer than max_duration (training crops): evaluation and the pipeline both read the whole clip
+    clips = [tone(0.4, 16000, (300.0,))[0].numpy(), tone(1.3, 16000, (900.0, 1200.0))[0].numpy(),
+             tone(3.1, 16000, (500.0,))[0].numpy()]
     for clip in clips:
         got = pipeline_scores([pipe(clip, top_k=None)], model.label_names)
         assert torch.allclose(got, model.predict_proba([(clip, 16000)]), atol=1e-5)
@@ -174,18 +220,25 @@ def test_text_export_when_the_classifier_reads_the_same_feature(tiny_bert, tmp_p
 
     from mtransfer.export import export_transformers
 
-    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="pooler", seed=0)
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="pooler", seed=0,
+                                           max_length=8)
     model.save_pretrained(tmp_path / "m")
     assert main(["export", "--model-dir", str(tmp_path / "m"), "--output", str(tmp_path / "hf")]) == 0
     pipe = pipeline("text-classification", model=str(tmp_path / "hf"))
     texts = ["bread cheese soup", "goal match team the"]
     got = pipeline_scores(pipe(texts, top_k=None), model.label_names)
     assert torch.allclose(got, model.predict_proba(texts), atol=1e-5)
+    # the native classifier cannot truncate by itself: the tokenizer carries the training length for truncation=True
+    got = pipeline_scores(pipe([LONG, LONG + " x"], top_k=None, truncation=True), model.label_names)
+    assert torch.allclose(got, model.predict_proba([LONG, LONG + " x"]), atol=1e-5)
     mlp = mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="pooler",
                                          head={"hidden_sizes": [8]}, seed=0)
     with pytest.raises(ValueError, match="an MLP head has no transformers-native form"):
         export_transformers(mlp, tmp_path / "no")
     assert not (tmp_path / "no").exists()
+
+
+LONG = "bread cheese soup goal match team atom energy " * 4  # 32 words, far over max_length=8
 
 
 @pytest.mark.parametrize("pooling, hidden", [("mean", []), ("cls", [8])])
@@ -199,14 +252,22 @@ def test_text_export_with_a_registered_custom_head(pooling, hidden, tiny_bert, t
     from mtransfer.export import export_transformers
 
     model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["food", "science", "sport"], pooling=pooling,
-                                           head={"hidden_sizes": hidden}, seed=0)
+                                           head={"hidden_sizes": hidden}, seed=0, max_length=8)
     folder = export_transformers(model, tmp_path / "hf")
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"].endswith("MTransferForSequenceClassification")
     assert (folder / "hf_custom.py").is_file()
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 8
     pipe = pipeline("text-classification", model=str(folder), trust_remote_code=True)
-    texts = ["bread cheese soup", "goal match team the", "atom energy"]
+    # longer than the 8 training tokens: the exported model truncates as the tokenizer did in training, so a
+    # pipeline called without truncation=True agrees (it used to score the whole text)
+    texts = ["bread cheese soup", "goal match team the", "atom energy", LONG, LONG + " the end"]
+    assert len(model.adapter.tokenizer(LONG)["input_ids"]) > 8
     got = pipeline_scores(pipe(texts, top_k=None), model.label_names)
+    assert torch.allclose(got, model.predict_proba(texts), atol=1e-5)
+    got = pipeline_scores(pipe(texts, top_k=None, truncation=True), model.label_names)
+    assert torch.allclose(got, model.predict_proba(texts), atol=1e-5)
+    got = pipeline_scores(pipe(texts, top_k=None, batch_size=5), model.label_names)  # padded batches
     assert torch.allclose(got, model.predict_proba(texts), atol=1e-5)
 
 

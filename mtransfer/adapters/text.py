@@ -172,10 +172,28 @@ class TextAdapter(Adapter):
     def feature_fingerprint(self) -> dict[str, Any]:
         return {**super().feature_fingerprint(), "tokenizer": tokenizer_fingerprint(self.tokenizer)}
 
+    def export_tokenizer(self) -> Any:
+        """A copy of the tokenizer that truncates where training did (``model_max_length = max_length``)."""
+        import copy
+
+        tokenizer = copy.deepcopy(self.tokenizer)
+        tokenizer.model_max_length = self.max_length
+        return tokenizer
+
+    def special_tokens_around(self) -> tuple[int, int]:
+        """How many special tokens the tokenizer puts before and after a single text (BERT: 1 and 1)."""
+        probe = "a short example text"
+        full = self.tokenizer(probe)["input_ids"]
+        bare = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        for start in range(len(full) - len(bare) + 1):
+            if full[start:start + len(bare)] == bare:
+                return start, len(full) - len(bare) - start
+        return 0, 0
+
     def transformers_form(self) -> NativeForm:
         from transformers import AutoModelForSequenceClassification
 
-        return NativeForm(AutoModelForSequenceClassification, self.tokenizer,
+        return NativeForm(AutoModelForSequenceClassification, self.export_tokenizer(),
                           self.preprocess(["a short example text", "another one"]))
 
     def custom_transformers_model(self, model: Any) -> tuple[Any, Any, dict[str, torch.Tensor]] | None:
@@ -187,6 +205,7 @@ class TextAdapter(Adapter):
         if self.pooling not in ("mean", "cls"):
             return None
         config = MTransferTextConfig(backbone=self.backbone.config.to_dict(), pooling=self.pooling,
+                                     truncate_at=self.max_length, end_tokens=self.special_tokens_around()[1],
                                      hidden_sizes=head.config.hidden_sizes, activation=head.config.activation,
                                      num_labels=len(model.label_names), id2label=dict(enumerate(model.label_names)),
                                      label2id={n: i for i, n in enumerate(model.label_names)}, problem_type=head.task)
@@ -202,7 +221,7 @@ class TextAdapter(Adapter):
             weight, bias = folded_linear(head, allow_hidden=True)  # regression: original units
             native.classifier.weight.copy_(weight)
             native.classifier.bias.copy_(bias)
-        return native.eval(), self.tokenizer, self.preprocess(["a short example text", "another one"])
+        return native.eval(), self.export_tokenizer(), self.preprocess(["a short example text", "another one"])
 
     def get_config(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "pooling": self.pooling, "source": self.model_name_or_path}
