@@ -229,14 +229,12 @@ def _did_you_mean(key: str, names: Sequence[str], prefix: str) -> str:
 
 def _dataset(source: str | None, split: str, data: DataSettings, label_names: list[str] | None):
     import mtransfer as mt
-    from mtransfer.builtins import DATA, PREFIX
+    from mtransfer.builtins import PREFIX
 
     if source is None:
         return None
     if source.startswith(PREFIX):
-        if source not in DATA:
-            raise ValueError(f"unknown builtin data {source!r}; expected one of {', '.join(DATA)}.")
-        return mt.load_labeled(DATA[source].splits()[split], input_column=DATA[source].input_column, label_names=label_names)
+        return mt.load_labeled(source, split=split, label_names=label_names)
     label_column: str | list[str] = data.label_column
     if data.task == "regression" and "," in label_column:  # several regression targets: "price,size"
         label_column = [c.strip() for c in label_column.split(",")]

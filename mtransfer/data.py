@@ -193,6 +193,18 @@ def _sorted_names(names: set[str]) -> list[str]:
     return sorted(names)
 
 
+def _builtin_split(name: str, split: str | None) -> tuple[list[dict], str]:
+    """The rows of split ``split`` of the shipped corpus ``name``, and its input column."""
+    from mtransfer.builtins import DATA
+
+    if name not in DATA:
+        raise ValueError(f"unknown builtin data {name!r}; expected one of {', '.join(DATA)}.")
+    splits = DATA[name].splits()
+    if split not in splits:
+        raise ValueError(f"{name}: split={split!r}; expected one of {', '.join(splits)}.")
+    return splits[split], DATA[name].input_column
+
+
 def load_labeled(
     source: Any,
     *,
@@ -215,7 +227,11 @@ def load_labeled(
         label_names: The label set. Training data leave it None (taken from the data, sorted);
             evaluation data pass the training set's names, and a label outside them is an error.
         label_separator: For multi-label data stored as strings (``"sports,politics"``).
-        split: Split to read from a dataset name or ``DatasetDict``.
+        split: Split to read from a dataset name, a ``DatasetDict`` or a shipped corpus.
+
+    A shipped corpus is named ``builtin:<name>`` (``builtin:fortunes``, ``builtin:digits``,
+    ``builtin:espeak``; ``mtransfer --help`` lists them) with ``split`` ``train``,
+    ``validation`` or ``test``; its input column is its own.
 
     Raises:
         ValueError: Missing column, empty data, missing values, unknown labels, bad targets;
@@ -225,6 +241,9 @@ def load_labeled(
 
     if task not in TASKS:
         raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}.")
+    if isinstance(source, str) and source.startswith("builtin:"):
+        source, input_column = _builtin_split(source, split)
+        split = None
     columns, name = _read_records(source, split)
     needed = [input_column] + ([] if label_column is None else ([label_column] if isinstance(label_column, str) else list(label_column)))
     missing = [c for c in needed if c not in columns]

@@ -32,6 +32,7 @@ from typing import Any
 from torch import nn
 
 STRATEGIES = ("frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw")
+HEAD_LEARNING_RATE = 5e-3  # default peak rate of head-only phases, independent of the backbone's
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,9 @@ def plan_strategy(
         num_epochs: Total epochs of the run.
         learning_rate: Peak LR of the fine-tuning phases (and of the head under ``frozen``,
             ``last_n``, ``full`` and ``gradual_unfreezing``).
-        head_learning_rate: Peak LR of head-only phases of ``two_stage`` and ``chain_thaw``;
-            defaults to ten times ``learning_rate``.
+        head_learning_rate: Peak LR of head-only phases of ``two_stage`` and ``chain_thaw``
+            (default ``HEAD_LEARNING_RATE``, 5e-3, whatever ``learning_rate`` is: a new linear head
+            needs a rate of its own, far above a pretrained backbone's).
         last_n: Adapter groups that train under ``last_n``, and under ``two_stage``'s second
             stage (all when None).
         head_epochs: Length of ``two_stage``'s head-only stage.
@@ -265,7 +267,7 @@ def plan_strategy(
     if strategy not in _PLANNERS:
         raise ValueError(f"Unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}.")
     decay = discriminative_lr_decay if discriminative_lr_decay and discriminative_lr_decay != 1.0 else None
-    spec = _Spec(names, num_epochs, learning_rate, head_learning_rate if head_learning_rate is not None else 10.0 * learning_rate,
+    spec = _Spec(names, num_epochs, learning_rate, head_learning_rate if head_learning_rate is not None else HEAD_LEARNING_RATE,
                  decay, last_n, head_epochs, unfreeze_every, chain_thaw_epochs)
     phases = _PLANNERS[strategy](spec)
     return TrainingPlan(group_names=names, phases=tuple(phases), num_epochs=num_epochs)

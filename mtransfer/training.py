@@ -49,7 +49,7 @@ class TrainingArguments:
         num_epochs: Epochs in all, over every phase of the strategy.
         learning_rate: Peak LR of fine-tuning (and of the head, but for head-only phases).
         head_learning_rate: Peak LR of the head-only phases of ``two_stage`` and ``chain_thaw``
-            (default: 10 x ``learning_rate``).
+            (default 5e-3, independent of ``learning_rate``).
         last_n: Top adapter groups trained by ``last_n`` and by ``two_stage``'s second stage.
         head_epochs: Epochs of ``two_stage``'s head-only stage.
         unfreeze_every: Epochs between unfreezings under ``gradual_unfreezing``.
