@@ -47,7 +47,7 @@ UNCHANGED_FILE = "unchanged_parameters.json"  # parameters a checkpoint leaves o
 UNTRACKED_SETTINGS = frozenset({
     "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "progress_bar", "report_to", "run_name",
     "logging_steps", "plot", "dataloader_num_workers", "cache_dir", "save_total_limit", "save_checkpoints",
-    "eval_batch_size", "num_threads",
+    "eval_batch_size", "num_threads", "show_transcripts",
 })
 
 

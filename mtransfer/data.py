@@ -52,6 +52,9 @@ class LabeledDataset(Dataset):
         self.task = task
         self.label_names = list(label_names)
         self.source = source
+        self.vocabulary: Any = None  # ctc: the Vocabulary the targets are encoded with
+        self.references: list[str] | None = None  # ctc: normalised transcripts (WER / CER references)
+        self.reference_units: list[list[str]] | None = None  # ctc: their units (PER references for phones)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -65,8 +68,14 @@ class LabeledDataset(Dataset):
     def subset(self, indices: Sequence[int]) -> LabeledDataset:
         indices = list(indices)
         targets = None if self.targets is None else self.targets[torch.as_tensor(indices, dtype=torch.long)]
-        return LabeledDataset([self.inputs[i] for i in indices], targets, task=self.task,
-                              label_names=self.label_names, source=self.source)
+        out = LabeledDataset([self.inputs[i] for i in indices], targets, task=self.task,
+                             label_names=self.label_names, source=self.source)
+        out.vocabulary = self.vocabulary
+        if self.references is not None:
+            out.references = [self.references[i] for i in indices]
+        if self.reference_units is not None:
+            out.reference_units = [self.reference_units[i] for i in indices]
+        return out
 
 
 def _dataset_columns(ds: Any) -> dict[str, list]:
@@ -214,6 +223,9 @@ def load_labeled(
     label_names: Sequence[str] | None = None,
     label_separator: str | None = None,
     split: str | None = None,
+    vocabulary: Any = None,
+    bad_transcripts: str = "error",
+    unknown_units: str = "count",
 ) -> LabeledDataset:
     """Read inputs and labels and check them.
 
@@ -228,6 +240,14 @@ def load_labeled(
             evaluation data pass the training set's names, and a label outside them is an error.
         label_separator: For multi-label data stored as strings (``"sports,politics"``).
         split: Split to read from a dataset name, a ``DatasetDict`` or a shipped corpus.
+        vocabulary: ``ctc`` only: the :class:`~mtransfer.speech.vocabulary.Vocabulary` to encode
+            transcripts with (evaluation data, or a model's own), ``"characters"`` (default) or
+            ``"phones:<espeak voice>"`` to build one from these transcripts, or its dict form.
+        bad_transcripts: ``ctc`` only: a row whose transcript is empty after normalisation
+            stops with its row named (``"error"``) or is left out with a warning (``"skip"``).
+        unknown_units: ``ctc`` only, with a given ``vocabulary``: units outside it are counted
+            and become ``[UNK]`` (``"count"``), stop the load (``"error"``) or drop their row
+            (``"skip"``).
 
     A shipped corpus is named ``builtin:<name>`` (``builtin:fortunes``, ``builtin:digits``,
     ``builtin:espeak``; ``mtransfer --help`` lists them) with ``split`` ``train``,
@@ -267,6 +287,11 @@ def load_labeled(
                               source=name)
     if len(label_cols) != 1:
         raise ValueError(f"{name}: classification takes one label column, got {label_cols}.")
+    if task == "ctc":
+        from mtransfer.speech.data import transcripts_dataset
+
+        return transcripts_dataset(inputs, columns[label_cols[0]], label_cols[0], name, vocabulary,
+                                   bad_transcripts, unknown_units)
     encode = _multi_label_targets if task == "multi_label_classification" else _class_targets
     targets, names = encode(columns[label_cols[0]], label_cols[0], name, label_names, label_separator)
     return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)

@@ -6,7 +6,10 @@ One :class:`Head` class serves the three tasks, named as in transformers' ``prob
 * ``multi_label_classification``: one sigmoid per label, binary cross-entropy, per-label
   decision thresholds (0.5 unless set or tuned on validation data);
 * ``regression``: ``num_outputs`` targets, standardized with the training targets' mean and
-  standard deviation for the loss, returned in the original units by :meth:`Head.predict`.
+  standard deviation for the loss, returned in the original units by :meth:`Head.predict`;
+* ``ctc``: speech recognition; the head reads every frame (the adapter's ``Features.tokens``
+  and ``mask``), ``num_outputs`` is the vocabulary size with the blank at id 0, and the loss is
+  ``torch.nn.functional.ctc_loss`` (``zero_infinity``) with input lengths from the mask.
 
 A head is linear (``hidden_sizes=()``) or an MLP (one hidden layer per entry of
 ``hidden_sizes``, each followed by the activation and dropout). It saves itself as
@@ -25,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-TASKS = ("single_label_classification", "multi_label_classification", "regression")
+TASKS = ("single_label_classification", "multi_label_classification", "regression", "ctc")
+LABEL_PAD = -100  # padding of CTC label sequences (the transformers convention)
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
@@ -56,6 +60,10 @@ class HeadConfig:
             raise ValueError(f"HeadConfig.task={self.task!r} is not a task; expected one of {', '.join(TASKS)}.")
         if self.num_outputs < 1:
             raise ValueError(f"HeadConfig.num_outputs must be >= 1, got {self.num_outputs}.")
+        if self.task == "ctc" and self.hidden_sizes:
+            raise ValueError("HeadConfig.hidden_sizes: a CTC head is one linear layer over the frames (no MLP).")
+        if self.task == "ctc" and self.num_outputs < 2:
+            raise ValueError(f"a CTC head needs the blank and at least one symbol, got num_outputs={self.num_outputs}.")
         if self.task == "single_label_classification" and self.num_outputs < 2:
             raise ValueError(f"single_label_classification needs num_outputs >= 2 classes, got {self.num_outputs}.")
         if self.input_dim < 1:
@@ -98,10 +106,11 @@ class Head(nn.Module):
         return self.config.task
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (classification) or standardized values (regression).
+        """Logits (classification, CTC) or standardized values (regression).
 
         Shape:
-            features: ``(batch, input_dim)``; returns ``(batch, num_outputs)``.
+            features: ``(batch, input_dim)``, or ``(batch, frames, input_dim)`` for CTC; returns
+            ``(batch, num_outputs)`` or ``(batch, frames, num_outputs)``.
         """
         return self.out(self.body(features))
 
@@ -120,14 +129,18 @@ class Head(nn.Module):
             raise ValueError(f"Multi-label thresholds must lie in (0, 1), got {t.tolist()}.")
         self.thresholds.copy_(t)
 
-    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The task's loss.
 
         Shape:
-            outputs: ``(batch, num_outputs)``. labels: ``(batch,)`` class ids for single-label,
-            ``(batch, num_outputs)`` 0/1 for multi-label, ``(batch, num_outputs)`` or
-            ``(batch,)`` values in original units for regression.
+            outputs: ``(batch, num_outputs)``, or ``(batch, frames, num_outputs)`` for CTC.
+            labels: ``(batch,)`` class ids for single-label, ``(batch, num_outputs)`` 0/1 for
+            multi-label, ``(batch, num_outputs)`` or ``(batch,)`` values in original units for
+            regression, ``(batch, max_label_length)`` symbol ids padded with -100 for CTC.
+            mask: ``(batch, frames)`` valid frames (CTC).
         """
+        if self.task == "ctc":
+            return ctc_loss(outputs, labels, mask)
         if self.task == "single_label_classification":
             return F.cross_entropy(outputs.float(), labels.long())
         if self.task == "multi_label_classification":
@@ -142,7 +155,7 @@ class Head(nn.Module):
         Returns class ids ``(batch,)``, 0/1 label indicators ``(batch, num_outputs)`` (from the
         thresholds) or regression values in the targets' original units ``(batch, num_outputs)``.
         """
-        if self.task == "single_label_classification":
+        if self.task in ("single_label_classification", "ctc"):
             return outputs.argmax(dim=-1)
         if self.task == "multi_label_classification":
             return (torch.sigmoid(outputs.float()) >= self.thresholds).long()
@@ -151,7 +164,7 @@ class Head(nn.Module):
     @torch.no_grad()
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities (softmax / sigmoid) or regression values in original units."""
-        if self.task == "single_label_classification":
+        if self.task in ("single_label_classification", "ctc"):
             return torch.softmax(outputs.float(), dim=-1)
         if self.task == "multi_label_classification":
             return torch.sigmoid(outputs.float())
@@ -174,6 +187,26 @@ class Head(nn.Module):
         head = cls(HeadConfig(**json.loads((folder / "config.json").read_text())))
         head.load_state_dict(load_file(str(folder / "model.safetensors")))
         return head
+
+
+def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean CTC loss per utterance, normalised by label length (blank 0, ``zero_infinity``).
+
+    Shape:
+        logits: ``(batch, frames, vocab)``. labels: ``(batch, max_label_length)``, padded with
+        -100. mask: ``(batch, frames)``, 1 for the encoder's real output frames.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"a CTC head's outputs are (batch, frames, vocab); got shape {tuple(logits.shape)}.")
+    batch, frames = logits.shape[:2]
+    input_lengths = mask.sum(1).long() if mask is not None else torch.full((batch,), frames, dtype=torch.long)
+    valid = labels >= 0
+    target_lengths = valid.sum(1)
+    targets = labels[valid].long()  # concatenated, as ctc_loss takes them
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC needs int32 lengths on the CPU, and is not deterministic
+        return F.ctc_loss(log_probs, targets, input_lengths.cpu(), target_lengths.cpu(), blank=0, reduction="mean",
+                          zero_infinity=True)
 
 
 def tune_thresholds(probs: torch.Tensor, labels: torch.Tensor, grid: int = 19) -> torch.Tensor:

@@ -10,6 +10,7 @@ A saved model is a folder::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from mtransfer.atomic import atomic_directory
 from mtransfer.heads import Head, HeadConfig
 
 FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
 HEAD_GROUP = "head"  # the task head's layer group: always last, a name no adapter group may take
 
 
@@ -32,12 +34,14 @@ class ModelOutput:
     """Outputs of :meth:`TransferModel.forward`.
 
     Shape:
-        logits: ``(batch, num_outputs)``. loss: scalar or None. pooled: ``(batch, dim)``.
+        logits: ``(batch, num_outputs)``, or ``(batch, frames, vocab)`` for CTC. loss: scalar or
+        None. pooled: ``(batch, dim)``. mask: ``(batch, frames)`` or None.
     """
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None  # CTC: (batch, frames) valid frames of the logits
 
 
 def _eval_frozen(module: nn.Module) -> None:
@@ -96,6 +100,46 @@ def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapte
     return adapter
 
 
+def _labels(labels: Any, task: str) -> tuple[Any, list[str]]:
+    """``(vocabulary or None, label names)`` from what a caller passes as ``labels``."""
+    if task == "ctc":
+        from mtransfer.speech.vocabulary import Vocabulary
+
+        if isinstance(labels, Vocabulary):
+            return labels, list(labels.symbols)
+        if isinstance(labels, dict):
+            vocab = Vocabulary.from_dict(labels)
+            return vocab, list(vocab.symbols)
+        if isinstance(labels, int) or labels is None:
+            raise ValueError("task='ctc' needs its vocabulary as labels (e.g. labels=train.vocabulary).")
+        vocab = Vocabulary([str(x) for x in labels])
+        return vocab, list(vocab.symbols)
+    if isinstance(labels, int):
+        return None, [str(i) for i in range(labels)]
+    return None, [str(x) for x in labels]
+
+
+def _head_input_dim(adapter: Adapter, task: str) -> int:
+    """The width the head reads: the pooled feature, or the frame features for CTC."""
+    if task != "ctc":
+        return adapter.embedding_dim
+    if not hasattr(adapter, "frame_mask"):
+        raise ValueError(f"task='ctc' needs frame features from an audio adapter; the {adapter.adapter_type} adapter "
+                         "gives pooled features only.")
+    return int(adapter.backbone.config.hidden_size)
+
+
+def _ctc_vocabulary(adapter: Adapter, vocabulary: Any, label_names: Sequence[str] | None) -> Any:
+    from mtransfer.speech.vocabulary import Vocabulary
+
+    if getattr(adapter, "eval_chunking", False):
+        raise ValueError("a CTC model reads every frame: set eval_chunking=False on its audio adapter.")
+    adapter.whole_inputs = True
+    if vocabulary is None:
+        vocabulary = Vocabulary(list(label_names or []))
+    return vocabulary
+
+
 class TransferModel(nn.Module):
     """An adapter and a head: raw inputs in, predictions out.
 
@@ -109,10 +153,15 @@ class TransferModel(nn.Module):
     ['pos']
     """
 
-    def __init__(self, adapter: Adapter, head: Head, label_names: Sequence[str] | None = None) -> None:
+    def __init__(self, adapter: Adapter, head: Head, label_names: Sequence[str] | None = None,
+                 vocabulary: Any = None) -> None:
         super().__init__()
         self.adapter = adapter
         self.head = head
+        if head.task == "ctc":
+            vocabulary = _ctc_vocabulary(adapter, vocabulary, label_names)
+            label_names = vocabulary.symbols
+        self.vocabulary = vocabulary
         self.label_names = list(label_names) if label_names is not None else [str(i) for i in range(head.config.num_outputs)]
         if len(self.label_names) != head.config.num_outputs:
             raise ValueError(f"{len(self.label_names)} label names for a head with {head.config.num_outputs} outputs.")
@@ -125,7 +174,7 @@ class TransferModel(nn.Module):
         modality: str,
         model_name_or_path: str | os.PathLike,
         *,
-        labels: Sequence[str] | int,
+        labels: Sequence[str] | int | Any,
         task: str = "single_label_classification",
         head: HeadConfig | dict[str, Any] | None = None,
         seed: int | None = None,
@@ -136,26 +185,71 @@ class TransferModel(nn.Module):
         Args:
             modality: Adapter name (``"text"``).
             model_name_or_path: Hub id or local folder of the backbone.
-            labels: Label names (or their number).
-            task: The head task.
+            labels: Label names (or their number); for ``task="ctc"`` the
+                :class:`~mtransfer.speech.vocabulary.Vocabulary` (e.g. ``train.vocabulary``).
+            task: The head task (``ctc``: speech recognition on an audio adapter's frames).
             head: Head settings (``hidden_sizes``, ``dropout``, ``activation``); ``task``,
                 ``num_outputs`` and ``input_dim`` are filled in.
             seed: Seeds the head's initialisation (and a random-init backbone's).
             **adapter_kwargs: Passed to the adapter (``max_length``, ``pooling``, ``pretrained``...).
         """
-        names = [str(i) for i in range(labels)] if isinstance(labels, int) else [str(x) for x in labels]
+        vocabulary, names = _labels(labels, task)
         if seed is not None:
             torch.manual_seed(seed)
         adapter = build_adapter(modality, model_name_or_path, **adapter_kwargs)
         settings = asdict(head) if isinstance(head, HeadConfig) else dict(head or {})
-        settings.update(task=task, num_outputs=len(names), input_dim=adapter.embedding_dim)
-        return cls(adapter, Head(HeadConfig(**settings)), names)
+        settings.update(task=task, num_outputs=len(names), input_dim=_head_input_dim(adapter, task))
+        return cls(adapter, Head(HeadConfig(**settings)), names, vocabulary)
+
+    def with_new_head(self, labels: Sequence[str] | int | Any, *, task: str | None = None,
+                      head: HeadConfig | dict[str, Any] | None = None, copy_shared_rows: bool = True,
+                      seed: int | None = None) -> TransferModel:
+        """Keep the backbone (and adapter) as trained, put a new head on it for a new label set or task; returns self.
+
+        This is the step of sequential transfer: a model trained on one task becomes the start
+        of another (a text classifier for a new topic set; a Bengali CTC model for Assamese).
+        Between two CTC vocabularies, the output rows of the symbols both share are copied
+        from the old head (``copy_shared_rows``; the count is logged), so with a shared phone
+        inventory the whole head carries over.
+
+        Args:
+            labels: The new label names (or their number), or the new
+                :class:`~mtransfer.speech.vocabulary.Vocabulary` for ``task="ctc"``.
+            task: The new head's task (default: the current one).
+            head: Head settings (default: the current head's ``hidden_sizes``, ``dropout``, ``activation``).
+            copy_shared_rows: CTC to CTC: start shared symbols from their trained rows.
+            seed: Seeds the new head's initialisation.
+        """
+        task = task or self.task
+        vocabulary, names = _labels(labels, task)
+        if seed is not None:
+            torch.manual_seed(seed)
+        settings = {k: v for k, v in asdict(self.head.config).items() if k in ("hidden_sizes", "dropout", "activation")}
+        if task == "ctc" or self.task == "ctc":
+            settings["hidden_sizes"] = []
+        settings.update(asdict(head) if isinstance(head, HeadConfig) else dict(head or {}))
+        settings.update(task=task, num_outputs=len(names), input_dim=_head_input_dim(self.adapter, task))
+        new = Head(HeadConfig(**settings)).to(next(self.head.parameters()).device)
+        if copy_shared_rows and task == "ctc" and self.task == "ctc":
+            old = {s: i for i, s in enumerate(self.label_names)}
+            pairs = [(j, old[s]) for j, s in enumerate(names) if s in old]
+            with torch.no_grad():
+                for j, i in pairs:
+                    new.out.weight[j] = self.head.out.weight[i]
+                    new.out.bias[j] = self.head.out.bias[i]
+            logger.info("with_new_head: copied %d of %d output rows (symbols both vocabularies share)", len(pairs), len(names))
+            self.copied_rows = len(pairs)
+        self.head = new
+        if task == "ctc":
+            vocabulary = _ctc_vocabulary(self.adapter, vocabulary, names)
+        self.vocabulary = vocabulary
+        self.label_names = names
+        self.adapter.whole_inputs = task == "ctc"
+        return self
 
     def reset_head(self, labels: Sequence[str] | int) -> None:
         """Replace the head with a fresh one for a new label set (timm's ``reset_classifier``)."""
-        names = [str(i) for i in range(labels)] if isinstance(labels, int) else [str(x) for x in labels]
-        self.head = self.head.reset(len(names))
-        self.label_names = names
+        self.with_new_head(labels, copy_shared_rows=False)
 
     @property
     def task(self) -> str:
@@ -239,6 +333,8 @@ class TransferModel(nn.Module):
         Shape:
             features: ``(batch, embedding_dim)``.
         """
+        if self.task == "ctc":
+            return self._forward_ctc(inputs, labels)
         if features is None:
             if inputs is None:
                 raise ValueError("TransferModel.forward needs inputs or features.")
@@ -247,6 +343,45 @@ class TransferModel(nn.Module):
         logits = self.head(features)
         loss = self.head.loss(logits, labels) if labels is not None else None
         return ModelOutput(logits=logits, loss=loss, pooled=features)
+
+    def _forward_ctc(self, inputs: dict[str, torch.Tensor] | None, labels: torch.Tensor | None) -> ModelOutput:
+        if inputs is None:
+            raise ValueError("a CTC model reads frames: pass inputs (cached pooled features have none).")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._adapter_trains):
+            feats = self.adapter.forward_features(inputs)
+        if feats.tokens is None or feats.mask is None:
+            raise ValueError(f"the {self.adapter.adapter_type} adapter gave no frame features for this batch; CTC needs "
+                             "an audio adapter without eval_chunking.")
+        logits = self.head(feats.tokens)
+        loss = self.head.loss(logits, labels, feats.mask) if labels is not None else None
+        return ModelOutput(logits=logits, loss=loss, pooled=feats.pooled, mask=feats.mask)
+
+    @torch.no_grad()
+    def transcribe_ids(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16) -> list[list[int]]:
+        """CTC models: the greedy best symbol id of every valid frame, per input (not collapsed)."""
+        from mtransfer.speech.ctc import greedy_ids
+
+        if self.task != "ctc":
+            raise ValueError(f"transcribe is for CTC models; this one does {self.task}.")
+        inputs = _as_list(inputs)
+        self.adapter.validate_inputs(inputs)
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out: list[list[int]] = []
+        try:
+            for start in range(0, len(inputs), batch_size):
+                batch = {k: v.to(device) for k, v in self.adapter.preprocess(list(inputs[start:start + batch_size])).items()}
+                res = self(batch)
+                out += greedy_ids(res.logits, res.mask)
+        finally:
+            self.train(was_training)
+        return out
+
+    def transcribe(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16) -> list[str] | str:
+        """CTC models: greedy transcripts (repeats merged, blanks dropped, ``|`` as spaces)."""
+        texts = [self.vocabulary.decode(ids) for ids in self.transcribe_ids(inputs, batch_size)]
+        return texts[0] if _is_single(inputs) else texts
 
     @torch.no_grad()
     def predict_outputs(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 32) -> torch.Tensor:
@@ -257,6 +392,8 @@ class TransferModel(nn.Module):
         inputs = _as_list(inputs)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1.")
+        if self.task == "ctc":
+            raise ValueError("a CTC model's outputs differ in length per input: use transcribe / transcribe_ids.")
         self.adapter.validate_inputs(inputs)
         was_training = self.training
         self.eval()
@@ -281,7 +418,9 @@ class TransferModel(nn.Module):
         return [row[0] if len(row) == 1 else row for row in decisions.tolist()]
 
     def predict(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 32) -> list[Any] | Any:
-        """Predictions for raw inputs (see :meth:`decode`); a single text or path gives a single prediction."""
+        """Predictions for raw inputs (see :meth:`decode`; transcripts for CTC); a single text or path gives a single prediction."""
+        if self.task == "ctc":
+            return self.transcribe(inputs, batch_size)
         preds = self.decode(self.predict_outputs(inputs, batch_size))
         return preds[0] if _is_single(inputs) else preds
 
@@ -301,6 +440,7 @@ class TransferModel(nn.Module):
             "head": asdict(self.head.config),
             "task": self.task,
             "label_names": self.label_names,
+            **({"vocabulary": self.vocabulary.to_dict()} if self.task == "ctc" else {}),
         }
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -345,7 +485,12 @@ class TransferModel(nn.Module):
                                     "with the backbone's weights); copy the whole folder.")
         with quiet_transformers():
             adapter = adapter_cls.from_pretrained(folder / "backbone", **{**config["adapter"], **adapter_overrides})
-        model = cls(adapter, Head(HeadConfig(**config["head"])), config["label_names"])
+        vocabulary = None
+        if config["head"].get("task") == "ctc":
+            from mtransfer.speech.vocabulary import Vocabulary
+
+            vocabulary = Vocabulary.from_dict(config.get("vocabulary") or {"symbols": config["label_names"]})
+        model = cls(adapter, Head(HeadConfig(**config["head"])), config["label_names"], vocabulary)
         state = load_safetensors(folder / "model.safetensors")
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("adapter.backbone.")]

@@ -44,6 +44,7 @@ class TrainingArguments:
 
     Attributes:
         output_dir: Folder for the model, checkpoints, metrics.json, plots and logs.
+        show_transcripts: CTC: print a few reference / hypothesis pairs at each evaluation.
         strategy: ``frozen``, ``last_n``, ``full``, ``two_stage``, ``gradual_unfreezing`` or
             ``chain_thaw`` (see :mod:`mtransfer.strategies`).
         num_epochs: Epochs in all, over every phase of the strategy.
@@ -140,6 +141,7 @@ class TrainingArguments:
     logging_steps: int = 10
     num_threads: int | None = None
     progress_bar: bool = True
+    show_transcripts: bool = True
     cpu: bool | None = None
     dataloader_num_workers: int = 0
     plot: bool = True
@@ -340,6 +342,8 @@ class Trainer:
     def _choose_metrics(self) -> None:
         args, eval_dataset = self.args, self.eval_dataset
         self.metric_names = list(args.metrics or DEFAULT_METRICS[self.model.task])
+        if self.model.task == "ctc":  # one pass gives every error rate; PER exists for phone vocabularies
+            self.metric_names = ["wer", "cer"] + (["per"] if self.model.vocabulary.kind == "phones" else [])
         best = args.metric_for_best_model or (self.metric_names[0] if eval_dataset is not None else "loss")
         self.best_metric = "eval_" + best.removeprefix("eval_")
         if eval_dataset is not None and best.removeprefix("eval_") not in (*self.metric_names, "loss"):
@@ -379,6 +383,9 @@ class Trainer:
         if ds.task != "regression" and list(ds.label_names) != list(self.model.label_names):
             raise ValueError(f"{role} ({ds.source}) has labels {ds.label_names[:10]} but the model was built for "
                              f"{self.model.label_names[:10]}; load it with label_names=model.label_names.")
+        if ds.task == "ctc" and ds.references is None:
+            raise ValueError(f"{role} ({ds.source}) has CTC targets but no reference transcripts; load it with "
+                             "mt.load_labeled(..., task='ctc').")
         if ds.task == "regression" and ds.targets.shape[1] != self.model.head.config.num_outputs:
             raise ValueError(f"{role} ({ds.source}) has {ds.targets.shape[1]} regression targets but the head has "
                              f"{self.model.head.config.num_outputs} outputs.")
@@ -386,6 +393,10 @@ class Trainer:
             from mtransfer.media import SKIP_HINT
 
             self.model.adapter.validate_inputs(ds.inputs, source=f"{role} ({ds.source})", hint=SKIP_HINT)
+            if ds.task == "ctc":
+                from mtransfer.speech.data import check_transcript_lengths
+
+                check_transcript_lengths(self.model.adapter, ds, f"{role} ({ds.source})")
 
     # --- learning rates -----------------------------------------------------------------
     def lr_lambda(self, group_index: int, steps_per_epoch: int):
@@ -624,7 +635,8 @@ class Trainer:
 
     def _use_cache(self, phase) -> bool:
         """Cached features serve a phase that trains only the head, when the adapter has no new modules."""
-        return self.args.cache_features and self._head_only(phase) and not self.unwrapped.adapter.head_modules()
+        return (self.args.cache_features and self._head_only(phase) and not self.unwrapped.adapter.head_modules()
+                and self.unwrapped.task != "ctc")
 
     def _cache_loader(self, dataset: LabeledDataset, view: int, training: bool):
         """A prepared data loader over the cached features of ``dataset`` (extracted on first use)."""
@@ -744,8 +756,41 @@ class Trainer:
             labels.append(targets.cpu())
         return torch.cat(outputs), torch.cat(labels)
 
+    def _evaluate_ctc(self, model, dataloader) -> dict[str, float]:
+        """WER / CER (PER for phones) from per-utterance edit counts gathered over the processes, each utterance once."""
+        from mtransfer.speech.ctc import edit_counts, error_rates, greedy_ids
+
+        accelerator = self.accelerator
+        unwrapped = accelerator.unwrap_model(model)
+        vocab, dataset = unwrapped.vocabulary, dataloader.dataset
+        model.eval()
+        counts, losses, shown = [], [], []
+        for batch in dataloader:
+            with torch.no_grad(), self._autocast():
+                out = model(batch["inputs"], batch["labels"])
+            ids = greedy_ids(out.logits.float(), out.mask)
+            hyps = [vocab.decode(x) for x in ids]
+            index = batch["indices"].tolist()
+            refs = [dataset.references[i] for i in index]
+            units = [dataset.reference_units[i] for i in index] if vocab.kind == "phones" else None
+            hyp_units = [vocab.decode_units(x) for x in ids] if vocab.kind == "phones" else None
+            rows = torch.as_tensor(edit_counts(refs, hyps, units, hyp_units), device=accelerator.device)
+            loss = out.loss.detach().float().expand(len(index))
+            rows, loss = accelerator.gather_for_metrics((rows, loss))
+            counts.append(rows.cpu())
+            losses.append(loss.cpu())
+            shown += list(zip(refs, hyps))[:max(0, 3 - len(shown))]
+        total = torch.cat(counts).numpy()
+        if accelerator.is_local_main_process and self.args.show_transcripts:
+            for ref, hyp in shown:
+                tqdm_write(f"  ref: {ref}\n  hyp: {hyp}")
+        return {"eval_loss": float(torch.cat(losses).mean()), **{f"eval_{k}": v for k, v in error_rates(total, vocab.kind).items()},
+                "eval_samples": int(len(total))}
+
     def _evaluate(self, model, dataloader) -> dict[str, float]:
         head = self.accelerator.unwrap_model(model).head
+        if head.task == "ctc":
+            return self._evaluate_ctc(model, dataloader)
         logits, labels = self._gather_outputs(model, dataloader)
         loss = head.loss(logits, labels).item()
         preds = head.predict(logits).numpy()
@@ -779,6 +824,12 @@ class Trainer:
         if self.feature_cache is None:
             self.feature_cache = FeatureCache(self.args.cache_dir)
         return self.feature_cache
+
+
+def tqdm_write(text: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(text)
 
 
 def _tracker_config(args: TrainingArguments) -> dict[str, Any]:

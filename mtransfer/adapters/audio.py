@@ -153,7 +153,7 @@ class AudioAdapter(Adapter):
         owners: list[int] = []
         for i, item in enumerate(inputs):
             wav = self.load(item)
-            if training and wav.numel() > max_samples:
+            if training and not self.whole_inputs and wav.numel() > max_samples:
                 start = int(torch.randint(0, wav.numel() - max_samples + 1, (1,)))
                 wav = wav[start:start + max_samples]
             if not training and self.eval_chunking and wav.numel() > max_samples:

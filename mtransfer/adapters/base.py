@@ -152,6 +152,7 @@ class Adapter(nn.Module, abc.ABC):
     default_input_column: ClassVar[str] = "text"  # the data column of raw inputs unless told otherwise
     training_texts_setting: ClassVar[str | None] = None  # a setting that recipes fill with the training inputs
     summary: ClassVar[str] = ""  # one line for `mtransfer train --help`
+    whole_inputs: bool = False  # set for CTC: training must not crop inputs (the transcript covers all of it)
     embedding_dim: int
 
     @abc.abstractmethod

@@ -1,7 +1,8 @@
 """Metrics through Hugging Face ``evaluate``, with the modules mtransfer needs shipped inside it.
 
 ``evaluate.load("accuracy")`` fetches the module from the Hub; offline it fails. The modules
-in this folder (accuracy, f1, precision, recall, mse, mae, r_squared) load from the package
+in this folder (accuracy, f1, precision, recall, mse, mae, r_squared; wer and cer through
+jiwer) load from the package
 instead; any other name goes to ``evaluate.load`` as usual.
 
 Classification metrics (f1, precision, recall) are macro-averaged over classes (over labels
@@ -16,14 +17,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-SHIPPED = ("accuracy", "f1", "precision", "recall", "mse", "mae", "r_squared")
+SHIPPED = ("accuracy", "f1", "precision", "recall", "mse", "mae", "r_squared", "wer", "cer")
 DEFAULT_METRICS = {
     "single_label_classification": ("accuracy", "f1"),
     "multi_label_classification": ("f1", "accuracy"),
     "regression": ("mse", "mae", "r_squared"),
+    "ctc": ("wer", "cer"),  # from gathered per-utterance edit counts (mtransfer.speech.ctc); PER too for phones
 }
 # Metrics where lower is better (for early stopping and best-model selection).
-LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "wer", "cer"}
+LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "wer", "cer", "per"}
 _MODULES = Path(__file__).parent
 
 
