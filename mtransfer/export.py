@@ -87,6 +87,10 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
     model = model.eval()
     folder = Path(folder)
     check_output_folder(folder, overwrite)
+    if model.task == "ctc":
+        native, processor, sample = _ctc_model(model)
+        _check_ctc(model, native, sample, atol)
+        return _write(native, processor, folder)
     try:
         native, processor, sample = _native_model(model)
         _check(model, native, sample, atol)
@@ -96,12 +100,66 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
             raise
         native, processor, sample = custom
         _check(model, native, sample, atol)
+    return _write(native, processor, folder)
+
+
+def _write(native: Any, processor: Any, folder: Path) -> Path:
+    from mtransfer.adapters.base import quiet_transformers
+    from mtransfer.atomic import atomic_directory
+
     with atomic_directory(folder.parent / f".{folder.name}.export") as tmp, quiet_transformers():
         native.save_pretrained(tmp)
         if processor is not None and type(processor).__name__ != "TimmWrapperImageProcessor":
             processor.save_pretrained(tmp)
     _move_into(folder.parent / f".{folder.name}.export", folder)
     return folder
+
+
+def _ctc_model(model: Any) -> tuple[Any, Any, Any]:
+    """The encoder's own ``*ForCTC`` class with the CTC head as its ``lm_head``, and a ``Wav2Vec2Processor``."""
+    import copy
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCTC, Wav2Vec2Processor
+
+    adapter, head = model.adapter, model.head
+    if adapter.layer_weights is not None:
+        raise ValueError("a CTC model with layer_weighting has no transformers form (*ForCTC reads the last layer).")
+    config = copy.deepcopy(adapter.backbone.config)
+    config.vocab_size = len(model.label_names)
+    config.pad_token_id = 0  # the blank
+    config.ctc_loss_reduction, config.ctc_zero_infinity = "mean", True
+    try:
+        native = AutoModelForCTC.from_config(config)
+    except ValueError as err:
+        raise ValueError(f"{type(adapter.backbone).__name__} has no AutoModelForCTC class: {str(err).splitlines()[0]}") from None
+    base = getattr(native, native.base_model_prefix)
+    missing, _ = base.load_state_dict(adapter.backbone.state_dict(), strict=False)
+    if missing:
+        raise ValueError(f"{type(native).__name__} needs weights the backbone lacks: {missing[:5]}")
+    with torch.no_grad():
+        native.lm_head.weight.copy_(head.out.weight)
+        native.lm_head.bias.copy_(head.out.bias)
+    tokenizer = model.vocabulary.to_tokenizer(tempfile.mkdtemp(prefix="mtransfer-vocab-"))
+    processor = Wav2Vec2Processor(feature_extractor=adapter.feature_extractor, tokenizer=tokenizer)
+    sample = adapter.preprocess([torch.linspace(-0.5, 0.5, 16000).sin(), torch.linspace(0.3, -0.2, 9000).cos()])
+    return native.eval(), processor, sample
+
+
+def _check_ctc(model: Any, native: Any, sample: Any, atol: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        ours = model(sample)
+        kwargs = {"input_values": sample["input_values"]}
+        if model.adapter.pass_attention_mask:
+            kwargs["attention_mask"] = sample["attention_mask"]
+        theirs = native(**kwargs).logits
+    valid = ours.mask.bool()
+    if theirs.shape != ours.logits.shape or not torch.allclose(ours.logits[valid], theirs[valid], atol=atol, rtol=1e-4):
+        raise ValueError(f"{type(native).__name__} does not reproduce this CTC model's frame logits; "
+                         "keep the mtransfer folder (save_pretrained).")
 
 
 def check_output_folder(folder: Path, overwrite: bool) -> None:

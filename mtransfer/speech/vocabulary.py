@@ -114,9 +114,13 @@ class Vocabulary:
         return ids, sum(1 for u in units if u not in self._index)
 
     def decode(self, ids: Sequence[int], *, collapse: bool = True) -> str:
-        """A transcript from CTC ids: repeats merged (``collapse``), blanks dropped, ``|`` as a space."""
+        """A transcript from CTC ids: repeats merged (``collapse``), blanks dropped, ``|`` as a space.
+
+        Exactly what the exported ``Wav2Vec2CTCTokenizer`` decodes (two delimiters apart give two
+        spaces; the ends are stripped), so pipeline transcripts equal mtransfer's.
+        """
         units = self.decode_units(ids, collapse=collapse)
-        return " ".join("".join(units).replace(DELIMITER, " ").split())
+        return "".join(units).replace(DELIMITER, " ").strip()
 
     def decode_units(self, ids: Sequence[int], *, collapse: bool = True) -> list[str]:
         out, previous = [], None

@@ -1,0 +1,237 @@
+"""Speech recognition on the shared core: CTC heads, vocabularies, decoding, error rates, sequential transfer, export."""
+
+import json
+
+import jiwer
+import pytest
+import torch
+
+import mtransfer as mt
+from mtransfer.speech.ctc import collapse, edit_counts, error_rates, greedy_ids
+from mtransfer.speech.vocabulary import Vocabulary
+from tests.tiny import tone
+
+TEXTS = ["ab ba", "abc", "cab cc", "ba", "a bc ab", "cc a b"]
+
+
+def clip(i: int, seconds: float | None = None):
+    return (tone(seconds or (0.6 + 0.15 * i), 16000, (200.0 + 97 * i, 1100.0 - 31 * i))[0].numpy(), 16000)
+
+
+def ctc_data(texts=TEXTS, **kwargs):
+    rows = [{"audio": clip(i), "text": t} for i, t in enumerate(texts)]
+    return mt.load_labeled(rows, input_column="audio", label_column="text", task="ctc", **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
+def test_ctc_training_lowers_the_loss_on_a_fixed_batch(arch, tiny_speech):
+    data = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=data.vocabulary, task="ctc", seed=0)
+    assert model.head.config.input_dim == model.adapter.backbone.config.hidden_size
+    batch = model.adapter.preprocess(data.inputs)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(25):
+        loss = model(batch, data.targets).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_input_lengths_come_from_the_encoders_real_output_lengths(tiny_speech):
+    """A padded batch gives every utterance the loss it has alone: the frames of the padding are not fed to CTC."""
+    data = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc",
+                                           seed=0).eval()
+    batch = model.adapter.preprocess(data.inputs)
+    out = model(batch)
+    expected = model.adapter.backbone._get_feat_extract_output_lengths(batch["lengths"])
+    assert out.mask.sum(1).tolist() == expected.tolist()
+    assert len(set(expected.tolist())) > 1  # the batch really is padded
+    with torch.no_grad():
+        together = [torch.nn.functional.ctc_loss(
+            out.logits[i:i + 1, :int(n)].float().log_softmax(-1).transpose(0, 1), data.targets[i][data.targets[i] >= 0][None],
+            torch.tensor([int(n)]), torch.tensor([int((data.targets[i] >= 0).sum())]), zero_infinity=True).item()
+            for i, n in enumerate(expected)]
+        alone = []
+        for i, x in enumerate(data.inputs):
+            one = model(model.adapter.preprocess([x]), data.targets[i:i + 1][:, :int((data.targets[i] >= 0).sum())])
+            alone.append(one.loss.item())
+    assert alone == pytest.approx(together, rel=1e-4)
+
+
+def test_greedy_decoding_of_hand_made_logits():
+    vocab = Vocabulary(["[PAD]", "[UNK]", "|", "a", "b", "c"])
+    # frames: a a _ a | b b _ c | (then padding the mask cuts off)
+    frames = [3, 3, 0, 3, 2, 4, 4, 0, 5, 2, 5, 5]
+    logits = torch.full((2, len(frames), 6), -5.0)
+    for t, k in enumerate(frames):
+        logits[0, t, k] = 5.0
+        logits[1, t, [5, 0][t % 2]] = 5.0
+    mask = torch.ones(2, len(frames), dtype=torch.long)
+    mask[0, 10:] = 0
+    mask[1, 5:] = 0
+    ids = greedy_ids(logits, mask)
+    assert ids[0] == frames[:10] and len(ids[1]) == 5
+    assert collapse(ids[0]) == [3, 3, 2, 4, 5, 2]
+    assert vocab.decode(ids[0]) == "aa bc"  # repeats merged, blanks dropped, the delimiter a space, ends stripped
+    assert vocab.decode(ids[1]) == "ccc"  # c _ c _ c: blanks separate repeats
+    assert vocab.decode([2, 3, 0, 2, 2, 4]) == "a b"
+
+
+def test_error_rates_equal_jiwer_and_the_shipped_evaluate_modules():
+    from mtransfer.metrics import load_metric
+
+    refs = ["the cat sat on the mat", "a b c d", "hello world", "speech recognition"]
+    hyps = ["the cat sit on mat", "a c d e", "helo wrld", "speech wreck a nice beach"]
+    rates = error_rates(edit_counts(refs, hyps))
+    assert rates["wer"] == pytest.approx(jiwer.wer(refs, hyps))
+    assert rates["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    assert load_metric("wer").compute(predictions=hyps, references=refs)["wer"] == pytest.approx(jiwer.wer(refs, hyps))
+    assert load_metric("cer").compute(predictions=hyps, references=refs)["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    # counts gathered from two shards give the rates of all utterances at once
+    halves = edit_counts(refs[:2], hyps[:2]), edit_counts(refs[2:], hyps[2:])
+    assert error_rates(torch.cat([torch.as_tensor(h) for h in halves]).numpy()) == rates
+    # phone error rate over units
+    per = error_rates(edit_counts(["ab"], ["ac"], [["tʃ", "aː"]], [["tʃ", "a"]]), "phones")
+    assert per["per"] == 0.5
+
+
+def test_character_vocabulary_normalises_and_round_trips_through_wav2vec2_tokenizer(tmp_path):
+    vocab = Vocabulary.from_texts(["Über Straße, 1!", "über cafe\u0301"])  # NFC: é is one character
+    assert vocab.symbols[:3] == ["[PAD]", "[UNK]", "|"] and "é" in vocab.symbols and "," not in vocab.symbols
+    tokenizer = vocab.to_tokenizer(tmp_path)
+    assert json.loads((tmp_path / "vocab.json").read_text())["[PAD]"] == 0 and tokenizer.pad_token_id == 0
+    for text in ["über straße 1", "café über"]:
+        ids, unknown = vocab.encode(text)
+        assert unknown == 0
+        assert tokenizer(text).input_ids == ids
+        assert tokenizer.decode(ids, group_tokens=False) == vocab.decode(ids, collapse=False) == text
+    ids, unknown = vocab.encode("zoo bar")
+    assert unknown == 3 and ids.count(1) == 3  # z, o, o are outside the vocabulary: [UNK], counted
+
+
+def test_phone_vocabulary_from_espeak_shares_one_inventory_and_round_trips(tmp_path):
+    hi = Vocabulary.from_texts(["नमस्ते दुनिया"], kind="phones", language="hi")
+    units = hi.units_of(["नमस्ते दुनिया"])[0]
+    assert "|" in units and all(u and "ˈ" not in u for u in units)
+    assert any(len(u) > 1 for u in units)  # phones, not bytes: e.g. aː
+    mr = Vocabulary.from_texts(["नमस्कार"], kind="phones", language="mr")
+    shared = hi.merged(mr)
+    assert shared.symbols[:len(hi)] == hi.symbols and set(mr.symbols) <= set(shared.symbols)
+    tokenizer = shared.to_tokenizer(tmp_path)
+    ids, unknown = shared.encode("नमस्ते दुनिया")
+    assert unknown == 0 and tokenizer.convert_tokens_to_ids(units) == ids
+    assert tokenizer.decode(ids) == shared.decode(ids) == "".join(units).replace("|", " ")
+
+
+def test_ctc_datasets_name_their_bad_rows(tiny_speech):
+    with pytest.raises(ValueError, match=r"column 'text' rows 1 have an empty transcript after normalisation"):
+        ctc_data(["ab", "?!", "ba"])
+    assert len(ctc_data(["ab", "?!", "ba"], bad_transcripts="skip")) == 2
+    with pytest.raises(ValueError, match=r"column 'text' row 1 is None; expected a transcript"):
+        ctc_data(["ab", None])
+    vocab = ctc_data().vocabulary
+    with pytest.raises(ValueError, match=r"2 units in 1 rows \(first row 1\) are not in the vocabulary: \['x', 'y'\]"):
+        ctc_data(["ab", "xy"], vocabulary=vocab, unknown_units="error")
+    counted = ctc_data(["ab", "xy a"], vocabulary=vocab)
+    assert counted.unknown_units == 2 and counted.targets[1].tolist()[:2] == [1, 1]
+    assert len(ctc_data(["ab", "xy"], vocabulary=vocab, unknown_units="skip")) == 1
+    with pytest.raises(ValueError, match="no column 'transcript'"):
+        mt.load_labeled([{"audio": clip(0), "text": "a"}], input_column="audio", label_column="transcript", task="ctc")
+    # a transcript longer than its audio's encoder frames is named before training starts
+    rows = [{"audio": clip(0, 0.3), "text": "abc " * 10}, {"audio": clip(1), "text": "ab"}]
+    data = mt.load_labeled(rows, input_column="audio", label_column="text", task="ctc")
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc")
+    args = mt.TrainingArguments(output_dir="/nonexistent/never-written", num_epochs=1, progress_bar=False, report_to=[])
+    with pytest.raises(ValueError, match=r"1 transcripts are longer than the encoder's output for their audio \(row 0: 39 "
+                                         r"symbols for 14 frames\)"):
+        mt.Trainer(model, args, data).train()
+
+
+def test_two_stage_ctc_run_reports_wer_cer_and_reloads_the_same_transcripts(tiny_speech, tmp_path, capsys):
+    data = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc", seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path), strategy="two_stage", num_epochs=2, head_epochs=1,
+                                learning_rate=3e-3, batch_size=3, progress_bar=False, report_to=[], plot=False)
+    result = mt.Trainer(model, args, data, data).train()
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["best"]["metric"] == "eval_wer" and {"eval_wer", "eval_cer"} <= set(record["final_eval"])
+    assert [h["phase"] for h in record["history"]] == ["head", "unfreeze all"]
+    out = capsys.readouterr().out
+    assert "  ref: ab ba\n  hyp: " in out  # a few reference / hypothesis pairs at each evaluation
+    again = mt.TransferModel.from_pretrained(result.model_dir)
+    assert again.vocabulary == model.vocabulary
+    assert again.transcribe(data.inputs) == model.transcribe(data.inputs)
+    assert again.predict(data.inputs[:1]) == again.transcribe(data.inputs[:1]) and isinstance(again.predict(data.inputs[:1])[0], str)
+
+
+def test_with_new_head_keeps_the_backbone_and_copies_shared_ctc_rows(tiny_speech, tmp_path):
+    source = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=source.vocabulary, task="ctc", seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "src"), strategy="full", num_epochs=1, learning_rate=3e-3,
+                                batch_size=3, progress_bar=False, report_to=[], plot=False)
+    mt.Trainer(model, args, source).train()
+    trained = mt.TransferModel.from_pretrained(tmp_path / "src" / "model")
+    target = ctc_data(["abd dd", "da b", "bad", "dab a"])  # shares a, b and the specials; d is new; c is gone
+    new = mt.TransferModel.from_pretrained(tmp_path / "src" / "model").with_new_head(target.vocabulary, seed=1)
+    old_backbone, new_backbone = trained.adapter.state_dict(), new.adapter.state_dict()
+    assert old_backbone.keys() == new_backbone.keys()
+    assert all(torch.equal(old_backbone[k], new_backbone[k]) for k in old_backbone)  # bit for bit
+    assert new.label_names == target.vocabulary.symbols and new.copied_rows == 5  # [PAD] [UNK] | a b
+    for symbol in ("[PAD]", "|", "a", "b"):
+        i, j = trained.label_names.index(symbol), new.label_names.index(symbol)
+        assert torch.equal(new.head.out.weight[j], trained.head.out.weight[i])
+        assert torch.equal(new.head.out.bias[j], trained.head.out.bias[i])
+    d = new.label_names.index("d")
+    assert not any(torch.equal(new.head.out.weight[d], row) for row in trained.head.out.weight)
+    before = new.head.out.weight.detach().clone()
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "tgt"), strategy="frozen", num_epochs=2, learning_rate=1e-2,
+                                batch_size=2, progress_bar=False, report_to=[], plot=False)
+    mt.Trainer(new, args, target).train()
+    assert not torch.equal(before, new.head.out.weight)  # the new head trains
+
+
+def test_with_new_head_turns_a_text_classifier_into_the_start_of_another_task(tiny_bert, topic_data, tmp_path):
+    train = mt.load_labeled(topic_data[0])
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names, seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "a"), strategy="full", num_epochs=1, learning_rate=1e-3,
+                                progress_bar=False, report_to=[], plot=False)
+    mt.Trainer(model, args, train).train()
+    trained = mt.TransferModel.from_pretrained(tmp_path / "a" / "model")
+    rows = [{"text": r["text"], "label": "yes" if r["label"] == "sport" else "no"} for r in topic_data[0]]
+    second = mt.load_labeled(rows)
+    new = mt.TransferModel.from_pretrained(tmp_path / "a" / "model").with_new_head(second.label_names, seed=0)
+    assert new.label_names == ["no", "yes"] and new.head.config.num_outputs == 2
+    sa, sb = trained.adapter.state_dict(), new.adapter.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "b"), strategy="two_stage", num_epochs=2, learning_rate=1e-3,
+                                progress_bar=False, report_to=[], plot=False)
+    result = mt.Trainer(new, args, second).train()
+    assert result.history[0]["train_loss"] > 0 and mt.TransferModel.from_pretrained(result.model_dir).label_names == ["no", "yes"]
+
+
+@pytest.mark.parametrize("kind", ["characters", "phones"])
+def test_ctc_export_gives_the_same_transcripts_in_the_asr_pipeline(kind, tiny_speech, tmp_path):
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+
+    if kind == "phones":
+        vocab = Vocabulary.from_texts(["नमस्ते दुनिया", "मेरा नाम"], kind="phones", language="hi")
+    else:
+        vocab = Vocabulary.from_texts(["abc de fgh ij"])
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=vocab, task="ctc", seed=0)
+    with torch.no_grad():
+        model.head.out.weight.mul_(20)  # a random head that emits varied symbols, delimiters and blanks
+    folder = export_transformers(model, tmp_path / "hf")
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["Wav2Vec2ForCTC"]
+    pipe = pipeline("automatic-speech-recognition", model=str(folder))
+    clips = [clip(i) for i in range(20)]
+    ours = model.transcribe(clips)
+    theirs = [pipe({"raw": c, "sampling_rate": 16000})["text"] for c, _ in clips]
+    assert ours == theirs
+    assert len(set(ours)) > 10 and any(" " in t for t in ours)  # not a trivial (empty or constant) transcript
