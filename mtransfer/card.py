@@ -22,7 +22,7 @@ def _fmt(value: Any) -> str:
 
 
 EXAMPLE_INPUTS = {"text-classification": '"an example text"', "image-classification": '"photo.jpg"',
-                  "audio-classification": '"clip.wav"'}
+                  "audio-classification": '"clip.wav"', "automatic-speech-recognition": '"clip.wav"'}
 
 
 def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | None = None, repo_id: str | None = None,
@@ -53,7 +53,7 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
     adapter_type = config["adapter_type"]
     hub_base, base = _base_model(config["adapter"].get("source"))
     final = _scores(metrics.get("final_eval"))
-    pipeline_tag = _pipeline_tag(adapter_type)
+    pipeline_tag = "automatic-speech-recognition" if config["task"] == "ctc" else _pipeline_tag(adapter_type)
     data = ModelCardData(
         base_model=hub_base,
         library_name="transformers" if export is not None else "mtransfer", pipeline_tag=pipeline_tag,
@@ -85,7 +85,8 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
     lines += ["", "## Evaluation", "", *_evaluation_lines(record)]
     history = metrics.get("history") or []
     if history:
-        keys = [k for k in ("train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_mse", "eval_r2") if k in history[0]]
+        keys = [k for k in ("train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_mse", "eval_r2", "eval_wer", "eval_cer",
+                            "eval_per") if k in history[0]]
         lines += ["", "| epoch | phase | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
         lines += [f"| {h['epoch']} | {h.get('phase', '')} | " + " | ".join(_fmt(h.get(k)) for k in keys) + " |" for h in history]
     if plot_name:
@@ -104,9 +105,10 @@ def usage_snippet(ref: str, pipeline_tag: str | None, export: dict[str, Any] | N
                 f'model = mt.TransferModel.from_pretrained("{ref}")  # {where}',
                 f"print(model.predict([{example}]))", "```"]
     remote = ", trust_remote_code=True" if export.get("auto_map") else ""
+    call = f"[{example}]" + ("" if pipeline_tag == "automatic-speech-recognition" else ", top_k=None")
     lines = ["```python", "from transformers import pipeline", "",
-             f'classifier = pipeline("{pipeline_tag}", model="{ref}"{remote})  # {where}',
-             f"print(classifier([{example}], top_k=None))", "```"]
+             f'pipe = pipeline("{pipeline_tag}", model="{ref}"{remote})  # {where}',
+             f"print(pipe({call}))", "```"]
     if remote:
         lines += ["", "The folder carries its model code (`hf_custom.py`, mean or CLS pooling as trained), hence "
                       "`trust_remote_code=True`; it needs only torch and transformers."]

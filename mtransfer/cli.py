@@ -118,7 +118,14 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--test", default=None, help="test data (same formats): evaluated after training, in the output")
     _add_data_args(train)
     train.add_argument("--task", default="single_label_classification",
-                       choices=["single_label_classification", "multi_label_classification", "regression"])
+                       choices=["single_label_classification", "multi_label_classification", "regression", "ctc"],
+                       help="ctc: speech recognition (an audio model; --label-column names the transcripts)")
+    train.add_argument("--vocabulary", default=None,
+                       help="ctc: characters (default), phones:VOICE (espeak-ng IPA, e.g. phones:hi), or model "
+                            "(the --init-from model's own)")
+    train.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                       help="start from a trained mtransfer model: its backbone as trained, a new head for this data "
+                            "(CTC: rows of shared symbols copied)")
     train.add_argument("--output-dir", default=None, help="run folder (required without --config)")
     train.add_argument("--strategy", default="two_stage", help="frozen, last_n, full, two_stage, gradual_unfreezing, chain_thaw")
     train.add_argument("--epochs", type=positive_int, default=3)
@@ -258,6 +265,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     else:
         if a.config_overrides:
             raise ValueError(f"{a.config_overrides[0]!r}: section.key=value overrides need --config (flags use --set key=value).")
+        if a.init_from is not None:  # the backbone (and its modality) come from the trained model
+            from mtransfer.model import read_model_config
+
+            a.modality = read_model_config(Path(a.init_from).expanduser())["adapter_type"]
+            a.model = a.model or a.init_from
         missing = [f"--{n.replace('_', '-')}" for n in ("model", "train", "output_dir") if getattr(a, n) is None]
         if missing:
             raise ValueError(f"train needs {', '.join(missing)} (or --config with a recipe file).")
@@ -280,10 +292,11 @@ def _flag_settings(a: argparse.Namespace) -> dict[str, Any]:
         adapter[key] = a.max_length
     return {
         "model": {"modality": a.modality, "name_or_path": a.model, "adapter": adapter,
-                  "head": {"hidden_sizes": a.hidden_sizes}, "seed": a.seed},
+                  "head": {"hidden_sizes": a.hidden_sizes}, "seed": a.seed, "init_from": a.init_from},
         "data": {"train": a.train, "validation": a.validation, "test": a.test,
                  "input_column": a.input_column or get_adapter_class(a.modality).default_input_column,
-                 "label_column": a.label_column, "task": a.task, "label_separator": a.label_separator},
+                 "label_column": a.label_column, "task": a.task, "label_separator": a.label_separator,
+                 "vocabulary": a.vocabulary},
         "training": {"output_dir": a.output_dir, "strategy": a.strategy, "num_epochs": a.epochs, "learning_rate": a.lr,
                      "head_learning_rate": a.head_lr, "last_n": a.last_n, "batch_size": a.batch_size, "seed": a.seed,
                      **({"head_epochs": a.head_epochs} if a.head_epochs is not None else {}),
@@ -350,6 +363,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     inputs = _predict_inputs(a.input, a.input_column or model.adapter.default_input_column, model.adapter)
+    if model.task == "ctc":  # speech recognition: one transcript per input
+        for x, text in zip(inputs, model.transcribe(inputs, batch_size=a.batch_size)):
+            print(json.dumps({"input": x, "transcript": text}, ensure_ascii=False))
+        return 0
     outputs = model.predict_outputs(inputs, batch_size=a.batch_size)  # one pass: predictions and scores
     preds = model.decode(outputs)
     scores = None if model.task == "regression" else model.head.scores(outputs)

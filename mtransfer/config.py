@@ -38,6 +38,7 @@ class ModelSettings:
     adapter: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    init_from: str | None = None  # an mtransfer model folder: its trained backbone, a new head for this data
 
 
 @dataclass
@@ -51,6 +52,9 @@ class DataSettings:
     label_column: str = "label"  # regression with several targets: comma-separated columns
     task: str = "single_label_classification"
     label_separator: str | None = None
+    vocabulary: str | None = None  # ctc: characters (default), phones:<espeak voice>, or model (init_from's)
+    bad_transcripts: str = "error"  # ctc: error or skip rows whose transcript is empty
+    unknown_units: str = "count"  # ctc, evaluation data: count (as [UNK]), error or skip units outside the vocabulary
 
 
 @dataclass
@@ -227,14 +231,20 @@ def _did_you_mean(key: str, names: Sequence[str], prefix: str) -> str:
     return f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
 
 
-def _dataset(source: str | None, split: str, data: DataSettings, label_names: list[str] | None):
+def _dataset(source: str | None, split: str, data: DataSettings, label_names: list[str] | None, vocabulary: Any = None):
     import mtransfer as mt
     from mtransfer.builtins import PREFIX
 
     if source is None:
         return None
-    if source.startswith(PREFIX):
+    if source.startswith(PREFIX) and data.task != "ctc":
         return mt.load_labeled(source, split=split, label_names=label_names)
+    if data.task == "ctc":
+        builtin = {"split": split} if source.startswith(PREFIX) else {"input_column": data.input_column,
+                                                                        "label_column": data.label_column}
+        return mt.load_labeled(source, **builtin, task="ctc",
+                               vocabulary=vocabulary if vocabulary is not None else data.vocabulary,
+                               bad_transcripts=data.bad_transcripts, unknown_units=data.unknown_units)
     label_column: str | list[str] = data.label_column
     if data.task == "regression" and "," in label_column:  # several regression targets: "price,size"
         label_column = [c.strip() for c in label_column.split(",")]
@@ -251,10 +261,21 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     import mtransfer as mt
 
     d = config.data
-    train = _dataset(d.train, "train", d, None)
+    start = _init_model(config)
+    if d.task == "ctc" and d.vocabulary == "model":
+        if start is None or start.task != "ctc":
+            raise ValueError(f"{config.source}: data.vocabulary=model takes the vocabulary of model.init_from, "
+                             "which must be a CTC model.")
+        train = _dataset(d.train, "train", d, None, start.vocabulary)
+    else:
+        train = _dataset(d.train, "train", d, None)
     names = None if d.task == "regression" else train.label_names
-    valid = _dataset(d.validation, "validation", d, names)
-    test = _dataset(d.test, "test", d, names)
+    valid = _dataset(d.validation, "validation", d, names, train.vocabulary)
+    test = _dataset(d.test, "test", d, names, train.vocabulary)
+    if start is not None:
+        labels = train.vocabulary if d.task == "ctc" else train.label_names
+        model = start.with_new_head(labels, task=d.task, head=config.model.head or None, seed=config.model.seed)
+        return _train_and_test(config, model, train, valid, test)
     adapter = dict(config.model.adapter)
     from mtransfer.adapters.base import get_adapter_class
 
@@ -264,8 +285,27 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     from mtransfer.builtins import resolve_model
 
     model = mt.TransferModel.from_backbone(config.model.modality, resolve_model(config.model.name_or_path),
-                                           labels=train.label_names, task=d.task, head=config.model.head,
-                                           seed=config.model.seed, **adapter)
+                                           labels=train.vocabulary if d.task == "ctc" else train.label_names,
+                                           task=d.task, head=config.model.head, seed=config.model.seed, **adapter)
+    return _train_and_test(config, model, train, valid, test)
+
+
+def _init_model(config: RecipeConfig) -> Any:
+    """The model of ``model.init_from`` (trained backbone, old head), or None."""
+    import mtransfer as mt
+
+    folder = config.model.init_from
+    if folder is None:
+        return None
+    try:
+        return mt.TransferModel.from_pretrained(folder, **config.model.adapter)
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"{config.source}: model.init_from: {err}") from None
+
+
+def _train_and_test(config: RecipeConfig, model: Any, train: Any, valid: Any, test: Any) -> dict[str, Any]:
+    import mtransfer as mt
+
     trainer = mt.Trainer(model, config.training, train, valid)
     result = trainer.train()
     out = {"model_dir": result.model_dir, "metrics": result.metrics_path, "best_epoch": result.best_epoch,

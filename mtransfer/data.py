@@ -202,8 +202,8 @@ def _sorted_names(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def _builtin_split(name: str, split: str | None) -> tuple[list[dict], str]:
-    """The rows of split ``split`` of the shipped corpus ``name``, and its input column."""
+def _builtin_split(name: str, split: str | None) -> tuple[list[dict], str, str]:
+    """The rows of split ``split`` of the shipped corpus ``name``, its input column and its label column."""
     from mtransfer.builtins import DATA
 
     if name not in DATA:
@@ -211,7 +211,7 @@ def _builtin_split(name: str, split: str | None) -> tuple[list[dict], str]:
     splits = DATA[name].splits()
     if split not in splits:
         raise ValueError(f"{name}: split={split!r}; expected one of {', '.join(splits)}.")
-    return splits[split], DATA[name].input_column
+    return splits[split], DATA[name].input_column, DATA[name].label_column
 
 
 def load_labeled(
@@ -250,8 +250,9 @@ def load_labeled(
             (``"skip"``).
 
     A shipped corpus is named ``builtin:<name>`` (``builtin:fortunes``, ``builtin:digits``,
-    ``builtin:espeak``; ``mtransfer --help`` lists them) with ``split`` ``train``,
-    ``validation`` or ``test``; its input column is its own.
+    ``builtin:espeak``, ``builtin:espeak-asr-hi``...; ``mtransfer --help`` lists them) with
+    ``split`` ``train``, ``validation`` or ``test``; its input and label columns are its own
+    (``transcript`` for the speech-recognition corpora).
 
     Raises:
         ValueError: Missing column, empty data, missing values, unknown labels, bad targets;
@@ -262,7 +263,8 @@ def load_labeled(
     if task not in TASKS:
         raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}.")
     if isinstance(source, str) and source.startswith("builtin:"):
-        source, input_column = _builtin_split(source, split)
+        source, input_column, own_label = _builtin_split(source, split)
+        label_column = own_label if label_column == "label" else label_column
         split = None
     columns, name = _read_records(source, split)
     needed = [input_column] + ([] if label_column is None else ([label_column] if isinstance(label_column, str) else list(label_column)))

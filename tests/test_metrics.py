@@ -13,6 +13,8 @@ def test_shipped_modules_load_offline(name, monkeypatch):
     if name in ("accuracy", "f1", "precision", "recall"):
         kwargs = {} if name == "accuracy" else {"average": "macro"}
         out = metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], **kwargs)
+    elif name in ("wer", "cer"):
+        out = metric.compute(predictions=["the cat sit", "a b"], references=["the cat sat", "a b c"])
     else:
         out = metric.compute(predictions=[1.0, 2.0, 4.0], references=[1.0, 2.5, 3.0])
     assert set(out) == {name} and np.isfinite(out[name]) and out[name] != 0.0

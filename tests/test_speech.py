@@ -235,3 +235,63 @@ def test_ctc_export_gives_the_same_transcripts_in_the_asr_pipeline(kind, tiny_sp
     theirs = [pipe({"raw": c, "sampling_rate": 16000})["text"] for c, _ in clips]
     assert ours == theirs
     assert len(set(ours)) > 10 and any(" " in t for t in ours)  # not a trivial (empty or constant) transcript
+
+
+def _wav_csv(folder, texts=TEXTS):
+    import csv
+
+    from mtransfer.builtins.speech_corpus import write_wav
+
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["audio", "text"])
+        for i, t in enumerate(texts):
+            write_wav(folder / "wav" / f"{i}.wav", clip(i)[0])
+            w.writerow([str(folder / "wav" / f"{i}.wav"), t])
+    return folder / "train.csv"
+
+
+def test_cli_trains_evaluates_predicts_and_starts_from_a_trained_speech_model(tiny_speech, tmp_path, capsys):
+    from mtransfer.cli import main
+
+    data = _wav_csv(tmp_path)
+    common = ["--input-column", "audio", "--label-column", "text", "--task", "ctc", "--no-progress", "--batch-size", "3"]
+    assert main(["train", "--modality", "audio", "--model", str(tiny_speech("wav2vec2")), "--train", str(data),
+                 "--validation", str(data), "--test", str(data), "--output-dir", str(tmp_path / "a"), "--epochs", "2",
+                 "--lr", "3e-3", *common]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"eval_wer", "eval_cer"} <= set(result["test"])
+    assert main(["evaluate", "--model-dir", str(tmp_path / "a" / "model"), "--data", str(data), "--input-column", "audio",
+                 "--label-column", "text"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["eval_samples"] == len(TEXTS)
+    assert main(["predict", "--model-dir", str(tmp_path / "a" / "model"), "--input", str(data), "--input-column", "audio"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    model = mt.TransferModel.from_pretrained(tmp_path / "a" / "model")
+    assert [r["transcript"] for r in rows] == model.transcribe([r["input"] for r in rows])
+    # sequential transfer from the command line: the trained model's vocabulary (the whole head carries over)
+    assert main(["train", "--init-from", str(tmp_path / "a" / "model"), "--train", str(data), "--vocabulary", "model",
+                 "--output-dir", str(tmp_path / "b"), "--epochs", "1", "--strategy", "frozen", *common]) == 0
+    capsys.readouterr()
+    second = mt.TransferModel.from_pretrained(tmp_path / "b" / "model")
+    assert second.vocabulary == model.vocabulary
+    # the encoder did not train under "frozen": bit for bit the first model's
+    a, b = model.adapter.state_dict(), second.adapter.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # --vocabulary model without a CTC model to take it from
+    assert main(["train", "--modality", "audio", "--model", str(tiny_speech("wav2vec2")), "--train", str(data),
+                 "--vocabulary", "model", "--output-dir", str(tmp_path / "c"), *common]) == 2
+    assert "data.vocabulary=model takes the vocabulary of model.init_from" in capsys.readouterr().err
+
+
+def test_speech_presets_are_builtin_models(tmp_path, monkeypatch):
+    from mtransfer.builtins import MODELS
+    from mtransfer.speech.presets import build_preset, preset_config
+
+    assert "builtin:wav2vec2-small" in MODELS and "builtin:wav2vec2-tiny" in MODELS
+    folder = build_preset("wav2vec2-tiny", tmp_path / "tiny")
+    model = mt.TransferModel.from_backbone("audio", folder, labels=Vocabulary.from_texts(["ab"]), task="ctc", seed=0)
+    assert sum(p.numel() for p in model.adapter.backbone.parameters()) < 500_000
+    assert preset_config("wav2vec2-small").hidden_size == 192
+    with pytest.raises(ValueError, match="unknown speech preset 'wav2vec2-huge'"):
+        preset_config("wav2vec2-huge")

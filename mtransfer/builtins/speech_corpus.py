@@ -193,10 +193,29 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     tmp.replace(path)
 
 
+def add_noise(wav: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """``wav`` plus pink-ish noise (white noise through a one-pole low-pass) at ``snr_db`` dB SNR."""
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal(len(wav)).astype(np.float32)
+    noise = np.empty_like(white)
+    acc = 0.0
+    for i, w in enumerate(white):  # y[n] = 0.9 y[n-1] + x[n]: more energy at low frequencies, like room noise
+        acc = 0.9 * acc + w
+        noise[i] = acc
+    signal_power = float(np.mean(wav ** 2)) or 1e-8
+    noise *= np.sqrt(signal_power / (float(np.mean(noise ** 2)) * 10 ** (snr_db / 10)))
+    return np.clip(wav + noise, -1.0, 1.0).astype(np.float32)
+
+
 def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANGUAGES, per_language: int = 200,
                         speakers: int = 4, test_speakers: int = 1, seed: int = 0, workers: int = 4,
-                        locale_dir: Path = LOCALE_DIR, validation_speakers: int = 0) -> Path:
+                        locale_dir: Path = LOCALE_DIR, validation_speakers: int = 0,
+                        noise_snr: tuple[float, float] | None = None) -> Path:
     """Build (or complete) the corpus in ``out``; existing wav files are kept, so a rerun resumes.
+
+    ``noise_snr=(low, high)`` adds noise at an SNR drawn uniformly per utterance (in dB; the
+    draw is a function of the utterance, so a rebuild writes the same audio), recorded in the
+    ``snr`` column.
 
     Returns:
         The folder, loadable with ``datasets.load_dataset("audiofolder", data_dir=out)`` or
@@ -207,17 +226,20 @@ def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANG
     rows = []
     jobs = []
     for n, u in enumerate(plan):
-        digest = hashlib.sha1(f"{u}".encode()).hexdigest()[:8]
+        digest = hashlib.sha1(f"{u}{noise_snr or ''}".encode()).hexdigest()[:8]
+        snr = None if noise_snr is None else round(random.Random(digest).uniform(*noise_snr), 1)
         rel = Path(u.language) / f"{u.language}_s{u.speaker}_{n:05d}_{digest}.wav"
         rows.append({"file_name": rel.as_posix(), "transcript": u.text, "language": u.language, "speaker": f"{u.language}-{u.speaker}",
-                     "variant": u.variant, "pitch": u.pitch, "speed": u.speed, "split": u.split})
+                     "variant": u.variant, "pitch": u.pitch, "speed": u.speed, "split": u.split,
+                     **({"snr": snr} if noise_snr is not None else {})})
         if not (out / rel).is_file():
-            jobs.append((u, out / rel))
+            jobs.append((u, out / rel, snr, int(digest, 16)))
 
-    def run(job: tuple[Utterance, Path]) -> None:
-        u, path = job
+    def run(job: tuple[Utterance, Path, float | None, int]) -> None:
+        u, path, snr, noise_seed = job
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(path, speak(u.text, u.language, u.variant, u.pitch, u.speed))
+        wav = speak(u.text, u.language, u.variant, u.pitch, u.speed)
+        write_wav(path, wav if snr is None else add_noise(wav, snr, noise_seed))
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(run, jobs))

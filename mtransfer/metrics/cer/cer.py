@@ -5,7 +5,7 @@ import jiwer
 from mtransfer.metrics import jiwer_metric
 
 
-class CharacterErrorRate(jiwer_metric.ErrorRate):
+class Cer(jiwer_metric.ErrorRate):
     metric_name = "cer"
     units = "characters"
     description = "Character error rate: character edits / reference characters, over the whole corpus (jiwer)."

@@ -5,7 +5,7 @@ import jiwer
 from mtransfer.metrics import jiwer_metric
 
 
-class WordErrorRate(jiwer_metric.ErrorRate):
+class Wer(jiwer_metric.ErrorRate):
     metric_name = "wer"
     units = "words"
     description = "Word error rate: word edits / reference words, over the whole corpus (jiwer)."
