@@ -144,8 +144,9 @@ class Head(nn.Module):
         if self.task == "single_label_classification":
             return F.cross_entropy(outputs.float(), labels.long())
         if self.task == "multi_label_classification":
-            return F.binary_cross_entropy_with_logits(outputs.float(), labels.float())
-        target = (labels.float().reshape(outputs.shape) - self.target_mean) / self.target_std
+            return F.binary_cross_entropy_with_logits(outputs.float(), labels.to(outputs.device).float())
+        mean, std = self.target_mean.to(outputs.device), self.target_std.to(outputs.device)
+        target = (labels.to(outputs.device).float().reshape(outputs.shape) - mean) / std
         return F.mse_loss(outputs.float(), target)
 
     @torch.no_grad()
@@ -157,9 +158,9 @@ class Head(nn.Module):
         """
         if self.task in ("single_label_classification", "ctc"):
             return outputs.argmax(dim=-1)
-        if self.task == "multi_label_classification":
-            return (torch.sigmoid(outputs.float()) >= self.thresholds).long()
-        return outputs.float() * self.target_std + self.target_mean
+        if self.task == "multi_label_classification":  # the outputs may sit on another device (gathered on the CPU)
+            return (torch.sigmoid(outputs.float()) >= self.thresholds.to(outputs.device)).long()
+        return outputs.float() * self.target_std.to(outputs.device) + self.target_mean.to(outputs.device)
 
     @torch.no_grad()
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:

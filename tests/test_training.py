@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,7 +170,7 @@ def test_best_epoch_weights_are_restored_at_the_end(tiny_bert, topic_data, tmp_p
     assert res.final_metrics["eval_loss"] == pytest.approx(best, rel=1e-6)
     saved = mt.TransferModel.from_pretrained(res.model_dir)
     texts = [r["text"] for r in topic_data[1]]
-    assert torch.equal(saved.predict_outputs(texts), trainer.model.predict_outputs(texts))
+    assert torch.equal(saved.predict_outputs(texts), trainer.model.cpu().predict_outputs(texts))  # same device, same bits
 
 
 def test_outputs_metrics_json_plot_and_tensorboard(tiny_bert, topic_data, tmp_path):
@@ -285,8 +286,10 @@ def test_every_schedule_drives_the_param_group_rates(schedule, tiny_bert, topic_
     assert len({round(lrs["head"], 12) for lrs in rec.step_lrs}) > (1 if schedule != "constant" else 0)
 
 
-def test_bf16_mixed_precision_on_cpu(tiny_bert, topic_data, tmp_path):
-    trainer = make(tiny_bert, topic_data, tmp_path, strategy="two_stage", num_epochs=2, mixed_precision="bf16", cpu=True)
+def test_bf16_mixed_precision_trains(tiny_bert, topic_data, tmp_path):
+    """bf16 autocast on the process's device (the CPU here; the GPU on a CUDA machine, where Accelerate has fixed
+    the device for the whole process)."""
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="two_stage", num_epochs=2, mixed_precision="bf16")
     seen = set()
     hook = trainer.model.head.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
     res = trainer.train()
@@ -303,10 +306,31 @@ def test_fp16_on_cpu_is_refused_with_a_reason():
 
 
 @pytest.mark.gpu
-def test_fp16_on_gpu_trains(tiny_bert, topic_data, tmp_path):
-    trainer = make(tiny_bert, topic_data, tmp_path, strategy="full", num_epochs=1, mixed_precision="fp16")
-    res = trainer.train()
-    assert math.isfinite(res.history[0]["train_loss"])
+def test_fp16_on_gpu_trains(tiny_bert, tmp_path):
+    """fp16 needs Accelerate's gradient scaler, fixed once per process: its own process, as a user's run would be."""
+    import subprocess
+    import sys
+
+    code = f"""
+import json, random, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import mtransfer as mt
+from tests.tiny import topic_examples
+rng = random.Random(0)
+train = mt.load_labeled(topic_examples(rng, 48))
+model = mt.TransferModel.from_backbone("text", {str(tiny_bert)!r}, labels=train.label_names, seed=0)
+args = mt.TrainingArguments(output_dir={str(tmp_path / "run")!r}, strategy="full", num_epochs=2, mixed_precision="fp16",
+                            learning_rate=1e-3, progress_bar=False, report_to=[], plot=False)
+trainer = mt.Trainer(model, args, train)
+res = trainer.train()
+print(json.dumps({{"losses": [h["train_loss"] for h in res.history], "scaler": trainer.accelerator.scaler is not None,
+                  "device": str(trainer.accelerator.device)}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["scaler"] and out["device"].startswith("cuda")
+    assert all(math.isfinite(x) for x in out["losses"]) and out["losses"][1] < out["losses"][0]
 
 
 def test_best_weights_go_back_into_the_live_model_of_a_backbone_that_cannot_be_rebuilt(shape_data, tmp_path):
@@ -320,7 +344,15 @@ def test_best_weights_go_back_into_the_live_model_of_a_backbone_that_cannot_be_r
     args = mt.TrainingArguments(output_dir=str(tmp_path / "run"), strategy="full", num_epochs=4, learning_rate=1e-2,
                                 lr_schedule="constant", warmup_ratio=0.0, metric_for_best_model="loss", batch_size=12,
                                 save_checkpoints=True, save_total_limit=1, progress_bar=False, report_to=[], plot=False)
-    trainer = mt.Trainer(model, args, train, val)
+
+    class SpoilLastEpoch(TrainerCallback):  # a best epoch before the last, on any device's arithmetic
+        def on_epoch_begin(self, trainer, epoch):
+            if epoch == 3:
+                with torch.no_grad():
+                    for p in trainer.accelerator.unwrap_model(trainer.model).head.parameters():
+                        p.mul_(-5.0)
+
+    trainer = mt.Trainer(model, args, train, val, callbacks=[SpoilLastEpoch()])
     live = trainer.model
     res = trainer.train()
     assert trainer.model is live  # the same object, its weights put back in place
@@ -463,5 +495,5 @@ def test_a_head_only_best_epoch_is_restored_after_the_backbone_trained(tiny_bert
     assert sorted(p.name for p in root.iterdir()) == ["epoch_1", "epoch_3"]
     assert not (root / "epoch_1" / "unchanged_parameters.json").exists()  # completed when the backbone began to train
     for k, v in trainer.model.adapter.state_dict().items():
-        assert torch.equal(v, original[k]), k
+        assert torch.equal(v.cpu(), original[k]), k
     assert res.final_metrics["eval_loss"] == pytest.approx(res.history[0]["eval_loss"], rel=1e-6)
