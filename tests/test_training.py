@@ -207,7 +207,7 @@ def test_regression_end_to_end_in_original_units(tiny_bert, topic_data, tmp_path
                                 progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
     res = mt.Trainer(model, args, train, val).train()
     assert res.best_metric == "eval_mse"
-    preds = model.predict([r["text"] for r in eval_rows])
+    preds = model.cpu().predict([r["text"] for r in eval_rows])  # the device the reloaded model is on
     assert 0 < min(preds) and max(preds) < 7000 and 2000 < sum(preds) / len(preds) < 4000
     assert res.final_metrics["eval_r_squared"] > 0.3
     loaded = mt.TransferModel.from_pretrained(res.model_dir)
@@ -228,7 +228,7 @@ def test_multilabel_with_tuned_thresholds(tiny_bert, topic_data, tmp_path):
                                 tune_thresholds=True)
     res = mt.Trainer(model, args, train, val).train()
     assert set(res.final_metrics) >= {"eval_f1", "eval_accuracy", "eval_loss"}
-    thresholds = model.head.thresholds
+    thresholds = model.cpu().head.thresholds
     assert not torch.equal(thresholds, torch.full_like(thresholds, 0.5))
     loaded = mt.TransferModel.from_pretrained(res.model_dir)
     assert torch.equal(loaded.head.thresholds, thresholds)
