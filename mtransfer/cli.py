@@ -1,4 +1,4 @@
-"""The ``mtransfer`` command line: ``demo``, ``train``, ``evaluate``, ``predict``, ``rank-sources``, ``rank-models``.
+"""The ``mtransfer`` command line: ``demo``, ``train``, ``pretrain``, ``evaluate``, ``predict``, ``export``, ``card``, ``push``, ``rank-sources``, ``rank-models``.
 
 Every verb has ``--help``. ``train`` takes the common settings as flags and any other
 :class:`~mtransfer.training.TrainingArguments` field as ``--set key=value``; it runs the same
@@ -73,15 +73,17 @@ TRUST_HELP = ("allow the model folder to import the code it names (a torch backb
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mtransfer.builtins import DATA, MODELS  # a registry of names: imports nothing heavy
+
     parser = OneLineParser(prog="mtransfer", description="Transfer learning across images, text and speech.",
-                           epilog="Shipped models and data, usable wherever a model or data path goes: builtin:minilm "
-                                  "(MiniLM-L6 sentence encoder), builtin:fortunes, builtin:digits, builtin:espeak. "
+                           epilog="Shipped models and data, usable wherever a model or data path goes: "
+                                  + ", ".join(MODELS) + " (models); " + ", ".join(DATA) + " (data). "
                                   "`mtransfer modalities` lists the adapters.")
     parser.add_argument("--version", action="version", version=f"mtransfer {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for add in (_add_demo, _add_train, _add_use, _add_publish, _add_ranking):
+    for add in (_add_demo, _add_train, _add_pretrain, _add_use, _add_publish, _add_ranking):
         add(sub)
     sub.add_parser("modalities", help="list the adapters (modalities) --modality takes")
     return parser
@@ -148,6 +150,48 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="any other TrainingArguments field, e.g. --set lr_schedule=slanted_triangular")
     train.add_argument("--no-progress", action="store_true")
+
+
+def _add_pretrain(sub: Any) -> None:
+    """``pretrain``: self-supervised continued pretraining of a wav2vec2 encoder on unlabelled audio."""
+    pre = sub.add_parser("pretrain", help="continue the self-supervised pretraining of a wav2vec2 encoder on audio",
+                         description="wav2vec 2.0's contrastive + diversity objective on unlabelled audio (no "
+                                     "transcripts); the result loads as an audio backbone (train --model OUT/model).")
+    pre.add_argument("--model", required=True, help="a wav2vec2 model: Hub id, folder or builtin:wav2vec2-small")
+    pre.add_argument("--audio", required=True,
+                     help="unlabelled audio: a folder (searched recursively), a data file with --input-column, or "
+                          "builtin:espeak-asr-LANG (its training audio)")
+    pre.add_argument("--input-column", default="audio", help="column of audio paths in a data file (default: audio)")
+    pre.add_argument("--output-dir", required=True)
+    pre.add_argument("--epochs", type=positive_int, default=10)
+    pre.add_argument("--lr", type=float, default=5e-4)
+    pre.add_argument("--batch-size", type=positive_int, default=8)
+    pre.add_argument("--max-duration", type=float, default=10.0, help="seconds per clip (longer ones are cropped)")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --output-dir")
+    pre.add_argument("--no-progress", action="store_true")
+
+
+def cmd_pretrain(a: argparse.Namespace) -> int:
+    import mtransfer as mt
+    from mtransfer.media import AUDIO_SUFFIXES
+    from mtransfer.speech.pretrain import PretrainArguments, continue_pretraining
+
+    source = Path(a.audio).expanduser()
+    if a.audio.startswith("builtin:"):
+        audio = mt.load_labeled(a.audio, split="train", label_column=None).inputs
+    elif source.is_dir():
+        audio = sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not audio:
+            raise ValueError(f"--audio {a.audio}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in the folder.")
+    else:
+        audio = mt.load_labeled(a.audio, input_column=a.input_column, label_column=None).inputs
+    args = PretrainArguments(a.output_dir, num_epochs=a.epochs, learning_rate=a.lr, batch_size=a.batch_size,
+                             max_duration=a.max_duration, seed=a.seed, progress_bar=not a.no_progress,
+                             resume_from_checkpoint="latest" if a.resume else None)
+    result = continue_pretraining(a.model, audio, args)
+    print(json.dumps({"model_dir": result.model_dir, "history": result.history, "seconds": round(result.seconds, 1)}))
+    return 0
 
 
 def _add_use(sub: Any) -> None:
@@ -495,7 +539,7 @@ def cmd_modalities(a: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "card": cmd_card, "push": cmd_push,
-            "export": cmd_export, "modalities": cmd_modalities}
+            "export": cmd_export, "modalities": cmd_modalities, "pretrain": cmd_pretrain}
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
