@@ -82,3 +82,32 @@ def test_a_shipped_config_with_its_defaults_finishes_on_two_processes(tiny_bert,
     assert list((out / "logs").rglob("events.out.tfevents*"))  # the tracker ran and was flushed
     assert "Traceback" not in proc.stderr
     assert "find_unused_parameters" not in proc.stderr  # DDP's "unnecessary traversal" warning
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_process_ctc_run_gathers_every_utterance_once(tiny_speech, tmp_path):
+    """Disjoint shards, and the gathered WER / CER equal one process's evaluation of the saved model."""
+    out = tmp_path / "ctc"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(ROOT / "tests/launch_ctc_worker.py"),
+           str(tiny_speech("wav2vec2")), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
+    assert {r["distributed_type"] for r in ranks} == {"DistributedType.MULTI_CPU"}
+    for epoch in ("1", "2"):
+        a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
+        assert not set(a) & set(b) and sorted(a + b) == list(range(12))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final_eval"]["eval_samples"] == 7
+    from tests.launch_ctc_worker import TEXTS, data
+
+    model = mt.TransferModel.from_pretrained(out / "model")
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "eval"), eval_batch_size=2, report_to=[], progress_bar=False)
+    single = mt.Trainer(model, args, eval_dataset=data(TEXTS[:7])).evaluate()
+    assert single["eval_samples"] == 7
+    assert single["eval_wer"] == pytest.approx(metrics["final_eval"]["eval_wer"])
+    assert single["eval_cer"] == pytest.approx(metrics["final_eval"]["eval_cer"])
