@@ -24,10 +24,13 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--model", default="builtin:wav2vec2-tiny")
     ap.add_argument("--source-epochs", type=int, default=60)
+    ap.add_argument("--only", default="source,transfer,scratch",
+                    help="runs to (re)do; the others keep their results from OUTPUT_DIR/results.json")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
     runs = run_speech_demo(a.output_dir, source=a.source, target=a.target, fraction=a.fraction, model=a.model,
-                           source_epochs=a.source_epochs, progress_bar=not a.no_progress)
+                           source_epochs=a.source_epochs, progress_bar=not a.no_progress,
+                           only=a.only.split(","))
     print(results_table(runs))
     for r in runs:
         print(json.dumps({"run": r.name, "examples": r.results["examples"][:2]}, ensure_ascii=False))
