@@ -55,6 +55,7 @@ class LabeledDataset(Dataset):
         self.vocabulary: Any = None  # ctc: the Vocabulary the targets are encoded with
         self.references: list[str] | None = None  # ctc: normalised transcripts (WER / CER references)
         self.reference_units: list[list[str]] | None = None  # ctc: their units (PER references for phones)
+        self.unknown_units = 0  # ctc: units outside a given vocabulary, encoded as [UNK]
 
     def __len__(self) -> int:
         return len(self.inputs)

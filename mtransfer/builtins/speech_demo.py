@@ -80,8 +80,8 @@ def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: s
     src_valid, src_test = (load(source, s, vocabulary=src_train.vocabulary) for s in ("validation", "test"))
     full_target = load(target, "train")
     keep = sorted(random.Random(seed).sample(range(len(full_target)), max(1, round(fraction * len(full_target)))))
-    small = load(target, "train", vocabulary=None)
-    small = mt.load_labeled([{"audio": small.inputs[i], "transcript": small.references[i]} for i in keep],
+    # the small set's own vocabulary: the characters of its transcripts only
+    small = mt.load_labeled([{"audio": full_target.inputs[i], "transcript": full_target.references[i]} for i in keep],
                             input_column="audio", label_column="transcript", task="ctc")
     tgt_valid, tgt_test = (load(target, s, vocabulary=small.vocabulary) for s in ("validation", "test"))
     common = dict(batch_size=batch_size, progress_bar=progress_bar, seed=seed, patience=patience)

@@ -106,8 +106,7 @@ class Vocabulary:
 
     def encode(self, text: str) -> tuple[list[int], int]:
         """``(ids, number of units outside the vocabulary)``; unknown units become ``[UNK]``."""
-        ids, unknown = self.encode_units(self.units_of([text])[0])
-        return ids, unknown
+        return self.encode_units(self.units_of([text])[0])
 
     def encode_units(self, units: Sequence[str]) -> tuple[list[int], int]:
         ids = [self._index.get(u, 1) for u in units]
