@@ -153,6 +153,7 @@ class Checkpoints:
     def start_fresh(self, overwrite: bool) -> None:
         """Before a new (not resumed) run: refuse to mix with an older run's checkpoints, or remove them when ``overwrite``."""
         old = list_checkpoints(self.root)
+        self.accelerator.wait_for_everyone()  # every process has looked before the main process removes anything
         if not old:
             return
         if not overwrite:
@@ -247,6 +248,8 @@ class Checkpoints:
 
         folder = self.root / f"epoch_{epoch}"
         listing = _read_listing(folder)
+        # a collective: every process reads the listing before the main process rewrites it, and all decide alike
+        self.accelerator.wait_for_everyone()
         if listing is None or set(listing["parameters"]) <= set(still_unchanged):
             return
         if self.accelerator.is_main_process:

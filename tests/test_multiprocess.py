@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +15,18 @@ import mtransfer as mt
 from tests.tiny import topic_examples
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch_report(proc) -> str:
+    """What a failed `accelerate launch` printed: each rank's own traceback first (the launcher's summary hides which
+    rank failed first and why), then the tails."""
+    ranks = {}
+    for line in proc.stderr.splitlines():
+        m = re.match(r"\[rank(\d+)\]:", line)
+        if m:
+            ranks.setdefault(m.group(1), []).append(line)
+    per_rank = "\n".join("\n".join(lines[-40:]) for _, lines in sorted(ranks.items()))
+    return per_rank + "\n--- stdout ---\n" + proc.stdout[-2000:] + "\n--- stderr ---\n" + proc.stderr[-2000:]
 
 
 def free_port() -> int:
@@ -31,7 +44,7 @@ def test_two_processes_disjoint_shards_and_metrics_count_each_example_once(tiny_
            "--main_process_port", str(free_port()), str(ROOT / "tests/launch_worker.py"), str(tiny_bert), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, launch_report(proc)
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert {r["distributed_type"] for r in ranks} == {"DistributedType.MULTI_CPU"}
@@ -73,7 +86,7 @@ def test_a_shipped_config_with_its_defaults_finishes_on_two_processes(tiny_bert,
            "training.progress_bar=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, launch_report(proc)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     from mtransfer.builtins import DATA
 
@@ -95,7 +108,7 @@ def test_two_process_ctc_run_gathers_every_utterance_once(tiny_speech, tmp_path)
            str(tiny_speech("wav2vec2")), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, launch_report(proc)
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
     assert {r["distributed_type"] for r in ranks} == {"DistributedType.MULTI_CPU"}
     for epoch in ("1", "2"):

@@ -497,3 +497,72 @@ def test_a_head_only_best_epoch_is_restored_after_the_backbone_trained(tiny_bert
     for k, v in trainer.model.adapter.state_dict().items():
         assert torch.equal(v.cpu(), original[k]), k
     assert res.final_metrics["eval_loss"] == pytest.approx(res.history[0]["eval_loss"], rel=1e-6)
+
+
+
+def run_two_ranks(tmp_path, body):
+    """Run ``body(checkpoints)`` as two "processes" (threads with a real barrier) where rank 1 starts only once rank 0
+    waits at its first barrier: any decision a rank takes from files rank 0 already changed shows as a broken barrier.
+    Returns how many barriers each rank passed."""
+    import threading
+
+    from mtransfer.checkpoints import Checkpoints
+
+    barrier = threading.Barrier(2, timeout=10)
+    waits, errors = {0: 0, 1: 0}, []
+
+    class Rank:
+        def __init__(self, index):
+            self.index, self.is_main_process = index, index == 0
+
+        def wait_for_everyone(self):
+            waits[self.index] += 1
+            barrier.wait()
+
+    def run(index):
+        try:
+            if index == 1:
+                while barrier.n_waiting == 0:  # rank 0 is ahead
+                    threading.Event().wait(0.001)
+            body(Checkpoints(tmp_path, Rank(index), identity={}, limit=None))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    return waits
+
+
+def test_completing_a_checkpoint_is_collective_whoever_reads_the_listing_last(tmp_path):
+    """CI failure on main: under 2 processes the main process completed the best checkpoint and removed its listing
+    before the other process had read it; that process then skipped the barrier, and the run died in gloo
+    ("Connection closed by peer")."""
+    from safetensors.torch import load_file, save_file
+
+    from mtransfer.checkpoints import MODEL_WEIGHTS, UNCHANGED_FILE, Checkpoints
+
+    model = torch.nn.Linear(3, 2)
+    folder = tmp_path / "checkpoints" / "epoch_1"
+    folder.mkdir(parents=True)
+    save_file({"weight": model.weight.detach().clone()}, str(folder / MODEL_WEIGHTS), metadata={"format": "pt"})
+    fingerprint = Checkpoints(tmp_path, None, identity={}, limit=None).fingerprint(model, ["bias"])
+    (folder / UNCHANGED_FILE).write_text(json.dumps({"parameters": ["bias"], "fingerprint": fingerprint}))
+    waits = run_two_ranks(tmp_path, lambda ckpt: ckpt.complete(1, model, still_unchanged=[]))
+    assert waits[0] == waits[1] >= 1  # both passed the same barriers
+    assert not (folder / UNCHANGED_FILE).exists()
+    assert torch.equal(load_file(str(folder / MODEL_WEIGHTS))["bias"], model.bias.detach())
+
+
+def test_starting_fresh_is_collective_whoever_lists_the_old_checkpoints_last(tmp_path):
+    from mtransfer.checkpoints import STATE_FILE
+
+    old = tmp_path / "checkpoints" / "epoch_1"
+    old.mkdir(parents=True)
+    (old / STATE_FILE).write_text("{}")
+    waits = run_two_ranks(tmp_path, lambda ckpt: ckpt.start_fresh(overwrite=True))
+    assert waits[0] == waits[1] >= 1
+    assert not old.exists()
