@@ -62,7 +62,7 @@ def _read_safetensors_mmap(path: Path, name: str) -> np.ndarray:
         header_len = int.from_bytes(fh.read(8), "little")
         header = json.loads(fh.read(header_len))
     info = header[name]
-    dtype = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}[info["dtype"]]
+    dtype = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64, "I64": np.int64}[info["dtype"]]
     if dtype is None:
         raise ValueError(f"{path}: bf16 cache shards cannot be memory-mapped; cache in float32 or float16.")
     start, end = info["data_offsets"]
@@ -112,6 +112,46 @@ class CacheEntry:
         return {k: v for k, v in self.__dict__.items() if k != "_maps"}
 
 
+class FrameCacheEntry(CacheEntry):
+    """Cached frame features (a sequence per row, e.g. an audio encoder's frames for a CTC head).
+
+    A shard holds its rows' frames one after another (``features``: ``(frames, dim)``) and where
+    each row starts (``offsets``: ``(rows + 1,)``).
+
+    Shape:
+        :meth:`frame_rows` returns ``(len(indices), longest, dim)`` padded with zeros and its
+        mask ``(len(indices), longest)``.
+    """
+
+    def _offsets(self, i: int) -> np.ndarray:
+        if not hasattr(self, "_offset_maps"):
+            self._offset_maps: dict[int, np.ndarray] = {}
+        if i not in self._offset_maps:
+            self._offset_maps[i] = _read_safetensors_mmap(self.path / f"shard_{i:05d}.safetensors", "offsets")
+        return self._offset_maps[i]
+
+    def frame_rows(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames of rows ``indices`` in that order, padded, with their mask (copies)."""
+        spans = []
+        for idx in np.asarray(indices, dtype=np.int64):
+            shard, row = divmod(int(idx), self.shard_size)
+            offsets = self._offsets(shard)
+            spans.append((shard, int(offsets[row]), int(offsets[row + 1])))
+        longest = max([hi - lo for _, lo, hi in spans] + [1])
+        out = np.zeros((len(spans), longest, self.dim), dtype=np.float32)
+        mask = np.zeros((len(spans), longest), dtype=np.int64)
+        for j, (shard, lo, hi) in enumerate(spans):
+            out[j, :hi - lo] = self._shard(shard)[lo:hi]
+            mask[j, :hi - lo] = 1
+        return torch.from_numpy(out), torch.from_numpy(mask)
+
+    def rows(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        raise TypeError(f"feature cache {self.path} holds frames, not one vector per row: use frame_rows.")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_maps", "_offset_maps")}
+
+
 class FeatureCache:
     """Features of (adapter, dataset, view) triples, extracted once, memory-mapped after.
 
@@ -139,9 +179,11 @@ class FeatureCache:
         self.misses = 0
 
     # --- keys -----------------------------------------------------------------------------
-    def key(self, adapter: Any, inputs: Sequence[Any], view: int = 0, seed: int = 0) -> dict[str, Any]:
+    def key(self, adapter: Any, inputs: Sequence[Any], view: int = 0, seed: int = 0,
+            frames: bool = False) -> dict[str, Any]:
         """Everything that decides the features, as a JSON-ready dict."""
         return {
+            **({"frames": True} if frames else {}),
             "format": CACHE_FORMAT,
             "adapter": adapter.feature_fingerprint(),
             "data": adapter.input_fingerprint(inputs),
@@ -165,13 +207,14 @@ class FeatureCache:
         meta = json.loads(meta_path.read_text())
         if not meta.get("complete") or meta.get("key") != key:
             return None
-        return CacheEntry(path, meta["num_rows"], meta["dim"], meta["shard_size"])
+        kind = FrameCacheEntry if meta.get("frames") else CacheEntry
+        return kind(path, meta["num_rows"], meta["dim"], meta["shard_size"])
 
     # --- extraction -------------------------------------------------------------------------
     def features(self, adapter: Any, inputs: Sequence[Any], *, view: int = 0, seed: int = 0, batch_size: int = 64,
                  device: torch.device | str | None = None, process_index: int = 0, num_processes: int = 1,
                  wait: Callable[[], None] | None = None, on_shard: Callable[[int], None] | None = None,
-                 progress: bool = False) -> CacheEntry:
+                 progress: bool = False, frames: bool = False) -> CacheEntry:
         """The cached features of ``inputs``, extracting whatever is missing first.
 
         Args:
@@ -185,8 +228,10 @@ class FeatureCache:
             wait: Called after this process's shards are written (``accelerator.wait_for_everyone``).
             on_shard: Called with each shard index after it is written.
             progress: Show a progress bar.
+            frames: Cache the adapter's frame features (``Features.tokens`` within ``Features.mask``)
+                instead of the pooled vector: a :class:`FrameCacheEntry`.
         """
-        key = self.key(adapter, inputs, view, seed)
+        key = self.key(adapter, inputs, view, seed, frames)
         found = self.lookup(key)
         if found is not None:
             self.hits += 1
@@ -199,7 +244,7 @@ class FeatureCache:
         mine = [s for s in range(num_shards) if s % num_processes == process_index]
         todo = [s for s in mine if not (path / f"shard_{s:05d}.safetensors").is_file()]
         if todo:
-            self._extract(adapter, inputs, path, todo, view, seed, batch_size, device, on_shard, progress)
+            self._extract(adapter, inputs, path, todo, view, seed, batch_size, device, on_shard, progress, frames)
         if wait is not None:
             wait()
         missing = [s for s in range(num_shards) if not (path / f"shard_{s:05d}.safetensors").is_file()]
@@ -208,14 +253,15 @@ class FeatureCache:
         dim = _read_safetensors_mmap(path / "shard_00000.safetensors", "features").shape[1]
         if process_index == 0:
             atomic_write_json(path / "meta.json", {"key": key, "complete": True, "num_rows": n, "dim": int(dim),
-                                                   "shard_size": self.shard_size, "num_shards": num_shards})
+                                                   "shard_size": self.shard_size, "num_shards": num_shards,
+                                                   **({"frames": True} if frames else {})})
         if wait is not None:
             wait()
-        return CacheEntry(path, n, int(dim), self.shard_size)
+        return (FrameCacheEntry if frames else CacheEntry)(path, n, int(dim), self.shard_size)
 
     @torch.no_grad()
     def _extract(self, adapter, inputs, path: Path, shards: list[int], view: int, seed: int, batch_size: int,
-                 device, on_shard, progress: bool) -> None:
+                 device, on_shard, progress: bool, frames: bool = False) -> None:
         from tqdm.auto import tqdm
 
         was_training = adapter.training
@@ -236,11 +282,20 @@ class FeatureCache:
                     for start in range(lo, hi, batch_size):
                         batch = adapter.preprocess(list(inputs[start:min(hi, start + batch_size)]), training=bool(view))
                         batch = {k: v.to(device) for k, v in batch.items()}
-                        chunks.append(adapter.forward_features(batch).pooled.float().cpu())
-                        bar.update(len(chunks[-1]))
-                feats = torch.cat(chunks).to(storage).contiguous()
+                        out = adapter.forward_features(batch)
+                        if frames:
+                            if out.tokens is None or out.mask is None:
+                                raise ValueError(f"{type(adapter).__name__} gives no frame features to cache.")
+                            chunks += [t[:int(n)].float().cpu() for t, n in zip(out.tokens, out.mask.sum(1))]
+                            bar.update(len(out.tokens))
+                        else:
+                            chunks.append(out.pooled.float().cpu())
+                            bar.update(len(chunks[-1]))
+                tensors = {"features": torch.cat(chunks).to(storage).contiguous()}
+                if frames:
+                    tensors["offsets"] = torch.tensor([0, *np.cumsum([len(c) for c in chunks])], dtype=torch.int64)
                 tmp = path / f".shard_{s:05d}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # unique per writer, threads too
-                save_file({"features": feats}, str(tmp))
+                save_file(tensors, str(tmp))
                 os.replace(tmp, path / f"shard_{s:05d}.safetensors")
                 if on_shard is not None:
                     on_shard(s)

@@ -202,6 +202,7 @@ def _add_use(sub: Any) -> None:
     _add_data_args(evaluate)
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    _add_decoding_args(evaluate)
 
     predict = sub.add_parser("predict", help="predictions as JSON lines",
                              description="Predict for texts (one per line, or a column of a csv/json file), for image or "
@@ -212,6 +213,27 @@ def _add_use(sub: Any) -> None:
     predict.add_argument("--input-column", default=None, help="column of inputs in a data file (default: text, image or audio by the model)")
     predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    _add_decoding_args(predict)
+
+
+def _add_decoding_args(parser: Any) -> None:
+    group = parser.add_argument_group("speech recognition (CTC models)")
+    group.add_argument("--beam-width", type=positive_int, default=None,
+                       help="beam search (pyctcdecode) with this many prefixes instead of greedy decoding")
+    group.add_argument("--lm", default=None, help="a KenLM n-gram (.arpa or .bin) over words for the beam search")
+    group.add_argument("--alpha", type=float, default=0.5, help="language-model weight (default 0.5)")
+    group.add_argument("--beta", type=float, default=1.0, help="word-insertion bonus (default 1.0)")
+
+
+def _decoder(a: argparse.Namespace, model: Any) -> Any:
+    """The beam-search decoder ``--beam-width`` / ``--lm`` ask for, or None (greedy)."""
+    if a.beam_width is None and a.lm is None:
+        return None
+    if model.task != "ctc":
+        raise ValueError(f"--beam-width / --lm are for speech recognition (CTC) models; this one does {model.task}.")
+    from mtransfer.speech.decoding import BeamSearchDecoder
+
+    return BeamSearchDecoder(model.vocabulary, beam_width=a.beam_width or 32, lm=a.lm, alpha=a.alpha, beta=a.beta)
 
 
 def _add_publish(sub: Any) -> None:
@@ -369,8 +391,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     data = mt.load_labeled(a.data, input_column=column, label_column=a.label_column, task=model.task,
                            label_names=None if model.task == "regression" else model.label_names,
                            label_separator=a.label_separator)
+    decoder = _decoder(a, model)
     args = mt.TrainingArguments(output_dir=a.model_dir, eval_batch_size=a.batch_size, report_to=[], progress_bar=False)
-    print(json.dumps(mt.Trainer(model, args, eval_dataset=data).evaluate()))
+    metrics = mt.Trainer(model, args, eval_dataset=data).evaluate(decoder=decoder)
+    print(json.dumps({**metrics, **(decoder.describe() if decoder is not None else {})}))
     return 0
 
 
@@ -406,9 +430,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
     import mtransfer as mt
 
     model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+    decoder = _decoder(a, model)  # before reading the inputs: a bad --lm stops here
     inputs = _predict_inputs(a.input, a.input_column or model.adapter.default_input_column, model.adapter)
     if model.task == "ctc":  # speech recognition: one transcript per input
-        for x, text in zip(inputs, model.transcribe(inputs, batch_size=a.batch_size)):
+        for x, text in zip(inputs, model.transcribe(inputs, batch_size=a.batch_size, decoder=decoder)):
             print(json.dumps({"input": x, "transcript": text}, ensure_ascii=False))
         return 0
     outputs = model.predict_outputs(inputs, batch_size=a.batch_size)  # one pass: predictions and scores

@@ -421,6 +421,33 @@ class CachedFeatureDataset(Dataset):
         return self.__getitems__([index])
 
 
+class CachedFrameDataset(Dataset):
+    """Cached frame features (a :class:`~mtransfer.cache.FrameCacheEntry`) with a dataset's targets.
+
+    Batches carry ``features`` ``(batch, frames, dim)`` and their ``frame_mask``; the source
+    dataset's ``references`` (and ``reference_units``) stay reachable for CTC evaluation.
+    """
+
+    def __init__(self, entry: Any, dataset: LabeledDataset) -> None:
+        if len(entry) != len(dataset):
+            raise ValueError(f"feature cache {entry.path}: {len(entry)} rows for {len(dataset)} targets.")
+        self.entry = entry
+        self.targets = dataset.targets
+        self.references = getattr(dataset, "references", None)
+        self.reference_units = getattr(dataset, "reference_units", None)
+
+    def __len__(self) -> int:
+        return len(self.entry)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        frames, mask = self.entry.frame_rows(indices)
+        return {"features": frames, "frame_mask": mask, "labels": self.targets[idx], "indices": idx}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+
 def collate_cached(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Identity: :class:`CachedFeatureDataset` already returns a batch."""
     return batch

@@ -152,7 +152,7 @@ def _check_ctc(model: Any, native: Any, sample: Any, atol: float) -> None:
 
     with torch.no_grad():
         ours = model(sample)
-        kwargs = {"input_values": sample["input_values"]}
+        kwargs = {model.adapter.input_name: sample[model.adapter.input_name]}
         if model.adapter.pass_attention_mask:
             kwargs["attention_mask"] = sample["attention_mask"]
         theirs = native(**kwargs).logits
@@ -198,7 +198,7 @@ def _check(model: Any, native: Any, sample: Any, atol: float) -> None:
         if model.task == "regression":
             ours = ours * model.head.target_std + model.head.target_mean
         theirs = native(**{k: v for k, v in sample.items() if k in ("input_ids", "attention_mask", "token_type_ids",
-                                                                    "pixel_values", "input_values")}).logits
+                                                                    "pixel_values", "input_values", "input_features")}).logits
     if not torch.allclose(ours, theirs, atol=atol, rtol=1e-4):
         raise ValueError(
             f"{type(native).__name__}'s classifier reads a different feature than this model's "

@@ -324,17 +324,18 @@ class TransferModel(nn.Module):
 
     # --- forward ------------------------------------------------------------------------
     def forward(self, inputs: dict[str, torch.Tensor] | None = None, labels: torch.Tensor | None = None,
-                features: torch.Tensor | None = None, **_: Any) -> ModelOutput:
+                features: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None, **_: Any) -> ModelOutput:
         """Head outputs (and the loss when ``labels`` are given).
 
         Pass either ``inputs`` (a batch from the adapter's ``preprocess``) or ``features``
         (pooled features, e.g. from a :class:`~mtransfer.cache.FeatureCache`), which skips the backbone.
+        A CTC model takes cached frame features with their ``frame_mask``.
 
         Shape:
-            features: ``(batch, embedding_dim)``.
+            features: ``(batch, embedding_dim)``; CTC: ``(batch, frames, dim)`` and ``frame_mask`` ``(batch, frames)``.
         """
         if self.task == "ctc":
-            return self._forward_ctc(inputs, labels)
+            return self._forward_ctc(inputs, labels, features, frame_mask)
         if features is None:
             if inputs is None:
                 raise ValueError("TransferModel.forward needs inputs or features.")
@@ -344,9 +345,17 @@ class TransferModel(nn.Module):
         loss = self.head.loss(logits, labels) if labels is not None else None
         return ModelOutput(logits=logits, loss=loss, pooled=features)
 
-    def _forward_ctc(self, inputs: dict[str, torch.Tensor] | None, labels: torch.Tensor | None) -> ModelOutput:
+    def _forward_ctc(self, inputs: dict[str, torch.Tensor] | None, labels: torch.Tensor | None,
+                     frames: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> ModelOutput:
+        if frames is not None:  # cached frame features: the head alone
+            if frames.dim() != 3 or frame_mask is None:
+                raise ValueError("a CTC model reads frames: cached features must be (batch, frames, dim) with a "
+                                 "frame_mask (FeatureCache.features(..., frames=True)), not pooled vectors.")
+            logits = self.head(frames)
+            loss = self.head.loss(logits, labels, frame_mask) if labels is not None else None
+            return ModelOutput(logits=logits, loss=loss, mask=frame_mask)
         if inputs is None:
-            raise ValueError("a CTC model reads frames: pass inputs (cached pooled features have none).")
+            raise ValueError("a CTC model reads frames: pass inputs or cached frame features with their frame_mask.")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._adapter_trains):
             feats = self.adapter.forward_features(inputs)
         if feats.tokens is None or feats.mask is None:
@@ -378,9 +387,31 @@ class TransferModel(nn.Module):
             self.train(was_training)
         return out
 
-    def transcribe(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16) -> list[str] | str:
-        """CTC models: greedy transcripts (repeats merged, blanks dropped, ``|`` as spaces)."""
-        texts = [self.vocabulary.decode(ids) for ids in self.transcribe_ids(inputs, batch_size)]
+    def transcribe(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16,
+                   decoder: Any = None) -> list[str] | str:
+        """CTC models: transcripts; greedy (repeats merged, blanks dropped, ``|`` as spaces) unless ``decoder``
+        (a :class:`~mtransfer.speech.decoding.BeamSearchDecoder`, optionally with a KenLM n-gram) is given."""
+        if decoder is None:
+            texts = [self.vocabulary.decode(ids) for ids in self.transcribe_ids(inputs, batch_size)]
+            return texts[0] if _is_single(inputs) else texts
+        if self.task != "ctc":
+            raise ValueError(f"transcribe is for CTC models; this one does {self.task}.")
+        if decoder.vocabulary.symbols != self.vocabulary.symbols:
+            raise ValueError("the decoder was built for another vocabulary than this model's.")
+        items = _as_list(inputs)
+        self.adapter.validate_inputs(items)
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        texts: list[str] = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(items), batch_size):
+                    batch = {k: v.to(device) for k, v in self.adapter.preprocess(list(items[start:start + batch_size])).items()}
+                    res = self(batch)
+                    texts += decoder.decode(res.logits, res.mask)
+        finally:
+            self.train(was_training)
         return texts[0] if _is_single(inputs) else texts
 
     @torch.no_grad()

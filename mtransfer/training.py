@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from mtransfer.checkpoints import Checkpoints, TrainerState, run_identity
-from mtransfer.data import CachedFeatureDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
+from mtransfer.data import CachedFeatureDataset, CachedFrameDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
 from mtransfer.heads import tune_thresholds
 from mtransfer.metrics import DEFAULT_METRICS, compute_metrics, greater_is_better
 from mtransfer.model import TransferModel
@@ -562,7 +562,8 @@ class Trainer:
         for batch in dataloader:
             with accelerator.accumulate(model):
                 with self._autocast():
-                    out = model(batch.get("inputs"), batch["labels"], features=batch.get("features"))
+                    out = model(batch.get("inputs"), batch["labels"], features=batch.get("features"),
+                                frame_mask=batch.get("frame_mask"))
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     if args.max_grad_norm:
@@ -635,21 +636,22 @@ class Trainer:
 
     def _use_cache(self, phase) -> bool:
         """Cached features serve a phase that trains only the head, when the adapter has no new modules."""
-        return (self.args.cache_features and self._head_only(phase) and not self.unwrapped.adapter.head_modules()
-                and self.unwrapped.task != "ctc")
+        return self.args.cache_features and self._head_only(phase) and not self.unwrapped.adapter.head_modules()
 
     def _cache_loader(self, dataset: LabeledDataset, view: int, training: bool):
         """A prepared data loader over the cached features of ``dataset`` (extracted on first use)."""
         from torch.utils.data import DataLoader
 
         args, accelerator = self.args, self.accelerator
+        frames = self.unwrapped.task == "ctc"  # a CTC head reads every frame: cache the frames, not a pooled vector
         entry = self._feature_cache().features(
             self.unwrapped.adapter, dataset.inputs, view=view, seed=args.seed, batch_size=args.eval_batch_size,
             device=accelerator.device, process_index=accelerator.process_index,
             num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone,
-            progress=self._show)
+            progress=self._show, frames=frames)
         sampler = EpochShuffleSampler(len(dataset), args.seed) if training else None
-        dl = DataLoader(CachedFeatureDataset(entry, dataset.targets), sampler=sampler, shuffle=False,
+        cached = CachedFrameDataset(entry, dataset) if frames else CachedFeatureDataset(entry, dataset.targets)
+        dl = DataLoader(cached, sampler=sampler, shuffle=False,
                         batch_size=args.batch_size if training else args.eval_batch_size, collate_fn=collate_cached)
         return accelerator.prepare_data_loader(dl)
 
@@ -756,8 +758,10 @@ class Trainer:
             labels.append(targets.cpu())
         return torch.cat(outputs), torch.cat(labels)
 
-    def _evaluate_ctc(self, model, dataloader) -> dict[str, float]:
-        """WER / CER (PER for phones) from per-utterance edit counts gathered over the processes, each utterance once."""
+    def _evaluate_ctc(self, model, dataloader, decoder: Any = None) -> dict[str, float]:
+        """WER / CER (PER for phones) from per-utterance edit counts gathered over the processes, each utterance once.
+
+        Greedy decoding, or ``decoder`` (a :class:`~mtransfer.speech.decoding.BeamSearchDecoder`)."""
         from mtransfer.speech.ctc import edit_counts, error_rates, greedy_ids
 
         accelerator = self.accelerator
@@ -767,13 +771,18 @@ class Trainer:
         counts, losses, shown = [], [], []
         for batch in dataloader:
             with torch.no_grad(), self._autocast():
-                out = model(batch["inputs"], batch["labels"])
-            ids = greedy_ids(out.logits.float(), out.mask)
-            hyps = [vocab.decode(x) for x in ids]
+                out = model(batch.get("inputs"), batch["labels"], features=batch.get("features"),
+                            frame_mask=batch.get("frame_mask"))
             index = batch["indices"].tolist()
             refs = [dataset.references[i] for i in index]
             units = [dataset.reference_units[i] for i in index] if vocab.kind == "phones" else None
-            hyp_units = [vocab.decode_units(x) for x in ids] if vocab.kind == "phones" else None
+            if decoder is None:
+                ids = greedy_ids(out.logits.float(), out.mask)
+                hyps = [vocab.decode(x) for x in ids]
+                hyp_units = [vocab.decode_units(x) for x in ids] if vocab.kind == "phones" else None
+            else:
+                hyps = decoder.decode(out.logits, out.mask)
+                hyp_units = [decoder.units(h) for h in hyps] if vocab.kind == "phones" else None
             rows = torch.as_tensor(edit_counts(refs, hyps, units, hyp_units), device=accelerator.device)
             loss = out.loss.detach().float().expand(len(index))
             rows, loss = accelerator.gather_for_metrics((rows, loss))
@@ -787,10 +796,12 @@ class Trainer:
         return {"eval_loss": float(torch.cat(losses).mean()), **{f"eval_{k}": v for k, v in error_rates(total, vocab.kind).items()},
                 "eval_samples": int(len(total))}
 
-    def _evaluate(self, model, dataloader) -> dict[str, float]:
+    def _evaluate(self, model, dataloader, decoder: Any = None) -> dict[str, float]:
         head = self.accelerator.unwrap_model(model).head
         if head.task == "ctc":
-            return self._evaluate_ctc(model, dataloader)
+            return self._evaluate_ctc(model, dataloader, decoder)
+        if decoder is not None:
+            raise ValueError(f"a decoder is for CTC models; this one does {head.task}.")
         logits, labels = self._gather_outputs(model, dataloader)
         loss = head.loss(logits, labels).item()
         preds = head.predict(logits).numpy()
@@ -798,8 +809,11 @@ class Trainer:
         metrics = compute_metrics(head.task, self.metric_names, preds, refs)
         return {"eval_loss": loss, **{f"eval_{k}": v for k, v in metrics.items()}, "eval_samples": int(len(labels))}
 
-    def evaluate(self, dataset: LabeledDataset | None = None) -> dict[str, float]:
-        """Metrics of the model on ``dataset`` (default: the eval dataset), sharded over the processes."""
+    def evaluate(self, dataset: LabeledDataset | None = None, decoder: Any = None) -> dict[str, float]:
+        """Metrics of the model on ``dataset`` (default: the eval dataset), sharded over the processes.
+
+        CTC models decode greedily, or with ``decoder`` (a :class:`~mtransfer.speech.decoding.BeamSearchDecoder`).
+        """
         from torch.utils.data import DataLoader
 
         dataset = dataset if dataset is not None else self.eval_dataset
@@ -816,7 +830,7 @@ class Trainer:
             dl = self.accelerator.prepare_data_loader(DataLoader(
                 dataset, batch_size=self.args.eval_batch_size, collate_fn=Collator(model.adapter),
                 num_workers=self.args.dataloader_num_workers))
-        return self._evaluate(model, dl)
+        return self._evaluate(model, dl, decoder)
 
     def _feature_cache(self):
         from mtransfer.cache import FeatureCache

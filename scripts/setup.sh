@@ -28,7 +28,7 @@ fi
 
 # --- python environment -------------------------------------------------------------------
 stamp="$venv/.mtransfer-setup"
-want="$(cat "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/pyproject.toml" "$root/scripts/setup.sh" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "import mtransfer" 2>/dev/null; then
     echo "[setup] python environment up to date ($venv)"
     exit 0
@@ -40,5 +40,10 @@ fi
 echo "[setup] installing the pinned stack (first run: several GB, a few minutes)"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e "$root[test]"
+# CTC beam search: pyctcdecode 0.5 declares numpy<2 but runs on numpy 2 (tested), so without its pins
+"$venv/bin/python" -m pip install -q --no-deps pyctcdecode==0.5.0 pygtrie==2.6.2
+# KenLM n-grams for the beam search: built from source; optional (beam search runs without it)
+"$venv/bin/python" -m pip install -q kenlm==0.3.0 2>/dev/null \
+    || echo "[setup] kenlm did not build (needs a C++ compiler): beam search will run without an n-gram"
 echo "$want" > "$stamp"
 echo "[setup] done"

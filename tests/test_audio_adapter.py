@@ -33,7 +33,7 @@ def pitches():
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
+@pytest.mark.parametrize("arch", ["wav2vec2", "hubert", "w2v-bert"])
 def test_every_strategy_trains_and_reloads(arch, strategy, tiny_speech, pitches, tmp_path):
     train, val = pitches
     model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=train.label_names, seed=0)

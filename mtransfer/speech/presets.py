@@ -1,18 +1,23 @@
-"""Small wav2vec2 configurations for from-scratch speech work on a CPU.
+"""Small speech encoders for from-scratch work on a CPU.
 
-The same code path as the Hub's large encoders (``Wav2Vec2Model`` behind the audio adapter),
-at a size a few hundred utterances train in minutes on 2 CPU cores. A preset is written once
-into the cache as a model folder (config, random weights from a fixed seed, feature extractor)
-and then loads like any other: ``builtin:wav2vec2-small`` in every entry point.
+The same code path as the Hub's large encoders (``Wav2Vec2Model`` or ``Wav2Vec2BertModel``
+behind the audio adapter), at a size a few hundred utterances train in minutes on 2 CPU cores.
+A preset is written once into the cache as a model folder (config, random weights from a fixed
+seed, feature extractor) and then loads like any other: ``builtin:w2v-bert-small`` in every
+entry point.
 
-=================  ========  ======  =====  =========  =================
-preset             hidden    layers  heads  conv dims  parameters
-=================  ========  ======  =====  =========  =================
-wav2vec2-small     192       4       4      7 x 96     2.2 M
-wav2vec2-tiny      96        2       2      7 x 48     0.34 M
-=================  ========  ======  =====  =========  =================
+=================  ===============  ======  ======  =====  ==========  ===========================
+preset             family           hidden  layers  heads  parameters  input
+=================  ===============  ======  ======  =====  ==========  ===========================
+w2v-bert-small     w2v-BERT 2.0     144     4       4      2.0 M       80 log-mel bins, 2 stacked
+wav2vec2-small     wav2vec2         192     4       4      2.2 M       waveform, 7 convs of 96
+wav2vec2-tiny      wav2vec2         96      2       2      0.34 M      waveform, 7 convs of 48
+=================  ===============  ======  ======  =====  ==========  ===========================
 
-Frames are 20 ms (the standard 320-sample stride at 16 kHz).
+Frames are 20 ms in all three. From random initialisation on a few hundred utterances the
+filterbank model learns far sooner than the raw-waveform ones, whose convolutional front end
+has to learn a filterbank first (see the README's speech demonstration); the wav2vec2 presets
+are the ones continued pretraining (``Wav2Vec2ForPreTraining``) trains.
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "wav2vec2-tiny": dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=2, intermediate_size=384,
                           conv_dim=(48,) * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4),
 }
+W2V_BERT: dict[str, dict[str, Any]] = {
+    # a conformer (feed-forward, self-attention, depthwise convolution, feed-forward) over stacked log-mel frames;
+    # the convolution gives positions, so no position embedding
+    "w2v-bert-small": dict(hidden_size=144, num_hidden_layers=4, num_attention_heads=4, intermediate_size=576,
+                           feature_projection_input_dim=160, conv_depthwise_kernel_size=15,
+                           position_embeddings_type=None, hidden_dropout=0.1, attention_dropout=0.1,
+                           activation_dropout=0.0, feat_proj_dropout=0.1, final_dropout=0.0, layerdrop=0.0,
+                           mask_time_prob=0.05, mask_time_length=5, mask_feature_prob=0.0, add_adapter=False,
+                           use_intermediate_ffn_before_adapter=False),
+}
 COMMON = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, layerdrop=0.0,
               hidden_dropout=0.1, activation_dropout=0.0, attention_dropout=0.1, feat_proj_dropout=0.0,
               final_dropout=0.0, mask_time_prob=0.05, mask_time_length=5, num_codevectors_per_group=64,
@@ -38,15 +53,19 @@ def preset_config(name: str) -> Any:
     """The ``Wav2Vec2Config`` of preset ``name``."""
     from transformers import Wav2Vec2Config
 
+    if name in W2V_BERT:
+        from transformers import Wav2Vec2BertConfig
+
+        return Wav2Vec2BertConfig(**W2V_BERT[name])
     if name not in PRESETS:
-        raise ValueError(f"unknown speech preset {name!r}; expected one of {', '.join(PRESETS)}.")
+        raise ValueError(f"unknown speech preset {name!r}; expected one of {', '.join([*W2V_BERT, *PRESETS])}.")
     return Wav2Vec2Config(**COMMON, **PRESETS[name])
 
 
 def build_preset(name: str, folder: str | os.PathLike, seed: int = 0) -> Path:
     """Write preset ``name`` as a model folder (random init from ``seed``) with its feature extractor."""
     import torch
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import AutoModel, SeamlessM4TFeatureExtractor, Wav2Vec2FeatureExtractor
 
     from mtransfer.atomic import atomic_directory
 
@@ -54,9 +73,13 @@ def build_preset(name: str, folder: str | os.PathLike, seed: int = 0) -> Path:
     config = preset_config(name)
     with atomic_directory(folder) as tmp:
         torch.manual_seed(seed)
-        Wav2Vec2Model(config).save_pretrained(tmp)
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                 return_attention_mask=True).save_pretrained(tmp)
+        AutoModel.from_config(config).save_pretrained(tmp)
+        if name in W2V_BERT:  # w2v-BERT 2.0's own front end: 80 log-mel bins every 10 ms, two frames stacked
+            SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000, stride=2,
+                                        padding_value=1.0).save_pretrained(tmp)
+        else:
+            Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                     return_attention_mask=True).save_pretrained(tmp)
     return folder
 
 

@@ -147,13 +147,17 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 def _load(model_name_or_path: str) -> tuple[Any, Any]:
-    from transformers import AutoFeatureExtractor, Wav2Vec2ForPreTraining
+    from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForPreTraining
 
     from mtransfer.adapters.base import load_pretrained, quiet_transformers
     from mtransfer.builtins import resolve_model
 
     path = resolve_model(str(model_name_or_path))
     with quiet_transformers():
+        config = load_pretrained(AutoConfig.from_pretrained, path, "model config")
+        if config.model_type != "wav2vec2":
+            raise ValueError(f"{model_name_or_path}: continued pretraining trains wav2vec2 encoders "
+                             f"(Wav2Vec2ForPreTraining); this model is a {config.model_type!r}.")
         model = load_pretrained(Wav2Vec2ForPreTraining.from_pretrained, path, "wav2vec2 model")
         extractor = load_pretrained(AutoFeatureExtractor.from_pretrained, path, "audio feature extractor")
     if not getattr(extractor, "return_attention_mask", False):
