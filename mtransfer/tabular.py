@@ -1,0 +1,311 @@
+"""Deep features beside tabular columns: backbone features of text / image / audio columns, then gradient boosting.
+
+:class:`TabularModel` reads a table (a pandas DataFrame), turns each media or text column into
+backbone features (through the feature cache; a PCA fitted on the training rows brings each to
+``dim`` columns), puts them beside the numeric columns and the categorical columns (which reach
+the booster as categories, not codes), and fits a gradient-boosted model: LightGBM by default,
+XGBoost when installed, or scikit-learn's HistGradientBoosting; for regression (targets in
+their own units) or classification, with early stopping on a held-out part of the training rows.
+
+It saves without pickle: the booster in its native format (LightGBM text, XGBoost JSON), the
+PCA matrices as safetensors, the column spec, backbone references and categories as JSON; a
+loaded model predicts exactly what the saved one did.
+
+>>> model = TabularModel("regression", text_columns=["description"], numeric_columns=["rooms"],
+...                      categorical_columns=["city"]).fit(train, train["price"])  # doctest: +SKIP
+>>> model.save("out/tabular"); TabularModel.load("out/tabular").predict(test)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+FORMAT = 1
+BOOSTERS = ("lightgbm", "xgboost", "hist")
+TASKS = ("regression", "classification")
+DEFAULT_MODELS = {"text": ("sentence", "builtin:minilm"), "image": ("image", None), "audio": ("audio", None)}
+
+
+class TabularModel:
+    """Gradient boosting on numeric + categorical columns and backbone features of text / media columns.
+
+    Args:
+        task: ``regression`` or ``classification``.
+        text_columns / image_columns / audio_columns: Columns whose values are texts, image paths, audio paths.
+        numeric_columns: Numeric columns (missing values allowed: the booster routes them).
+        categorical_columns: Columns the booster treats as categories.
+        text_model / image_model / audio_model: ``(modality, model)`` of the backbone for that kind
+            (text default: the ``sentence`` adapter on ``builtin:minilm``).
+        dim: Columns per media column after PCA (None: every feature).
+        booster: ``lightgbm`` (default), ``xgboost`` or ``hist``.
+        n_estimators, learning_rate: Boosting rounds (an upper bound) and shrinkage.
+        early_stopping_rounds: Rounds without a better validation score before stopping; the
+            validation part is ``validation_fraction`` of the training rows.
+        cache_dir: Feature-cache folder. seed: Split, PCA and booster seed.
+    """
+
+    def __init__(self, task: str = "regression", *, text_columns: Sequence[str] = (), image_columns: Sequence[str] = (),
+                 audio_columns: Sequence[str] = (), numeric_columns: Sequence[str] = (),
+                 categorical_columns: Sequence[str] = (), text_model: tuple[str, str] | None = None,
+                 image_model: tuple[str, str] | None = None, audio_model: tuple[str, str] | None = None,
+                 dim: int | None = 32, booster: str = "lightgbm", n_estimators: int = 2000, learning_rate: float = 0.05,
+                 early_stopping_rounds: int = 50, validation_fraction: float = 0.15, cache_dir: str | None = None,
+                 seed: int = 0, progress: bool = True) -> None:
+        if task not in TASKS:
+            raise ValueError(f"TabularModel task={task!r}; expected one of {', '.join(TASKS)}.")
+        if booster not in BOOSTERS:
+            raise ValueError(f"TabularModel booster={booster!r}; expected one of {', '.join(BOOSTERS)}.")
+        if not 0 < validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction={validation_fraction!r}: expected a fraction in (0, 0.5).")
+        self.task, self.booster, self.dim = task, booster, dim
+        self.media = {"text": list(text_columns), "image": list(image_columns), "audio": list(audio_columns)}
+        self.backbones = {"text": tuple(text_model or DEFAULT_MODELS["text"]),
+                          "image": tuple(image_model) if image_model else None,
+                          "audio": tuple(audio_model) if audio_model else None}
+        for kind in ("image", "audio"):
+            if self.media[kind] and self.backbones[kind] is None:
+                raise ValueError(f"{kind}_columns need {kind}_model=(modality, model), e.g. ('image', 'google/vit-base-patch16-224').")
+        self.numeric, self.categorical = list(numeric_columns), list(categorical_columns)
+        if not (self.numeric or self.categorical or any(self.media.values())):
+            raise ValueError("TabularModel needs at least one column (text, image, audio, numeric or categorical).")
+        used = [c for cols in (*self.media.values(), self.numeric, self.categorical) for c in cols]
+        twice = sorted({c for c in used if used.count(c) > 1})
+        if twice:
+            raise ValueError(f"columns given twice: {', '.join(twice)} (each column has one role).")
+        self.n_estimators, self.learning_rate = n_estimators, learning_rate
+        self.early_stopping_rounds, self.validation_fraction = early_stopping_rounds, validation_fraction
+        self.cache_dir, self.seed, self.progress = cache_dir, seed, progress
+        self.categories: dict[str, list[Any]] = {}
+        self.projections: dict[str, dict[str, np.ndarray]] = {}
+        self.classes: list[Any] | None = None
+        self.timings: dict[str, float] = {}
+        self._model: Any = None
+
+    # --- checks -------------------------------------------------------------------------
+    def _check(self, frame: Any, where: str, target: Any = None) -> None:
+        """Every named column exists; numeric columns hold numbers; the target has no gaps. Before any extraction."""
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}.")
+        wanted = [c for cols in (*self.media.values(), self.numeric, self.categorical) for c in cols]
+        absent = [c for c in wanted if c not in frame.columns]
+        if absent:
+            raise ValueError(f"{where}: no column {', '.join(map(repr, absent))}; the columns are "
+                             f"{', '.join(map(str, frame.columns[:20]))}.")
+        for col in self.numeric:
+            values = frame[col]
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = np.flatnonzero(numbers.isna().to_numpy() & values.notna().to_numpy())
+            if len(bad):
+                shown = "; ".join(f"row {int(i)}: {values.iloc[int(i)]!r}" for i in bad[:3])
+                raise ValueError(f"{where}: column {col!r} should be numeric; {len(bad)} values are not numbers ({shown}).")
+        if target is not None:
+            y = pd.Series(target)
+            gaps = np.flatnonzero(y.isna().to_numpy())
+            if len(gaps):
+                raise ValueError(f"{where}: the target has {len(gaps)} missing values (rows "
+                                 f"{', '.join(str(int(i)) for i in gaps[:5])}); drop those rows or fill them.")
+            if self.task == "regression":
+                numbers = pd.to_numeric(y, errors="coerce")
+                if numbers.isna().any():
+                    i = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+                    raise ValueError(f"{where}: a regression target must be numeric; row {i} holds {y.iloc[i]!r}.")
+            if len(y) != len(frame):
+                raise ValueError(f"{where}: {len(y)} targets for {len(frame)} rows.")
+
+    # --- features -----------------------------------------------------------------------
+    def _media_features(self, frame: Any, fit: bool) -> dict[str, np.ndarray]:
+        from mtransfer.sklearn import BackboneFeatures
+
+        out = {}
+        for kind, columns in self.media.items():
+            for col in columns:
+                modality, model = self.backbones[kind]
+                feats = BackboneFeatures(modality, model, cache_dir=self.cache_dir, progress=self.progress)
+                x = feats.fit_transform(frame[col])
+                if fit and self.dim is not None and self.dim < min(x.shape):
+                    from sklearn.decomposition import PCA
+
+                    pca = PCA(n_components=self.dim, random_state=self.seed).fit(x)
+                    self.projections[col] = {"mean": pca.mean_.astype(np.float32),
+                                             "components": pca.components_.astype(np.float32)}
+                elif fit:
+                    self.projections.pop(col, None)
+                if col in self.projections:
+                    p = self.projections[col]
+                    x = (x - p["mean"]) @ p["components"].T
+                out[col] = x.astype(np.float32)
+        return out
+
+    def _matrix(self, frame: Any, fit: bool) -> Any:
+        import pandas as pd
+
+        start = time.perf_counter()
+        media = self._media_features(frame, fit)
+        self.timings["features_s"] = time.perf_counter() - start
+        parts = {}
+        for col in self.numeric:
+            parts[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64").to_numpy()
+        for col in self.categorical:
+            values = frame[col].astype("string")
+            if fit:
+                self.categories[col] = sorted(values.dropna().unique().tolist())
+            # unseen categories become missing; the training categories keep their codes
+            parts[col] = pd.Categorical(values, categories=self.categories[col])
+        for col, x in media.items():
+            for i in range(x.shape[1]):
+                parts[f"{col}__f{i}"] = x[:, i]
+        return pd.DataFrame(parts, index=range(len(frame)))
+
+    # --- fit / predict ------------------------------------------------------------------
+    def fit(self, frame: Any, target: Any, where: str = "training table") -> TabularModel:
+        import pandas as pd
+
+        self._check(frame, where, target)
+        y = pd.Series(target).reset_index(drop=True)
+        if self.task == "classification":
+            self.classes = sorted(y.unique().tolist(), key=str)
+            index = {c: i for i, c in enumerate(self.classes)}
+            y = y.map(index).to_numpy()
+            if len(self.classes) < 2:
+                raise ValueError(f"{where}: classification needs at least 2 classes; the target has {len(self.classes)}.")
+        else:
+            y = pd.to_numeric(y).to_numpy(dtype=np.float64)
+        X = self._matrix(frame.reset_index(drop=True), fit=True)
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(X))
+        n_val = max(1, int(round(self.validation_fraction * len(X))))
+        val, tr = order[:n_val], order[n_val:]
+        start = time.perf_counter()
+        self._model = self._fit_booster(X.iloc[tr], y[tr], X.iloc[val], y[val])
+        self.timings["fit_s"] = time.perf_counter() - start
+        self.columns_ = list(X.columns)
+        return self
+
+    def _fit_booster(self, X, y, Xv, yv) -> Any:
+        classify = self.task == "classification"
+        if self.booster == "lightgbm":
+            import lightgbm as lgb
+
+            cls = lgb.LGBMClassifier if classify else lgb.LGBMRegressor
+            est = cls(n_estimators=self.n_estimators, learning_rate=self.learning_rate, random_state=self.seed,
+                      verbose=-1, min_child_samples=5)
+            est.fit(X, y, eval_X=Xv, eval_y=yv, callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+            return est.booster_
+        if self.booster == "xgboost":
+            try:
+                import xgboost as xgb
+            except ImportError:
+                raise ImportError("booster='xgboost' needs the xgboost package (pip install xgboost); "
+                                  "booster='lightgbm' is installed.") from None
+            cls = xgb.XGBClassifier if classify else xgb.XGBRegressor
+            est = cls(n_estimators=self.n_estimators, learning_rate=self.learning_rate, random_state=self.seed,
+                      tree_method="hist", enable_categorical=True, early_stopping_rounds=self.early_stopping_rounds)
+            est.fit(X, y, eval_set=[(Xv, yv)], verbose=False)
+            return est.get_booster()
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        est = cls(max_iter=self.n_estimators, learning_rate=self.learning_rate, random_state=self.seed,
+                  categorical_features="from_dtype", early_stopping=True, validation_fraction=self.validation_fraction,
+                  n_iter_no_change=self.early_stopping_rounds)
+        import pandas as pd
+
+        return est.fit(pd.concat([X, Xv]), np.concatenate([y, yv]))
+
+    def _raw(self, frame: Any, where: str) -> np.ndarray:
+        if self._model is None:
+            raise ValueError("TabularModel: fit (or load) it first.")
+        self._check(frame, where)
+        X = self._matrix(frame.reset_index(drop=True), fit=False)
+        if self.booster == "lightgbm":
+            return np.asarray(self._model.predict(X))
+        if self.booster == "xgboost":
+            import xgboost as xgb
+
+            return np.asarray(self._model.predict(xgb.DMatrix(X, enable_categorical=True)))
+        if self.task == "classification":
+            return self._model.predict_proba(X)
+        return self._model.predict(X)
+
+    def predict_proba(self, frame: Any, where: str = "table") -> np.ndarray:
+        """Class probabilities, columns in ``self.classes`` order. Shape: ``(rows, classes)``."""
+        if self.task != "classification":
+            raise ValueError("predict_proba is for classification; this model does regression.")
+        p = self._raw(frame, where)
+        return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
+
+    def predict(self, frame: Any, where: str = "table") -> np.ndarray:
+        """Predicted values (regression, in the target's units) or class labels."""
+        if self.task == "classification":
+            return np.asarray(self.classes, dtype=object)[self.predict_proba(frame, where).argmax(1)]
+        return self._raw(frame, where)
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the model into ``folder`` (booster native, PCA as safetensors, the rest JSON); no pickle."""
+        import torch
+        from safetensors.torch import save_file
+
+        from mtransfer.atomic import atomic_directory
+
+        if self._model is None:
+            raise ValueError("TabularModel: fit it before saving.")
+        if self.booster == "hist":
+            raise ValueError("booster='hist' (scikit-learn) has no native file format, and mtransfer does not pickle: "
+                             "use booster='lightgbm' or 'xgboost' to save.")
+        folder = Path(folder)
+        with atomic_directory(folder) as tmp:
+            name = "booster.txt" if self.booster == "lightgbm" else "booster.json"
+            self._model.save_model(str(tmp / name))
+            tensors = {f"{col}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for col, p in self.projections.items()
+                       for k, v in p.items()}
+            if tensors:
+                save_file(tensors, str(tmp / "projections.safetensors"))
+            spec = {"format": FORMAT, "task": self.task, "booster": self.booster, "booster_file": name, "dim": self.dim,
+                    "media": self.media, "backbones": self.backbones, "numeric": self.numeric,
+                    "categorical": self.categorical, "categories": self.categories, "classes": self.classes,
+                    "columns": self.columns_, "projected": sorted(self.projections), "seed": self.seed}
+            (tmp / "tabular.json").write_text(json.dumps(spec, indent=1, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, cache_dir: str | None = None) -> TabularModel:
+        """A model saved by :meth:`save`, ready to predict."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        path = folder / "tabular.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: no tabular.json (not a folder TabularModel.save wrote).")
+        spec = json.loads(path.read_text())
+        if spec.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {spec.get('format')!r}; this mtransfer reads format {FORMAT}.")
+        media = spec["media"]
+        model = cls(spec["task"], text_columns=media["text"], image_columns=media["image"], audio_columns=media["audio"],
+                    numeric_columns=spec["numeric"], categorical_columns=spec["categorical"],
+                    text_model=spec["backbones"]["text"], image_model=spec["backbones"]["image"],
+                    audio_model=spec["backbones"]["audio"], dim=spec["dim"], booster=spec["booster"],
+                    cache_dir=cache_dir, seed=spec["seed"])
+        model.categories, model.classes, model.columns_ = spec["categories"], spec["classes"], spec["columns"]
+        if spec["projected"]:
+            tensors = load_file(str(folder / "projections.safetensors"))
+            model.projections = {col: {k: tensors[f"{col}.{k}"].numpy() for k in ("mean", "components")}
+                                 for col in spec["projected"]}
+        if spec["booster"] == "lightgbm":
+            import lightgbm as lgb
+
+            model._model = lgb.Booster(model_file=str(folder / spec["booster_file"]))
+        else:
+            import xgboost as xgb
+
+            model._model = xgb.Booster()
+            model._model.load_model(str(folder / spec["booster_file"]))
+        return model
