@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for add in (_add_demo, _add_train, _add_pretrain, _add_use, _add_publish, _add_ranking):
+    for add in (_add_demo, _add_train, _add_pretrain, _add_use, _add_publish, _add_ranking, _add_tabular):
         add(sub)
     sub.add_parser("modalities", help="list the adapters (modalities) --modality takes")
     return parser
@@ -99,6 +99,99 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every run's epochs (e.g. 0.5 for a quick look)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_tabular(sub: Any) -> None:
+    """The ``tabular`` verb: deep features beside a table's columns, gradient boosting."""
+    tab = sub.add_parser("tabular", help="gradient boosting on a table's columns plus backbone features of its text/media columns",
+                         description="Cross-validate three models (the table's columns only, the deep features only, both), "
+                                     "print the comparison, then fit 'both' on all rows and save it (no pickle).")
+    tab.add_argument("--train", required=True, help="a csv / json / parquet table, or builtin:debian-packages")
+    tab.add_argument("--target", required=True, help="the column to predict")
+    tab.add_argument("--task", choices=["regression", "classification"], default="regression")
+    tab.add_argument("--text-column", action="append", default=[], help="a column of texts (repeatable)")
+    tab.add_argument("--image-column", action="append", default=[], help="a column of image paths (repeatable)")
+    tab.add_argument("--audio-column", action="append", default=[], help="a column of audio paths (repeatable)")
+    tab.add_argument("--numeric-column", action="append", default=[], help="a numeric column (repeatable)")
+    tab.add_argument("--categorical-column", action="append", default=[], help="a categorical column (repeatable)")
+    tab.add_argument("--text-model", default="sentence:builtin:minilm", help="MODALITY:MODEL for text columns")
+    tab.add_argument("--image-model", default=None, help="MODALITY:MODEL for image columns, e.g. image:google/vit-base-patch16-224")
+    tab.add_argument("--audio-model", default=None, help="MODALITY:MODEL for audio columns")
+    tab.add_argument("--dim", type=positive_int, default=32, help="PCA columns per text/media column (default 32)")
+    tab.add_argument("--booster", choices=["lightgbm", "xgboost", "hist"], default="lightgbm")
+    tab.add_argument("--folds", type=positive_int, default=5)
+    tab.add_argument("--limit", type=positive_int, default=None, help="use this many rows (sampled with --seed)")
+    tab.add_argument("--test", default=None, help="a held-out table to score the final model on")
+    tab.add_argument("--output-dir", default="outputs/tabular")
+    tab.add_argument("--seed", type=int, default=0)
+    tab.add_argument("--no-progress", action="store_true")
+
+
+def _read_table(source: str, limit: int | None, seed: int, what: str) -> Any:
+    import pandas as pd
+
+    if source == "builtin:debian-packages":
+        from mtransfer.builtins.debian_packages import packages_table
+
+        return packages_table(limit=limit or 3000, seed=seed)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {source}: no such file.")
+    readers = {".csv": pd.read_csv, ".tsv": lambda p: pd.read_csv(p, sep="\t"), ".json": pd.read_json,
+               ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+    if path.suffix.lower() not in readers:
+        raise ValueError(f"{what} {source}: expected a {', '.join(readers)} table.")
+    frame = readers[path.suffix.lower()](path)
+    if limit is not None and limit < len(frame):
+        frame = frame.sample(n=limit, random_state=seed)
+    return frame.reset_index(drop=True)
+
+
+def _model_pair(value: str | None, flag: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    modality, sep, model = value.partition(":")
+    if not sep or not model:
+        raise ValueError(f"{flag} {value!r}: expected MODALITY:MODEL, e.g. sentence:builtin:minilm.")
+    return modality, model
+
+
+def cmd_tabular(a: argparse.Namespace) -> int:
+    from mtransfer.tabular import TabularModel, compare, comparison_table
+
+    frame = _read_table(a.train, a.limit, a.seed, "--train")
+    columns = dict(text_columns=a.text_column, image_columns=a.image_column, audio_columns=a.audio_column,
+                   numeric_columns=a.numeric_column, categorical_columns=a.categorical_column)
+    if a.train == "builtin:debian-packages" and not any(columns.values()):
+        from mtransfer.builtins.debian_packages import CATEGORICAL, NUMERIC
+
+        columns.update(text_columns=["description"], numeric_columns=NUMERIC, categorical_columns=CATEGORICAL)
+    settings = dict(text_model=_model_pair(a.text_model, "--text-model"), image_model=_model_pair(a.image_model, "--image-model"),
+                    audio_model=_model_pair(a.audio_model, "--audio-model"), dim=a.dim, booster=a.booster,
+                    progress=not a.no_progress)
+    test = _read_table(a.test, None, a.seed, "--test") if a.test else None
+    final = TabularModel(a.task, **columns, seed=a.seed, **settings)
+    if a.target not in frame.columns:
+        raise ValueError(f"--target {a.target!r}: no such column in {a.train}; the columns are {', '.join(map(str, frame.columns[:20]))}.")
+    final._check(frame, f"--train {a.train}", frame[a.target])
+    if test is not None:
+        final._check(test, f"--test {a.test}", test[a.target] if a.target in test.columns else None)
+    rows = compare(frame, a.target, a.task, folds=a.folds, seed=a.seed, **columns, **settings)
+    print(f"{a.folds}-fold cross-validation on {len(frame)} rows of {a.train} (mean ± standard deviation over folds):")
+    print(comparison_table(rows))
+    final.fit(frame, frame[a.target])
+    out = Path(a.output_dir)
+    final.save(out / "model") if a.booster != "hist" else None
+    result: dict[str, Any] = {"cross_validation": rows, "rows": len(frame)}
+    if test is not None:
+        from mtransfer.tabular import _scores
+
+        result["test"] = _scores(a.task, test[a.target].to_numpy(), final.predict(test, where=f"--test {a.test}"))
+        print("test:", json.dumps(result["test"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(result, indent=1))
+    (out / "comparison.md").write_text(comparison_table(rows) + "\n")
+    return 0
 
 
 def _add_train(sub: Any) -> None:
@@ -564,7 +657,7 @@ def cmd_modalities(a: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "card": cmd_card, "push": cmd_push,
-            "export": cmd_export, "modalities": cmd_modalities, "pretrain": cmd_pretrain}
+            "export": cmd_export, "modalities": cmd_modalities, "pretrain": cmd_pretrain, "tabular": cmd_tabular}
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

@@ -121,15 +121,33 @@ class TabularModel:
                 raise ValueError(f"{where}: {len(y)} targets for {len(frame)} rows.")
 
     # --- features -----------------------------------------------------------------------
-    def _media_features(self, frame: Any, fit: bool) -> dict[str, np.ndarray]:
+    def column_features(self, frame: Any, only: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Backbone features (before PCA) of every text / media column of ``frame``, from the feature cache.
+
+        Computed once for a whole table, they serve every fold of a cross-validation (``features=``).
+        """
         from mtransfer.sklearn import BackboneFeatures
 
         out = {}
         for kind, columns in self.media.items():
             for col in columns:
+                if only is not None and col not in only:
+                    continue
                 modality, model = self.backbones[kind]
                 feats = BackboneFeatures(modality, model, cache_dir=self.cache_dir, progress=self.progress)
-                x = feats.fit_transform(frame[col])
+                out[col] = feats.fit_transform(frame[col])
+        return out
+
+    def _media_features(self, frame: Any, fit: bool, features: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        given = features or {}
+        missing = [c for c in self._media_columns() if c not in given]
+        computed = self.column_features(frame, only=missing) if missing else {}
+        out = {}
+        for kind, columns in self.media.items():
+            for col in columns:
+                x = given[col] if col in given else computed[col]
+                if len(x) != len(frame):
+                    raise ValueError(f"features of column {col!r}: {len(x)} rows for a table of {len(frame)}.")
                 if fit and self.dim is not None and self.dim < min(x.shape):
                     from sklearn.decomposition import PCA
 
@@ -144,11 +162,14 @@ class TabularModel:
                 out[col] = x.astype(np.float32)
         return out
 
-    def _matrix(self, frame: Any, fit: bool) -> Any:
+    def _media_columns(self) -> list[str]:
+        return [c for cols in self.media.values() for c in cols]
+
+    def _matrix(self, frame: Any, fit: bool, features: dict[str, np.ndarray] | None = None) -> Any:
         import pandas as pd
 
         start = time.perf_counter()
-        media = self._media_features(frame, fit)
+        media = self._media_features(frame, fit, features)
         self.timings["features_s"] = time.perf_counter() - start
         parts = {}
         for col in self.numeric:
@@ -165,7 +186,9 @@ class TabularModel:
         return pd.DataFrame(parts, index=range(len(frame)))
 
     # --- fit / predict ------------------------------------------------------------------
-    def fit(self, frame: Any, target: Any, where: str = "training table") -> TabularModel:
+    def fit(self, frame: Any, target: Any, where: str = "training table",
+            features: dict[str, np.ndarray] | None = None) -> TabularModel:
+        """Fit on ``frame`` (``features``: precomputed :meth:`column_features` of its rows, e.g. one fold's)."""
         import pandas as pd
 
         self._check(frame, where, target)
@@ -178,7 +201,7 @@ class TabularModel:
                 raise ValueError(f"{where}: classification needs at least 2 classes; the target has {len(self.classes)}.")
         else:
             y = pd.to_numeric(y).to_numpy(dtype=np.float64)
-        X = self._matrix(frame.reset_index(drop=True), fit=True)
+        X = self._matrix(frame.reset_index(drop=True), fit=True, features=features)
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(X))
         n_val = max(1, int(round(self.validation_fraction * len(X))))
@@ -220,11 +243,11 @@ class TabularModel:
 
         return est.fit(pd.concat([X, Xv]), np.concatenate([y, yv]))
 
-    def _raw(self, frame: Any, where: str) -> np.ndarray:
+    def _raw(self, frame: Any, where: str, features: dict[str, np.ndarray] | None = None) -> np.ndarray:
         if self._model is None:
             raise ValueError("TabularModel: fit (or load) it first.")
         self._check(frame, where)
-        X = self._matrix(frame.reset_index(drop=True), fit=False)
+        X = self._matrix(frame.reset_index(drop=True), fit=False, features=features)
         if self.booster == "lightgbm":
             return np.asarray(self._model.predict(X))
         if self.booster == "xgboost":
@@ -235,18 +258,18 @@ class TabularModel:
             return self._model.predict_proba(X)
         return self._model.predict(X)
 
-    def predict_proba(self, frame: Any, where: str = "table") -> np.ndarray:
+    def predict_proba(self, frame: Any, where: str = "table", features: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Class probabilities, columns in ``self.classes`` order. Shape: ``(rows, classes)``."""
         if self.task != "classification":
             raise ValueError("predict_proba is for classification; this model does regression.")
-        p = self._raw(frame, where)
+        p = self._raw(frame, where, features)
         return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
 
-    def predict(self, frame: Any, where: str = "table") -> np.ndarray:
+    def predict(self, frame: Any, where: str = "table", features: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Predicted values (regression, in the target's units) or class labels."""
         if self.task == "classification":
-            return np.asarray(self.classes, dtype=object)[self.predict_proba(frame, where).argmax(1)]
-        return self._raw(frame, where)
+            return np.asarray(self.classes, dtype=object)[self.predict_proba(frame, where, features).argmax(1)]
+        return self._raw(frame, where, features)
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> Path:
@@ -309,3 +332,70 @@ class TabularModel:
             model._model = xgb.Booster()
             model._model.load_model(str(folder / spec["booster_file"]))
         return model
+
+
+def _scores(task: str, truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
+
+    if task == "regression":
+        return {"rmse": float(np.sqrt(mean_squared_error(truth, pred))), "mae": float(mean_absolute_error(truth, pred)),
+                "r2": float(r2_score(truth, pred))}
+    return {"accuracy": float(accuracy_score(truth, pred)), "f1": float(f1_score(truth, pred, average="macro"))}
+
+
+def compare(frame: Any, target: str, task: str = "regression", *, text_columns: Sequence[str] = (),
+            image_columns: Sequence[str] = (), audio_columns: Sequence[str] = (), numeric_columns: Sequence[str] = (),
+            categorical_columns: Sequence[str] = (), folds: int = 5, seed: int = 0, **settings: Any) -> list[dict[str, Any]]:
+    """Cross-validated comparison: the table's columns only, the deep features only, both.
+
+    The backbone features of the whole table are extracted once (cached) and every fold reads
+    its rows; each fold fits its own PCA and booster on its training rows. Returns one row per
+    variant: mean and standard deviation over the folds of each metric (RMSE / MAE / R² or
+    accuracy / macro F1), the booster's mean fit seconds, and the extraction seconds.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    media = {"text_columns": list(text_columns), "image_columns": list(image_columns), "audio_columns": list(audio_columns)}
+    table = {"numeric_columns": list(numeric_columns), "categorical_columns": list(categorical_columns)}
+    if target not in frame.columns:
+        raise ValueError(f"no target column {target!r}; the columns are {', '.join(map(str, frame.columns[:20]))}.")
+    frame = frame.reset_index(drop=True)
+    y = frame[target]
+    both = TabularModel(task, **media, **table, seed=seed, **settings)
+    both._check(frame, "table", y)
+    start = time.perf_counter()
+    features = both.column_features(frame) if any(media.values()) else {}
+    extraction = time.perf_counter() - start
+    variants = {"columns only": {**table}, "deep features only": {**media}, "both": {**media, **table}}
+    variants = {k: v for k, v in variants.items() if any(v.values())}
+    splitter = (StratifiedKFold if task == "classification" else KFold)(folds, shuffle=True, random_state=seed)
+    results = []
+    for name, columns in variants.items():
+        per_fold, fit_seconds = [], []
+        for train_idx, test_idx in splitter.split(frame, y if task == "classification" else None):
+            model = TabularModel(task, **columns, seed=seed, **settings)
+            part = {c: x[train_idx] for c, x in features.items()}
+            model.fit(frame.iloc[train_idx], y.iloc[train_idx], features=part)
+            fit_seconds.append(model.timings["fit_s"])
+            pred = model.predict(frame.iloc[test_idx], features={c: x[test_idx] for c, x in features.items()})
+            per_fold.append(_scores(task, y.iloc[test_idx].to_numpy(), pred))
+        row: dict[str, Any] = {"variant": name}
+        for metric in per_fold[0]:
+            values = np.array([f[metric] for f in per_fold])
+            row[metric] = float(values.mean())
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        row["fit_s"] = float(np.mean(fit_seconds))
+        row["extraction_s"] = extraction if name != "columns only" else 0.0
+        results.append(row)
+    return results
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of :func:`compare`'s rows (mean ± standard deviation over folds)."""
+    metrics = [k for k in rows[0] if k not in ("variant", "fit_s", "extraction_s") and not k.endswith("_std")]
+    lines = ["| variant | " + " | ".join(metrics) + " | booster fit (s) | feature extraction (s) |",
+             "|---" * (len(metrics) + 3) + "|"]
+    for r in rows:
+        cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in metrics]
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['fit_s']:.2f} | {r['extraction_s']:.1f} |")
+    return "\n".join(lines)

@@ -91,3 +91,41 @@ def test_bad_tables_are_named_before_extraction(tiny_bert, houses, tmp_path, cal
     with pytest.raises(ValueError, match="columns given twice: area"):
         make(tiny_bert, tmp_path, categorical_columns=["area"])
     assert calls["n"] == 0  # nothing was extracted
+
+
+def test_the_three_way_comparison_extracts_once_and_reports_every_fold(tiny_bert, houses, tmp_path, calls):
+    from mtransfer.tabular import compare, comparison_table
+
+    rows = compare(houses, "price", text_columns=["description"], numeric_columns=["area"],
+                   categorical_columns=["city"], folds=3, text_model=("text", str(tiny_bert)), dim=8,
+                   cache_dir=str(tmp_path / "cache"), progress=False, n_estimators=200, learning_rate=0.1,
+                   early_stopping_rounds=20)
+    assert [r["variant"] for r in rows] == ["columns only", "deep features only", "both"]
+    extraction = calls["n"]
+    assert extraction == -(-len(houses) // 32)  # one pass over the table, batches of 32; no fold extracts again
+    by = {r["variant"]: r for r in rows}
+    # price = area + city + topic: the columns explain most of it, the text adds the topic
+    assert by["both"]["rmse"] < by["columns only"]["rmse"] and by["both"]["rmse"] < by["deep features only"]["rmse"]
+    assert all(r["rmse_std"] > 0 and r["fit_s"] > 0 for r in rows)
+    table = comparison_table(rows)
+    assert table.splitlines()[0].startswith("| variant | rmse | mae | r2 |") and " ± " in table
+
+
+def test_cli_compares_saves_and_scores_a_test_table(tiny_bert, houses, tmp_path, capsys, calls):
+    import json
+
+    from mtransfer.cli import main
+
+    houses.iloc[:150].to_csv(tmp_path / "train.csv", index=False)
+    houses.iloc[150:].to_csv(tmp_path / "test.csv", index=False)
+    args = ["tabular", "--train", str(tmp_path / "train.csv"), "--target", "price", "--text-column", "description",
+            "--numeric-column", "area", "--categorical-column", "city", "--text-model", f"text:{tiny_bert}",
+            "--dim", "8", "--folds", "3", "--output-dir", str(tmp_path / "out"), "--no-progress"]
+    assert main(args + ["--test", str(tmp_path / "test.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "3-fold cross-validation on 150 rows" in out and "| both |" in out and "test: {\"rmse\":" in out
+    saved = TabularModel.load(tmp_path / "out" / "model")
+    assert saved.predict(houses.iloc[150:]).shape == (len(houses) - 150,)
+    assert json.loads((tmp_path / "out" / "comparison.json").read_text())["rows"] == 150
+    assert main([*args[:4], "pricee", *args[5:]]) == 2
+    assert "--target 'pricee': no such column" in capsys.readouterr().err
