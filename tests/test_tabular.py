@@ -129,3 +129,22 @@ def test_cli_compares_saves_and_scores_a_test_table(tiny_bert, houses, tmp_path,
     assert json.loads((tmp_path / "out" / "comparison.json").read_text())["rows"] == 150
     assert main([*args[:4], "pricee", *args[5:]]) == 2
     assert "--target 'pricee': no such column" in capsys.readouterr().err
+
+
+def test_the_debian_package_table_parses_continuations_and_counts_dependencies():
+    import math
+    import shutil
+
+    from mtransfer.builtins.debian_packages import _records, packages_table
+
+    text = ("Package: a\nInstalled-Size: 99\nDepends: libc6 (>= 2.34), zlib1g\nDescription: tool A\n"
+            "Tag: role::program,\n use::editing\nSection: contrib/utils\n\nPackage: b\nDescription: no size\n")
+    records = _records(text)
+    assert records[0]["Tag"] == "role::program, use::editing" and records[1]["Package"] == "b"
+    if shutil.which("apt-cache") is None:
+        pytest.skip("no apt-cache on this machine")
+    table = packages_table(limit=50, seed=0)
+    assert len(table) == 50 and table["package"].is_unique
+    row = table.iloc[0]
+    assert row["log_installed_size"] > 0 and isinstance(row["description"], str) and "/" not in row["section"]
+    assert math.isfinite(table["n_depends"].sum())
