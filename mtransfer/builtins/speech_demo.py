@@ -1,6 +1,6 @@
 """Cross-lingual transfer for speech recognition on offline speech (espeak-ng), as one function.
 
-Three runs, the same small wav2vec2 architecture and the same target data:
+Three runs, the same small architecture (the w2v-BERT preset by default) and the same target data:
 
 1. **source from scratch**: a CTC model trained from random initialisation on the source
    language's training speakers (e.g. Hindi, 300 utterances);
