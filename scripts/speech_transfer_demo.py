@@ -25,12 +25,15 @@ def main() -> None:
     ap.add_argument("--model", default="builtin:w2v-bert-small")
     ap.add_argument("--source-epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scratch-patience", type=int, default=20,
+                    help="epochs without a better validation CER that end the random-init target run")
     ap.add_argument("--only", default="source,transfer,scratch",
                     help="runs to (re)do; the others keep their results from OUTPUT_DIR/results.json")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
     runs = run_speech_demo(a.output_dir, source=a.source, target=a.target, fraction=a.fraction, model=a.model,
-                           source_epochs=a.source_epochs, seed=a.seed, progress_bar=not a.no_progress,
+                           source_epochs=a.source_epochs, seed=a.seed, scratch_patience=a.scratch_patience,
+                           progress_bar=not a.no_progress,
                            only=a.only.split(","))
     print(results_table(runs))
     for r in runs:

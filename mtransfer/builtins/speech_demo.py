@@ -68,7 +68,8 @@ def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: s
     """Run the three trainings and write ``results.json`` and a table (``results.md``) into ``output_dir``.
 
     ``scratch_patience`` epochs without a better validation CER end the random-init target run
-    (the all-blank plateau lasts hundreds of steps); ``only`` reruns some of the runs, keeping
+    (20 epochs, 80 steps of 8 utterances: the random-init run left the all-blank plateau, where
+    the CER stays at 1.0, after about 15 epochs, and its best epoch was the 33rd of 53); ``only`` reruns some of the runs, keeping
     the others' results from an earlier ``results.json`` in ``output_dir``.
     """
     import mtransfer as mt
