@@ -85,12 +85,12 @@ class CacheEntry:
     dim: int
     shard_size: int
 
-    def _shard(self, i: int) -> np.ndarray:
+    def _shard(self, i: int, name: str = "features") -> np.ndarray:
         if not hasattr(self, "_maps"):
-            self._maps: dict[int, np.ndarray] = {}
-        if i not in self._maps:
-            self._maps[i] = _read_safetensors_mmap(self.path / f"shard_{i:05d}.safetensors", "features")
-        return self._maps[i]
+            self._maps: dict[tuple[int, str], np.ndarray] = {}
+        if (i, name) not in self._maps:
+            self._maps[i, name] = _read_safetensors_mmap(self.path / f"shard_{i:05d}.safetensors", name)
+        return self._maps[i, name]
 
     def rows(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Rows in the given order (a copy, so the tensor outlives the map)."""
@@ -123,19 +123,12 @@ class FrameCacheEntry(CacheEntry):
         mask ``(len(indices), longest)``.
     """
 
-    def _offsets(self, i: int) -> np.ndarray:
-        if not hasattr(self, "_offset_maps"):
-            self._offset_maps: dict[int, np.ndarray] = {}
-        if i not in self._offset_maps:
-            self._offset_maps[i] = _read_safetensors_mmap(self.path / f"shard_{i:05d}.safetensors", "offsets")
-        return self._offset_maps[i]
-
     def frame_rows(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The frames of rows ``indices`` in that order, padded, with their mask (copies)."""
         spans = []
         for idx in np.asarray(indices, dtype=np.int64):
             shard, row = divmod(int(idx), self.shard_size)
-            offsets = self._offsets(shard)
+            offsets = self._shard(shard, "offsets")
             spans.append((shard, int(offsets[row]), int(offsets[row + 1])))
         longest = max([hi - lo for _, lo, hi in spans] + [1])
         out = np.zeros((len(spans), longest, self.dim), dtype=np.float32)
@@ -147,9 +140,6 @@ class FrameCacheEntry(CacheEntry):
 
     def rows(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         raise TypeError(f"feature cache {self.path} holds frames, not one vector per row: use frame_rows.")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_maps", "_offset_maps")}
 
 
 class FeatureCache:

@@ -173,8 +173,7 @@ def cmd_tabular(a: argparse.Namespace) -> int:
     final = TabularModel(a.task, **columns, seed=a.seed, **settings)
     if a.target not in frame.columns:
         raise ValueError(f"--target {a.target!r}: no such column in {a.train}; the columns are {', '.join(map(str, frame.columns[:20]))}.")
-    final._check(frame, f"--train {a.train}", frame[a.target])
-    if test is not None:
+    if test is not None:  # before the cross-validation: compare() checks the training table itself
         final._check(test, f"--test {a.test}", test[a.target] if a.target in test.columns else None)
     rows = compare(frame, a.target, a.task, folds=a.folds, seed=a.seed, **columns, **settings)
     print(f"{a.folds}-fold cross-validation on {len(frame)} rows of {a.train} (mean ± standard deviation over folds):")

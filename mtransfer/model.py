@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from safetensors.torch import save_file
@@ -366,10 +366,8 @@ class TransferModel(nn.Module):
         return ModelOutput(logits=logits, loss=loss, pooled=feats.pooled, mask=feats.mask)
 
     @torch.no_grad()
-    def transcribe_ids(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16) -> list[list[int]]:
-        """CTC models: the greedy best symbol id of every valid frame, per input (not collapsed)."""
-        from mtransfer.speech.ctc import greedy_ids
-
+    def _ctc_outputs(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int) -> Iterator[ModelOutput]:
+        """CTC models: frame logits and masks of ``inputs``, a batch at a time, in eval mode."""
         if self.task != "ctc":
             raise ValueError(f"transcribe is for CTC models; this one does {self.task}.")
         inputs = _as_list(inputs)
@@ -377,15 +375,18 @@ class TransferModel(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        out: list[list[int]] = []
         try:
             for start in range(0, len(inputs), batch_size):
                 batch = {k: v.to(device) for k, v in self.adapter.preprocess(list(inputs[start:start + batch_size])).items()}
-                res = self(batch)
-                out += greedy_ids(res.logits, res.mask)
+                yield self(batch)
         finally:
             self.train(was_training)
-        return out
+
+    def transcribe_ids(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16) -> list[list[int]]:
+        """CTC models: the greedy best symbol id of every valid frame, per input (not collapsed)."""
+        from mtransfer.speech.ctc import greedy_ids
+
+        return [ids for res in self._ctc_outputs(inputs, batch_size) for ids in greedy_ids(res.logits, res.mask)]
 
     def transcribe(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16,
                    decoder: Any = None) -> list[str] | str:
@@ -394,24 +395,9 @@ class TransferModel(nn.Module):
         if decoder is None:
             texts = [self.vocabulary.decode(ids) for ids in self.transcribe_ids(inputs, batch_size)]
             return texts[0] if _is_single(inputs) else texts
-        if self.task != "ctc":
-            raise ValueError(f"transcribe is for CTC models; this one does {self.task}.")
-        if decoder.vocabulary.symbols != self.vocabulary.symbols:
+        if self.vocabulary is not None and decoder.vocabulary.symbols != self.vocabulary.symbols:
             raise ValueError("the decoder was built for another vocabulary than this model's.")
-        items = _as_list(inputs)
-        self.adapter.validate_inputs(items)
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        texts: list[str] = []
-        try:
-            with torch.no_grad():
-                for start in range(0, len(items), batch_size):
-                    batch = {k: v.to(device) for k, v in self.adapter.preprocess(list(items[start:start + batch_size])).items()}
-                    res = self(batch)
-                    texts += decoder.decode(res.logits, res.mask)
-        finally:
-            self.train(was_training)
+        texts = [t for res in self._ctc_outputs(inputs, batch_size) for t in decoder.decode(res.logits, res.mask)]
         return texts[0] if _is_single(inputs) else texts
 
     @torch.no_grad()

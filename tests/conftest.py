@@ -43,6 +43,26 @@ def topic_data():
 
 
 @pytest.fixture()
+def text_backbone_calls(monkeypatch):
+    """Backbone passes of every TextAdapter, counted (``["n"]``); backbones kept loaded by
+    ``mtransfer.sklearn`` are forgotten before and after, so the count starts from a fresh load."""
+    from mtransfer.adapters import TextAdapter
+    from mtransfer.sklearn import clear_loaded_backbones
+
+    count = {"n": 0}
+    original = TextAdapter.forward_features
+
+    def counting(self, batch):
+        count["n"] += 1
+        return original(self, batch)
+
+    monkeypatch.setattr(TextAdapter, "forward_features", counting)
+    clear_loaded_backbones()
+    yield count
+    clear_loaded_backbones()
+
+
+@pytest.fixture()
 def labels():
     return list(TOPICS)
 

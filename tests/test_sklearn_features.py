@@ -9,8 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 
-from mtransfer.adapters import TextAdapter
-from mtransfer.sklearn import BackboneFeatures, clear_loaded_backbones
+from mtransfer.sklearn import BackboneFeatures
 
 
 @pytest.fixture()
@@ -21,23 +20,7 @@ def table(topic_data):
                          "noise": rng.standard_normal(len(rows)), "label": [r["label"] for r in rows]})
 
 
-@pytest.fixture()
-def calls(monkeypatch):
-    """Backbone passes of every TextAdapter, counted."""
-    count = {"n": 0}
-    original = TextAdapter.forward_features
-
-    def counting(self, batch):
-        count["n"] += 1
-        return original(self, batch)
-
-    monkeypatch.setattr(TextAdapter, "forward_features", counting)
-    clear_loaded_backbones()
-    yield count
-    clear_loaded_backbones()
-
-
-def test_parameters_clone_and_shapes(tiny_bert, table, tmp_path, calls):
+def test_parameters_clone_and_shapes(tiny_bert, table, tmp_path, text_backbone_calls):
     est = BackboneFeatures("text", str(tiny_bert), adapter_kwargs={"max_length": 16}, cache_dir=str(tmp_path), progress=False)
     assert clone(est).get_params() == est.get_params()
     assert est.set_params(dim=4).dim == 4
@@ -53,27 +36,27 @@ def test_parameters_clone_and_shapes(tiny_bert, table, tmp_path, calls):
 
 
 def test_in_a_column_transformer_and_pipeline_with_pandas_output_and_each_input_extracted_once(tiny_bert, table,
-                                                                                              tmp_path, calls):
+                                                                                              tmp_path, text_backbone_calls):
     features = BackboneFeatures("text", str(tiny_bert), adapter_kwargs={"max_length": 16}, dim=8,
                                 cache_dir=str(tmp_path), progress=False)
     columns = ColumnTransformer([("emb", features, ["text"]), ("num", "passthrough", ["length", "noise"])])
     pipe = make_pipeline(columns, LogisticRegression(max_iter=500))
     scores = cross_val_score(pipe, table, table["label"], cv=3)
-    first = calls["n"]
+    first = text_backbone_calls["n"]
     assert first > 0 and scores.mean() > 0.6  # the topics are learnable from the text
     cross_val_score(pipe, table, table["label"], cv=3)  # the same folds again: every row is in the cache
-    assert calls["n"] == first
+    assert text_backbone_calls["n"] == first
     columns.set_output(transform="pandas")
     frame = columns.fit_transform(table)
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns[:2]) == ["emb__text_pc0", "emb__text_pc1"] and list(frame.columns[-2:]) == ["num__length", "num__noise"]
 
 
-def test_missing_values_are_named_before_extraction(tiny_bert, table, tmp_path, calls):
+def test_missing_values_are_named_before_extraction(tiny_bert, table, tmp_path, text_backbone_calls):
     bad = table.copy()
     bad.loc[3, "text"] = None
     with pytest.raises(ValueError, match=r"column 'text' has 1 missing values \(rows 3\)"):
         BackboneFeatures("text", str(tiny_bert), cache_dir=str(tmp_path), progress=False).fit(bad[["text"]])
     with pytest.raises(ValueError, match="reads one column of inputs; got 2"):
         BackboneFeatures("text", str(tiny_bert), cache_dir=str(tmp_path), progress=False).fit(bad[["text", "length"]])
-    assert calls["n"] == 0
+    assert text_backbone_calls["n"] == 0

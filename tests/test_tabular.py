@@ -4,8 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtransfer.adapters import TextAdapter
-from mtransfer.sklearn import clear_loaded_backbones
 from mtransfer.tabular import TabularModel
 from tests.tiny import TOPICS
 
@@ -23,21 +21,6 @@ def houses(topic_data):
                          "price": price + rng.normal(0, 5000, len(rows)), "topic": [r["label"] for r in rows]})
 
 
-@pytest.fixture()
-def calls(monkeypatch):
-    count = {"n": 0}
-    original = TextAdapter.forward_features
-
-    def counting(self, batch):
-        count["n"] += 1
-        return original(self, batch)
-
-    monkeypatch.setattr(TextAdapter, "forward_features", counting)
-    clear_loaded_backbones()
-    yield count
-    clear_loaded_backbones()
-
-
 def make(tiny_bert, tmp_path, task="regression", **kw):
     settings = dict(text_columns=["description"], numeric_columns=["area"], categorical_columns=["city"],
                     text_model=("text", str(tiny_bert)), dim=8, cache_dir=str(tmp_path / "cache"), progress=False,
@@ -46,7 +29,7 @@ def make(tiny_bert, tmp_path, task="regression", **kw):
     return TabularModel(task, **settings)
 
 
-def test_regression_in_the_targets_units_categorical_columns_native_and_saved_without_pickle(tiny_bert, houses, tmp_path, calls):
+def test_regression_in_the_targets_units_categorical_columns_native_and_saved_without_pickle(tiny_bert, houses, tmp_path, text_backbone_calls):
     train, test = houses.iloc[:120], houses.iloc[120:]
     model = make(tiny_bert, tmp_path).fit(train, train["price"])
     pred = model.predict(test)
@@ -60,7 +43,7 @@ def test_regression_in_the_targets_units_categorical_columns_native_and_saved_wi
     np.testing.assert_array_equal(again.predict(test), pred)
 
 
-def test_classification_and_hist_booster(tiny_bert, houses, tmp_path, calls):
+def test_classification_and_hist_booster(tiny_bert, houses, tmp_path, text_backbone_calls):
     train, test = houses.iloc[:120], houses.iloc[120:]
     model = make(tiny_bert, tmp_path, task="classification", numeric_columns=[], categorical_columns=[]).fit(train, train["topic"])
     proba = model.predict_proba(test)
@@ -75,7 +58,7 @@ def test_classification_and_hist_booster(tiny_bert, houses, tmp_path, calls):
     assert not (tmp_path / "h").exists()
 
 
-def test_bad_tables_are_named_before_extraction(tiny_bert, houses, tmp_path, calls):
+def test_bad_tables_are_named_before_extraction(tiny_bert, houses, tmp_path, text_backbone_calls):
     model = make(tiny_bert, tmp_path)
     with pytest.raises(ValueError, match=r"training table: no column 'area'; the columns are description, city"):
         model.fit(houses.drop(columns=["area"]), houses["price"])
@@ -90,10 +73,10 @@ def test_bad_tables_are_named_before_extraction(tiny_bert, houses, tmp_path, cal
         model.fit(houses, gaps)
     with pytest.raises(ValueError, match="columns given twice: area"):
         make(tiny_bert, tmp_path, categorical_columns=["area"])
-    assert calls["n"] == 0  # nothing was extracted
+    assert text_backbone_calls["n"] == 0  # nothing was extracted
 
 
-def test_the_three_way_comparison_extracts_once_and_reports_every_fold(tiny_bert, houses, tmp_path, calls):
+def test_the_three_way_comparison_extracts_once_and_reports_every_fold(tiny_bert, houses, tmp_path, text_backbone_calls):
     from mtransfer.tabular import compare, comparison_table
 
     rows = compare(houses, "price", text_columns=["description"], numeric_columns=["area"],
@@ -101,7 +84,7 @@ def test_the_three_way_comparison_extracts_once_and_reports_every_fold(tiny_bert
                    cache_dir=str(tmp_path / "cache"), progress=False, n_estimators=200, learning_rate=0.1,
                    early_stopping_rounds=20)
     assert [r["variant"] for r in rows] == ["columns only", "deep features only", "both"]
-    extraction = calls["n"]
+    extraction = text_backbone_calls["n"]
     assert extraction == -(-len(houses) // 32)  # one pass over the table, batches of 32; no fold extracts again
     by = {r["variant"]: r for r in rows}
     # price = area + city + topic: the columns explain most of it, the text adds the topic
@@ -111,7 +94,7 @@ def test_the_three_way_comparison_extracts_once_and_reports_every_fold(tiny_bert
     assert table.splitlines()[0].startswith("| variant | rmse | mae | r2 |") and " ± " in table
 
 
-def test_cli_compares_saves_and_scores_a_test_table(tiny_bert, houses, tmp_path, capsys, calls):
+def test_cli_compares_saves_and_scores_a_test_table(tiny_bert, houses, tmp_path, capsys, text_backbone_calls):
     import json
 
     from mtransfer.cli import main

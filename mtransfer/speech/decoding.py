@@ -63,6 +63,7 @@ class BeamSearchDecoder:
         self.beam_width = beam_width
         self.lm = str(lm) if lm is not None else None
         self.alpha, self.beta = float(alpha), float(beta)
+        self._longest_first = sorted((s for s in vocabulary.symbols[1:] if s != DELIMITER), key=len, reverse=True)
         labels = ["" if i == 0 else UNK_MARK if s == UNK else " " if s == DELIMITER else s
                   for i, s in enumerate(vocabulary.symbols)]
         quiet = logging.getLogger("pyctcdecode")
@@ -95,14 +96,13 @@ class BeamSearchDecoder:
 
     def units(self, text: str) -> list[str]:
         """A decoded transcript back in the vocabulary's units (longest match), for phone error rates."""
-        symbols = sorted((s for s in self.vocabulary.symbols[1:] if s != DELIMITER), key=len, reverse=True)
         out: list[str] = []
         for w, word in enumerate(text.split()):
             if w:
                 out.append(DELIMITER)
             i = 0
             while i < len(word):
-                match = next((s for s in symbols if word.startswith(s, i)), word[i])
+                match = next((s for s in self._longest_first if word.startswith(s, i)), word[i])
                 out.append(match)
                 i += len(match)
         return out
