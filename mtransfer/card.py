@@ -159,12 +159,14 @@ def write_model_card(run_dir: str | os.PathLike, folder: str | os.PathLike | Non
 
 def _base_model(source: str | None) -> tuple[str | None, str]:
     """``(Hub id for the metadata or None, how the card names it)``; a local path is never printed whole."""
-    from mtransfer.builtins import hub_id
+    from mtransfer.builtins import MODELS, hub_id
 
     if not source:
         return None, "an unnamed backbone"
     if hub_id(source):
         return hub_id(source), hub_id(source)
+    if str(source) in MODELS:  # shipped, with no Hub counterpart: say what it is
+        return None, f"mtransfer's {source} ({MODELS[str(source)].summary})"
     path = Path(str(source)).expanduser()
     if str(source).startswith(("/", ".", "~")) or path.exists():
         return None, f"a local model ({path.name})"

@@ -103,19 +103,25 @@ def _add_demo(sub: Any) -> None:
 
 def _add_tabular(sub: Any) -> None:
     """The ``tabular`` verb: deep features beside a table's columns, gradient boosting."""
+    from mtransfer.builtins import TABLES
+
     tab = sub.add_parser("tabular", help="gradient boosting on a table's columns plus backbone features of its text/media columns",
                          description="Cross-validate three models (the table's columns only, the deep features only, both), "
                                      "print the comparison, then fit 'both' on all rows and save it (no pickle).")
-    tab.add_argument("--train", required=True, help="a csv / json / parquet table, or builtin:debian-packages")
-    tab.add_argument("--target", required=True, help="the column to predict")
-    tab.add_argument("--task", choices=["regression", "classification"], default="regression")
+    tab.add_argument("--train", required=True,
+                     help="a csv / json / parquet table, or a builtin table: " + ", ".join(TABLES)
+                          + " (with its own target and columns unless you name them)")
+    tab.add_argument("--target", default=None, help="the column to predict (a builtin table has its own)")
+    tab.add_argument("--task", choices=["regression", "classification"], default=None,
+                     help="default: the builtin table's, else regression")
     tab.add_argument("--text-column", action="append", default=[], help="a column of texts (repeatable)")
     tab.add_argument("--image-column", action="append", default=[], help="a column of image paths (repeatable)")
     tab.add_argument("--audio-column", action="append", default=[], help="a column of audio paths (repeatable)")
     tab.add_argument("--numeric-column", action="append", default=[], help="a numeric column (repeatable)")
     tab.add_argument("--categorical-column", action="append", default=[], help="a categorical column (repeatable)")
-    tab.add_argument("--text-model", default="sentence:builtin:minilm", help="MODALITY:MODEL for text columns")
-    tab.add_argument("--image-model", default=None, help="MODALITY:MODEL for image columns, e.g. image:google/vit-base-patch16-224")
+    tab.add_argument("--text-model", default=None, help="MODALITY:MODEL for text columns (default sentence:builtin:minilm)")
+    tab.add_argument("--image-model", default=None, help="MODALITY:MODEL for image columns, e.g. "
+                                                         "torch:builtin:efficientnet-lite0 or image:google/vit-base-patch16-224")
     tab.add_argument("--audio-model", default=None, help="MODALITY:MODEL for audio columns")
     tab.add_argument("--dim", type=positive_int, default=32, help="PCA columns per text/media column (default 32)")
     tab.add_argument("--booster", choices=["lightgbm", "xgboost", "hist"], default="lightgbm")
@@ -127,26 +133,6 @@ def _add_tabular(sub: Any) -> None:
     tab.add_argument("--no-progress", action="store_true")
 
 
-def _read_table(source: str, limit: int | None, seed: int, what: str) -> Any:
-    import pandas as pd
-
-    if source == "builtin:debian-packages":
-        from mtransfer.builtins.debian_packages import packages_table
-
-        return packages_table(limit=limit or 3000, seed=seed)
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {source}: no such file.")
-    readers = {".csv": pd.read_csv, ".tsv": lambda p: pd.read_csv(p, sep="\t"), ".json": pd.read_json,
-               ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
-    if path.suffix.lower() not in readers:
-        raise ValueError(f"{what} {source}: expected a {', '.join(readers)} table.")
-    frame = readers[path.suffix.lower()](path)
-    if limit is not None and limit < len(frame):
-        frame = frame.sample(n=limit, random_state=seed)
-    return frame.reset_index(drop=True)
-
-
 def _model_pair(value: str | None, flag: str) -> tuple[str, str] | None:
     if value is None:
         return None
@@ -156,40 +142,44 @@ def _model_pair(value: str | None, flag: str) -> tuple[str, str] | None:
     return modality, model
 
 
-def cmd_tabular(a: argparse.Namespace) -> int:
-    from mtransfer.tabular import TabularModel, compare, comparison_table
+def tabular_settings(a: argparse.Namespace) -> tuple[str, str, dict[str, list[str]], dict[str, Any]]:
+    """``(target, task, column roles, TabularModel settings)`` from the flags and a builtin table's defaults.
 
-    frame = _read_table(a.train, a.limit, a.seed, "--train")
+    Shared by ``mtransfer tabular`` and ``recipes/tabular.py`` (the same flags under ``accelerate launch``).
+    """
+    from mtransfer.builtins import TABLES
+
+    table = TABLES.get(a.train)
     columns = dict(text_columns=a.text_column, image_columns=a.image_column, audio_columns=a.audio_column,
                    numeric_columns=a.numeric_column, categorical_columns=a.categorical_column)
-    if a.train == "builtin:debian-packages" and not any(columns.values()):
-        from mtransfer.builtins.debian_packages import CATEGORICAL, NUMERIC
+    models = {"text_model": a.text_model, "image_model": a.image_model, "audio_model": a.audio_model}
+    if table is not None:
+        if not any(columns.values()):
+            columns.update(table.columns)
+        models.update({k: v for k, v in table.models.items() if models[k] is None})
+    target = a.target or (table.target if table else None)
+    if target is None:
+        raise ValueError("--target: which column to predict? (required for a table file)")
+    task = a.task or (table.task if table and target == table.target else "regression")
+    settings = {k: _model_pair(v, "--" + k.replace("_", "-")) for k, v in models.items()}
+    settings.update(dim=a.dim, booster=a.booster, progress=not a.no_progress)
+    return target, task, columns, settings
 
-        columns.update(text_columns=["description"], numeric_columns=NUMERIC, categorical_columns=CATEGORICAL)
-    settings = dict(text_model=_model_pair(a.text_model, "--text-model"), image_model=_model_pair(a.image_model, "--image-model"),
-                    audio_model=_model_pair(a.audio_model, "--audio-model"), dim=a.dim, booster=a.booster,
-                    progress=not a.no_progress)
-    test = _read_table(a.test, None, a.seed, "--test") if a.test else None
-    final = TabularModel(a.task, **columns, seed=a.seed, **settings)
-    if a.target not in frame.columns:
-        raise ValueError(f"--target {a.target!r}: no such column in {a.train}; the columns are {', '.join(map(str, frame.columns[:20]))}.")
-    if test is not None:  # before the cross-validation: compare() checks the training table itself
-        final._check(test, f"--test {a.test}", test[a.target] if a.target in test.columns else None)
-    rows = compare(frame, a.target, a.task, folds=a.folds, seed=a.seed, **columns, **settings)
-    print(f"{a.folds}-fold cross-validation on {len(frame)} rows of {a.train} (mean ± standard deviation over folds):")
-    print(comparison_table(rows))
-    final.fit(frame, frame[a.target])
-    out = Path(a.output_dir)
-    final.save(out / "model") if a.booster != "hist" else None
-    result: dict[str, Any] = {"cross_validation": rows, "rows": len(frame)}
-    if test is not None:
-        from mtransfer.tabular import _scores
 
-        result["test"] = _scores(a.task, test[a.target].to_numpy(), final.predict(test, where=f"--test {a.test}"))
+def cmd_tabular(a: argparse.Namespace) -> int:
+    from mtransfer.tabular import comparison_table, read_table, run_comparison
+
+    target, task, columns, settings = tabular_settings(a)
+    frame = read_table(a.train, a.limit, a.seed, "--train")
+    test = read_table(a.test, None, a.seed, "--test") if a.test else None
+    result = run_comparison(frame, target, task, columns, a.output_dir, folds=a.folds, seed=a.seed, test=test,
+                            where=f"--train {a.train}", test_where=f"--test {a.test}", **settings)
+    print(f"{a.folds}-fold cross-validation on {len(frame)} rows of {a.train}, target {target} "
+          "(mean ± standard deviation over folds):")
+    print(comparison_table(result["cross_validation"]))
+    if "test" in result:
         print("test:", json.dumps(result["test"]))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(result, indent=1))
-    (out / "comparison.md").write_text(comparison_table(rows) + "\n")
+    print(f"model and comparison in {a.output_dir}")
     return 0
 
 
@@ -366,6 +356,21 @@ def _add_publish(sub: Any) -> None:
     push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded and stop")
 
 
+DEFAULT_SCORER = "mfcc"  # mtransfer.ranking.lid.DEFAULT_SCORER (kept here: --help imports no torch)
+
+
+def _inverse_strength(text: str) -> float | str:
+    if text == "cv":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number or 'cv'")
+    return value
+
+
 def _add_ranking(sub: Any) -> None:
     """``rank-sources`` and ``rank-models``: choosing what to transfer from."""
     rank_s = sub.add_parser("rank-sources", help="rank candidate source datasets for target data (language-ID scorer)",
@@ -374,8 +379,13 @@ def _add_ranking(sub: Any) -> None:
     rank_s.add_argument("--source", action="append", required=True, metavar="NAME=PATH",
                         help="a candidate source: a folder of audio/image files, or a data file (repeat, at least 2)")
     rank_s.add_argument("--target", action="append", required=True, metavar="[NAME=]PATH", help="target data (repeatable)")
-    rank_s.add_argument("--backbone", default="fbank",
-                        help="'fbank' (log-mel statistics, no pretraining) or a model id / folder (default: fbank)")
+    rank_s.add_argument("--backbone", default=DEFAULT_SCORER,
+                        help="no pretraining: 'mfcc' (cepstral statistics per utterance), 'mfcc-frames' (a network on "
+                             "normalised cepstral frames, posteriors per frame), 'fbank' (log-mel statistics); or a model "
+                             f"id / folder (default: {DEFAULT_SCORER})")
+    rank_s.add_argument("--C", default="cv", type=_inverse_strength,
+                        help="inverse L2 strength of the source classifier, or 'cv' to choose it by cross-validation "
+                             "on the sources (default: cv)")
     rank_s.add_argument("--modality", default="audio", help="adapter for --backbone (default: audio)")
     rank_s.add_argument("--input-column", default="audio", help="column of inputs in data files (default: audio)")
     rank_s.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples for the interval (default 1000)")
@@ -607,7 +617,7 @@ def cmd_rank_sources(a: argparse.Namespace) -> int:
         if not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{name}={path}: no such file or folder.")
     result = rank_sources(sources, targets, backbone=a.backbone, modality=a.modality, input_column=a.input_column,
-                          bootstrap=a.bootstrap, seed=a.seed)
+                          bootstrap=a.bootstrap, seed=a.seed, C=a.C)
     if a.plot:
         result.plot(a.plot)
     if a.json:

@@ -282,9 +282,7 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     setting = get_adapter_class(config.model.modality).training_texts_setting
     if setting:  # e.g. static vectors build their vocabulary from the training texts
         adapter.setdefault(setting, train.inputs)
-    from mtransfer.builtins import resolve_model
-
-    model = mt.TransferModel.from_backbone(config.model.modality, resolve_model(config.model.name_or_path),
+    model = mt.TransferModel.from_backbone(config.model.modality, config.model.name_or_path,
                                            labels=train.vocabulary if d.task == "ctc" else train.label_names,
                                            task=d.task, head=config.model.head, seed=config.model.seed, **adapter)
     return _train_and_test(config, model, train, valid, test)

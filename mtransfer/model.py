@@ -92,7 +92,7 @@ def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapte
 
     name = model_name_or_path
     if isinstance(name, str):  # builtin:minilm -> its folder; anything else unchanged
-        model_name_or_path = resolve_model(name)
+        model_name_or_path = resolve_model(name, modality)
     with quiet_transformers():
         adapter = get_adapter_class(modality)(model_name_or_path, **adapter_kwargs)
     if isinstance(name, str) and name != model_name_or_path:

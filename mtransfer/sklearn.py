@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+SHARD_ROWS = 128  # cache shard size for columns: the unit each process of a launch extracts, and of resumption
 _ADAPTERS: dict[str, Any] = {}  # (modality, model, settings) -> adapter, so clones in a CV load the backbone once
 
 
@@ -39,6 +40,45 @@ def _adapter(modality: str, model: str, settings: dict[str, Any]) -> Any:
 def clear_loaded_backbones() -> None:
     """Forget the backbones :class:`BackboneFeatures` keeps loaded (memory)."""
     _ADAPTERS.clear()
+
+
+def check_column(modality: str, model: str, inputs: Sequence[Any], *, adapter_kwargs: dict | None = None,
+                 cache_dir: str | None = None, source: str = "inputs") -> None:
+    """Raise one ``ValueError`` naming every input the backbone cannot read (missing or broken files).
+
+    Skipped when the features of exactly these inputs are cached (the key covers each file's size
+    and time), so a cross-validation reads the files once.
+    """
+    from mtransfer.cache import FeatureCache
+
+    adapter = _adapter(modality, model, dict(adapter_kwargs or {}))
+    cache = FeatureCache(cache_dir, shard_size=SHARD_ROWS)
+    if cache.lookup(cache.key(adapter, inputs)) is None:
+        adapter.validate_inputs(inputs, source=source)
+
+
+def column_features(modality: str, model: str, inputs: Sequence[Any], *, adapter_kwargs: dict | None = None,
+                    cache_dir: str | None = None, batch_size: int = 32, progress: bool = False,
+                    process_index: int = 0, num_processes: int = 1, wait: Any = None,
+                    device: Any = None) -> tuple[np.ndarray, int]:
+    """Pooled backbone features of ``inputs`` through the feature cache, and the cache hits (0 or 1).
+
+    Under ``accelerate launch`` give ``process_index`` / ``num_processes`` / ``wait``
+    (``accelerator.wait_for_everyone``) and ``device``: each process extracts its own shards and
+    every process returns all the features. Inputs are not checked here: see :func:`check_column`.
+
+    Shape:
+        features: ``(len(inputs), feature_dim)``, float32.
+    """
+    from mtransfer.cache import FeatureCache
+
+    adapter = _adapter(modality, model, dict(adapter_kwargs or {}))
+    if device is not None:
+        adapter.to(device)
+    cache = FeatureCache(cache_dir, shard_size=SHARD_ROWS)
+    entry = cache.features(adapter, inputs, batch_size=batch_size, progress=progress, device=device,
+                           process_index=process_index, num_processes=num_processes, wait=wait)
+    return entry.all().numpy(), cache.hits
 
 
 def _column(X: Any, name: str) -> tuple[list[Any], str | None]:
@@ -104,14 +144,12 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
 
     # --- features ---------------------------------------------------------------------------
     def _features(self, inputs: list[Any]) -> np.ndarray:
-        from mtransfer.cache import FeatureCache
-
-        adapter = _adapter(self.modality, self.model, dict(self.adapter_kwargs or {}))
-        adapter.validate_inputs(inputs, source=f"BackboneFeatures({self.model})")
-        cache = FeatureCache(self.cache_dir)
-        entry = cache.features(adapter, inputs, batch_size=self.batch_size, progress=self.progress)
-        self.cache_hits_ = getattr(self, "cache_hits_", 0) + cache.hits
-        return entry.all().numpy()
+        settings = dict(adapter_kwargs=self.adapter_kwargs, cache_dir=self.cache_dir)
+        check_column(self.modality, self.model, inputs, source=f"BackboneFeatures({self.model})", **settings)
+        feats, hits = column_features(self.modality, self.model, inputs, batch_size=self.batch_size,
+                                      progress=self.progress, **settings)
+        self.cache_hits_ = getattr(self, "cache_hits_", 0) + hits
+        return feats
 
     def fit(self, X: Any, y: Any = None) -> BackboneFeatures:
         import time

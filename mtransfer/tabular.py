@@ -99,6 +99,11 @@ class TabularModel:
         if absent:
             raise ValueError(f"{where}: no column {', '.join(map(repr, absent))}; the columns are "
                              f"{', '.join(map(str, frame.columns[:20]))}.")
+        for col in self._media_columns():
+            gaps = np.flatnonzero(frame[col].isna().to_numpy())
+            if len(gaps):
+                raise ValueError(f"{where}: column {col!r} has {len(gaps)} missing values (rows "
+                                 f"{', '.join(str(int(i)) for i in gaps[:5])}); each row needs an input there.")
         for col in self.numeric:
             values = frame[col]
             numbers = pd.to_numeric(values, errors="coerce")
@@ -121,27 +126,36 @@ class TabularModel:
                 raise ValueError(f"{where}: {len(y)} targets for {len(frame)} rows.")
 
     # --- features -----------------------------------------------------------------------
-    def column_features(self, frame: Any, only: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def column_features(self, frame: Any, only: Sequence[str] | None = None, *, where: str = "table",
+                        process_index: int = 0, num_processes: int = 1, wait: Any = None,
+                        device: Any = None) -> dict[str, np.ndarray]:
         """Backbone features (before PCA) of every text / media column of ``frame``, from the feature cache.
 
-        Computed once for a whole table, they serve every fold of a cross-validation (``features=``).
+        Every column's files are checked before any column is extracted (one error naming each
+        unreadable file and its column). Computed once for a whole table, the features serve every
+        fold of a cross-validation (``features=``). Under ``accelerate launch``, pass the process
+        index, count, ``wait`` and ``device``: each process extracts its share of the shards.
         """
-        from mtransfer.sklearn import BackboneFeatures
+        from mtransfer.sklearn import check_column, column_features
 
+        wanted = [(kind, col) for kind, cols in self.media.items() for col in cols if only is None or col in only]
+        for kind, col in wanted:
+            modality, model = self.backbones[kind]
+            check_column(modality, model, frame[col].tolist(), cache_dir=self.cache_dir,
+                         source=f"{where}, column {col!r}")
         out = {}
-        for kind, columns in self.media.items():
-            for col in columns:
-                if only is not None and col not in only:
-                    continue
-                modality, model = self.backbones[kind]
-                feats = BackboneFeatures(modality, model, cache_dir=self.cache_dir, progress=self.progress)
-                out[col] = feats.fit_transform(frame[col])
+        for kind, col in wanted:
+            modality, model = self.backbones[kind]
+            out[col], _ = column_features(modality, model, frame[col].tolist(), cache_dir=self.cache_dir,
+                                          progress=self.progress, process_index=process_index,
+                                          num_processes=num_processes, wait=wait, device=device)
         return out
 
-    def _media_features(self, frame: Any, fit: bool, features: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _media_features(self, frame: Any, fit: bool, features: dict[str, np.ndarray] | None = None,
+                        where: str = "table") -> dict[str, np.ndarray]:
         given = features or {}
         missing = [c for c in self._media_columns() if c not in given]
-        computed = self.column_features(frame, only=missing) if missing else {}
+        computed = self.column_features(frame, only=missing, where=where) if missing else {}
         out = {}
         for kind, columns in self.media.items():
             for col in columns:
@@ -165,11 +179,11 @@ class TabularModel:
     def _media_columns(self) -> list[str]:
         return [c for cols in self.media.values() for c in cols]
 
-    def _matrix(self, frame: Any, fit: bool, features: dict[str, np.ndarray] | None = None) -> Any:
+    def _matrix(self, frame: Any, fit: bool, features: dict[str, np.ndarray] | None = None, where: str = "table") -> Any:
         import pandas as pd
 
         start = time.perf_counter()
-        media = self._media_features(frame, fit, features)
+        media = self._media_features(frame, fit, features, where)
         self.timings["features_s"] = time.perf_counter() - start
         parts = {}
         for col in self.numeric:
@@ -201,7 +215,7 @@ class TabularModel:
                 raise ValueError(f"{where}: classification needs at least 2 classes; the target has {len(self.classes)}.")
         else:
             y = pd.to_numeric(y).to_numpy(dtype=np.float64)
-        X = self._matrix(frame.reset_index(drop=True), fit=True, features=features)
+        X = self._matrix(frame.reset_index(drop=True), fit=True, features=features, where=where)
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(X))
         n_val = max(1, int(round(self.validation_fraction * len(X))))
@@ -247,7 +261,7 @@ class TabularModel:
         if self._model is None:
             raise ValueError("TabularModel: fit (or load) it first.")
         self._check(frame, where)
-        X = self._matrix(frame.reset_index(drop=True), fit=False, features=features)
+        X = self._matrix(frame.reset_index(drop=True), fit=False, features=features, where=where)
         if self.booster == "lightgbm":
             return np.asarray(self._model.predict(X))
         if self.booster == "xgboost":
@@ -345,7 +359,8 @@ def _scores(task: str, truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def compare(frame: Any, target: str, task: str = "regression", *, text_columns: Sequence[str] = (),
             image_columns: Sequence[str] = (), audio_columns: Sequence[str] = (), numeric_columns: Sequence[str] = (),
-            categorical_columns: Sequence[str] = (), folds: int = 5, seed: int = 0, **settings: Any) -> list[dict[str, Any]]:
+            categorical_columns: Sequence[str] = (), folds: int = 5, seed: int = 0, where: str = "table",
+            **settings: Any) -> list[dict[str, Any]]:
     """Cross-validated comparison: the table's columns only, the deep features only, both.
 
     The backbone features of the whole table are extracted once (cached) and every fold reads
@@ -362,9 +377,9 @@ def compare(frame: Any, target: str, task: str = "regression", *, text_columns: 
     frame = frame.reset_index(drop=True)
     y = frame[target]
     both = TabularModel(task, **media, **table, seed=seed, **settings)
-    both._check(frame, "table", y)
+    both._check(frame, where, y)
     start = time.perf_counter()
-    features = both.column_features(frame) if any(media.values()) else {}
+    features = both.column_features(frame, where=where) if any(media.values()) else {}
     extraction = time.perf_counter() - start
     variants = {"columns only": {**table}, "deep features only": {**media}, "both": {**media, **table}}
     variants = {k: v for k, v in variants.items() if any(v.values())}
@@ -399,3 +414,62 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
         cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in metrics]
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['fit_s']:.2f} | {r['extraction_s']:.1f} |")
     return "\n".join(lines)
+
+
+def read_table(source: str, limit: int | None = None, seed: int = 0, what: str = "table") -> Any:
+    """A csv / tsv / json / jsonl / parquet file, or a ``builtin:`` table, as a DataFrame.
+
+    ``limit`` rows are sampled with ``seed`` (a builtin table has its own default size).
+    """
+    import pandas as pd
+
+    from mtransfer.builtins import PREFIX, TABLES
+
+    if source.startswith(PREFIX):
+        if source not in TABLES:
+            raise ValueError(f"{what} {source}: unknown builtin table; expected one of {', '.join(TABLES)}.")
+        table = TABLES[source]
+        return table.read(limit or table.default_limit, seed)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {source}: no such file.")
+    readers = {".csv": pd.read_csv, ".tsv": lambda p: pd.read_csv(p, sep="\t"), ".json": pd.read_json,
+               ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+    if path.suffix.lower() not in readers:
+        raise ValueError(f"{what} {source}: expected a {', '.join(readers)} table.")
+    frame = readers[path.suffix.lower()](path)
+    if limit is not None and limit < len(frame):
+        frame = frame.sample(n=limit, random_state=seed)
+    return frame.reset_index(drop=True)
+
+
+def run_comparison(frame: Any, target: str, task: str, columns: dict[str, Sequence[str]], output_dir: str | os.PathLike,
+                   *, folds: int = 5, seed: int = 0, test: Any = None, where: str = "table",
+                   test_where: str = "test table", **settings: Any) -> dict[str, Any]:
+    """:func:`compare`, then the ``both`` model fitted on every row, saved, and scored on ``test`` when given.
+
+    Writes ``comparison.json`` (every fold-averaged figure, and the test scores) and
+    ``comparison.md`` into ``output_dir``, and the fitted model into ``output_dir/model`` (not for
+    ``booster='hist'``, which has no native format). The test table is checked before the
+    cross-validation starts.
+    """
+    final = TabularModel(task, **columns, seed=seed, **settings)
+    if target not in frame.columns:
+        raise ValueError(f"{where}: no target column {target!r}; the columns are {', '.join(map(str, frame.columns[:20]))}.")
+    if test is not None:
+        final._check(test, test_where, test[target] if target in test.columns else None)
+    rows = compare(frame, target, task, folds=folds, seed=seed, where=where, **columns, **settings)
+    final.fit(frame, frame[target], where=where)
+    out = Path(output_dir)
+    if final.booster != "hist":
+        final.save(out / "model")
+    result: dict[str, Any] = {"cross_validation": rows, "rows": len(frame), "folds": folds, "target": target,
+                              "task": task, "columns": {k: list(v) for k, v in columns.items()}}
+    if test is not None:
+        result["test"] = _scores(task, test[target].to_numpy(), final.predict(test, where=test_where))
+    out.mkdir(parents=True, exist_ok=True)
+    from mtransfer.atomic import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(out / "comparison.json", result)
+    atomic_write_bytes(out / "comparison.md", (comparison_table(rows) + "\n").encode())
+    return result

@@ -7,7 +7,9 @@ from mtransfer.builtins.corpora import digits_images
 
 
 def probe_accuracy(train, test, pretrained, tmp_path):
-    model = mt.TransferModel.from_backbone("torch", "efficientnet_lite0", labels=train.label_names, seed=0,
+    # the shipped weights by their builtin name; random init through the architecture's name
+    name = "builtin:efficientnet-lite0" if pretrained else "efficientnet_lite0"
+    model = mt.TransferModel.from_backbone("torch", name, labels=train.label_names, seed=0,
                                            pretrained=pretrained, image_size=96)
     args = mt.TrainingArguments(output_dir=str(tmp_path / str(pretrained)), strategy="frozen", num_epochs=30,
                                 learning_rate=1e-2, batch_size=16, progress_bar=False, report_to=[], plot=False,

@@ -43,18 +43,64 @@ def test_assamese_picks_bengali_as_its_source(backbone, corpus, tiny_speech, tmp
     assert json.loads(scores.to_json(tmp_path / "s.json"))["targets"][0]["ranking"][0]["source"] == "bn"
 
 
+@pytest.fixture(scope="module")
+def varied_corpus(tmp_path_factory):
+    """A corpus in which every utterance has its own voice variant, pitch and speed."""
+    import csv
+
+    from mtransfer.builtins.speech_corpus import build_speech_corpus, plan_corpus
+
+    plan = plan_corpus(["bn", "de"], 12, speakers=4, voice_per_utterance=True, seed=3)
+    assert len({(u.variant, u.pitch, u.speed) for u in plan}) >= 20  # voices differ per utterance, not per speaker
+    root = build_speech_corpus(tmp_path_factory.mktemp("varied"), ["bn", "hi", "ru", "de", "as"], per_language=40,
+                               speakers=4, workers=2, voice_per_utterance=True, seed=3)
+    by_language: dict[str, list[str]] = {}
+    with open(root / "metadata.csv", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            by_language.setdefault(row["language"], []).append(str(root / row["file_name"]))
+    return by_language
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scorer", ["mfcc", "mfcc-frames"])
+def test_cepstral_scorers_pick_bengali_for_assamese_when_every_utterance_has_its_own_voice(scorer, varied_corpus):
+    sources = {k: varied_corpus[k] for k in ("bn", "hi", "ru", "de")}
+    scores = rank_sources(sources, {"as": varied_corpus["as"]}, backbone=scorer, bootstrap=100)
+    assert scores.featurizer == scorer and scores.rankings[0].best == "bn", scores.table()
+    assert scores.lid_accuracy >= 0.5  # four sources: chance 0.25
+    assert np.isclose(scores.matrix.sum(), 1.0)
+
+
+def test_the_frame_features_are_normalised_per_utterance_and_stacked_in_context():
+    from mtransfer.ranking.lid import MfccFeaturizer
+
+    rng = np.random.default_rng(0)
+    clip = (np.sin(np.arange(16000) * 0.05) * 0.3 + rng.normal(size=16000) * 0.05).astype(np.float32)
+    frames = MfccFeaturizer(frame_level=True, context=2, stride=1).frames((clip, 16000))
+    assert frames.shape == (98, 3 * 20 * 5)  # 1 s at a 10 ms hop, 25 ms windows; cepstra + deltas + delta-deltas, 5 frames
+    centre = frames[:, 2 * 60:2 * 60 + 20]  # the centre frame's cepstra: zero mean, unit spread per utterance
+    assert np.allclose(centre.mean(0), 0, atol=1e-4) and np.allclose(centre.std(0), 1, atol=1e-3)
+    louder = MfccFeaturizer(frame_level=True, context=2, stride=1).frames((clip * 4, 16000))
+    assert np.allclose(louder[:, 2 * 60:2 * 60 + 20], centre, atol=1e-3)  # a channel gain is normalised away
+    stats = MfccFeaturizer()([(clip, 16000), (clip * 4, 16000)])
+    assert stats.shape == (2, 60) and np.allclose(stats[0, 20:], stats[1, 20:], atol=1e-3)  # spreads ignore the gain
+
+
 def test_several_targets_make_a_matrix_and_a_table():
     rng = np.random.default_rng(0)
     src = {"a": [(rng.normal(size=800) * 0.1, 16000) for _ in range(12)],
            "b": [(np.sin(np.arange(800) * 0.3) * 0.5 + rng.normal(size=800) * 0.01, 16000) for _ in range(12)]}
     tgt = {"like_a": src["a"][:4], "like_b": src["b"][:4]}
     scores = rank_sources(src, tgt, bootstrap=50)
+    assert scores.featurizer == "mfcc"  # the default
     assert isinstance(scores, SourceScores) and scores.targets == ["like_a", "like_b"]
     assert [r.best for r in scores.rankings] == ["a", "b"]
     table = scores.table().splitlines()
     assert table[0].split()[:3] == ["target", "a", "b"] and table[1].endswith("a") and table[2].endswith("b")
     with pytest.raises(ValueError, match="at least two candidate sources"):
         rank_sources({"a": src["a"]}, tgt)
+    with pytest.raises(ValueError, match=r"C=0: expected a positive number, or 'cv'"):
+        rank_sources(src, tgt, C=0)
 
 
 def test_rank_sources_cli_json_and_errors(corpus, tmp_path, capsys):

@@ -68,6 +68,18 @@ def test_unknown_modality():
         TransferModel.from_backbone("smell", "x", labels=2)
 
 
+def test_builtin_names_resolve_in_one_place_for_the_modalities_that_read_them():
+    from mtransfer.builtins import MODELS, resolve_model
+
+    assert resolve_model("builtin:efficientnet-lite0", "torch") == "efficientnet_lite0"
+    assert resolve_model("some/hub-id", "text") == "some/hub-id"
+    assert {"builtin:minilm", "builtin:efficientnet-lite0", "builtin:w2v-bert-small"} <= set(MODELS)
+    with pytest.raises(ValueError, match="builtin:efficientnet-lite0 is read by the 'torch' modality, not 'image'"):
+        TransferModel.from_backbone("image", "builtin:efficientnet-lite0", labels=2)
+    with pytest.raises(ValueError, match="unknown builtin model 'builtin:bert'; expected one of builtin:minilm, "):
+        TransferModel.from_backbone("text", "builtin:bert", labels=2)
+
+
 def test_predict_proba_refuses_regression(tiny_bert):
     model = TransferModel.from_backbone("text", tiny_bert, labels=["y"], task="regression")
     with pytest.raises(ValueError, match="predict_proba is for classification"):

@@ -1,5 +1,7 @@
 """Deep features beside tabular columns: gradient boosting, categorical columns, saving without pickle, bad input."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,7 +113,7 @@ def test_cli_compares_saves_and_scores_a_test_table(tiny_bert, houses, tmp_path,
     assert saved.predict(houses.iloc[150:]).shape == (len(houses) - 150,)
     assert json.loads((tmp_path / "out" / "comparison.json").read_text())["rows"] == 150
     assert main([*args[:4], "pricee", *args[5:]]) == 2
-    assert "--target 'pricee': no such column" in capsys.readouterr().err
+    assert f"--train {tmp_path / 'train.csv'}: no target column 'pricee'" in capsys.readouterr().err
 
 
 def test_the_debian_package_table_parses_continuations_and_counts_dependencies():
@@ -131,3 +133,126 @@ def test_the_debian_package_table_parses_continuations_and_counts_dependencies()
     row = table.iloc[0]
     assert row["log_installed_size"] > 0 and isinstance(row["description"], str) and "/" not in row["section"]
     assert math.isfinite(table["n_depends"].sum())
+
+
+@pytest.fixture()
+def photo_table(houses, shape_data, tmp_path):
+    """The houses table with a column of image files (PNG, the shape images)."""
+    from PIL import Image
+
+    images = [r["image"] for r in shape_data[0] + shape_data[1]]
+    paths = []
+    for i in range(len(houses)):
+        path = tmp_path / "photos" / f"house_{i:03d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(images[i % len(images)]).save(path)
+        paths.append(str(path))
+    return houses.assign(photo=paths)
+
+
+def test_missing_and_broken_media_files_are_named_before_any_column_is_extracted(tiny_bert, tiny_vision, photo_table,
+                                                                                 tmp_path, text_backbone_calls):
+    table = photo_table.copy()
+    (tmp_path / "photos" / "house_004.png").unlink()
+    (tmp_path / "photos" / "house_011.png").write_bytes(b"not a png")
+    model = make(tiny_bert, tmp_path, image_columns=["photo"], image_model=("image", str(tiny_vision("vit"))))
+    with pytest.raises(ValueError) as err:
+        model.fit(table, table["price"])
+    message = str(err.value)
+    assert "training table, column 'photo'" in message and "2 of 207 inputs cannot be read" in message
+    assert "row 4: " in message and "house_004.png" in message and "row 11: " in message and "house_011.png" in message
+    # the text column comes first, but every column's files are checked before any column is extracted
+    assert text_backbone_calls["n"] == 0
+    table.loc[5, "photo"] = None
+    with pytest.raises(ValueError, match=r"column 'photo' has 1 missing values \(rows 5\)"):
+        model.fit(table, table["price"])
+
+
+def test_an_image_column_beside_the_columns(tiny_bert, tiny_vision, photo_table, tmp_path):
+    train, test = photo_table.iloc[:120], photo_table.iloc[120:]
+    model = make(tiny_bert, tmp_path, text_columns=[], image_columns=["photo"],
+                 image_model=("image", str(tiny_vision("vit")))).fit(train, train["price"])
+    assert [c for c in model.columns_ if c.startswith("photo__")] == [f"photo__f{i}" for i in range(8)]
+    again = TabularModel.load(model.save(tmp_path / "saved"), cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_array_equal(again.predict(test), model.predict(test))
+
+
+def test_digit_scan_measures():
+    from mtransfer.builtins.digit_scans import MEASURES, scan_measures
+
+    ring = np.zeros((8, 8))
+    ring[1:7, 2:6] = 16
+    ring[3:5, 3:5] = 0  # a zero: one enclosed hole, left-right symmetric, centred
+    m = scan_measures(ring)
+    assert list(m) == MEASURES
+    assert m["holes"] == 1 and m["mirror_match"] == 1.0 and m["height"] == 6 and m["width"] == 4
+    assert m["centre_row"] == pytest.approx(3.5) and m["centre_col"] == pytest.approx(3.5) and m["top_share"] == 0.5
+    bar = np.zeros((8, 8))
+    bar[0:8, 1] = 16  # a one at the left edge: no hole, all ink on the left
+    m = scan_measures(bar)
+    assert m["holes"] == 0 and m["left_share"] == 1.0 and m["mirror_match"] == 0.0 and m["ink"] == 8
+
+
+def test_the_digit_scan_table_writes_its_images_once(tmp_path):
+    from mtransfer.builtins.digit_scans import MEASURES, digit_scans_table
+
+    table = digit_scans_table(tmp_path / "scans", limit=20, seed=0)
+    assert list(table.columns) == ["image", *MEASURES, "digit"] and len(table) == 20
+    first = Path(table["image"][0])
+    assert first.is_file() and first.suffix == ".png"
+    stamp = first.stat().st_mtime_ns
+    again = digit_scans_table(tmp_path / "scans", limit=20, seed=0)
+    assert again.equals(table) and first.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (tmp_path / "scans").iterdir()) == sorted(Path(p).name for p in table["image"])
+
+
+def test_a_builtin_table_brings_its_target_task_columns_and_models():
+    from mtransfer.cli import build_parser, tabular_settings
+
+    a = build_parser().parse_args(["tabular", "--train", "builtin:digit-scans"])
+    target, task, columns, settings = tabular_settings(a)
+    assert (target, task, columns["image_columns"]) == ("digit", "classification", ["image"])
+    assert "holes" in columns["numeric_columns"] and settings["image_model"] == ("torch", "builtin:efficientnet-lite0")
+    a = build_parser().parse_args(["tabular", "--train", "builtin:debian-packages", "--numeric-column", "n_tags"])
+    target, task, columns, _ = tabular_settings(a)
+    assert (target, task, columns["numeric_columns"], columns["text_columns"]) == ("log_installed_size", "regression",
+                                                                                     ["n_tags"], [])
+    a = build_parser().parse_args(["tabular", "--train", "table.csv"])
+    with pytest.raises(ValueError, match="--target: which column to predict"):
+        tabular_settings(a)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_the_tabular_recipe_extracts_on_two_processes_then_compares(tiny_bert, houses, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mtransfer.cache import FeatureCache
+    from tests.test_multiprocess import ROOT, free_port, launch_report
+
+    houses.to_csv(tmp_path / "train.csv", index=False)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(ROOT / "recipes/tabular.py"), "--train", str(tmp_path / "train.csv"),
+           "--target", "price", "--text-column", "description", "--numeric-column", "area", "--categorical-column", "city",
+           "--text-model", f"text:{tiny_bert}", "--dim", "8", "--folds", "3", "--output-dir", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MTRANSFER_CACHE": str(cache)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, launch_report(proc)
+    assert proc.stdout.count("3-fold cross-validation on 207 rows") == 1  # the main process compares, once
+    assert json.loads((out / "comparison.json").read_text())["rows"] == 207
+    entries = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1  # one column, extracted once by both processes together, read by every fold
+    assert sorted(p.name for p in entries[0].glob("shard_*")) == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    from mtransfer.adapters import TextAdapter
+
+    one = FeatureCache(tmp_path / "one").features(TextAdapter(str(tiny_bert)), houses["description"].tolist(), batch_size=32)
+    from mtransfer.sklearn import SHARD_ROWS
+
+    cached = FeatureCache(cache, shard_size=SHARD_ROWS)
+    two = cached.lookup(cached.key(TextAdapter(str(tiny_bert)), houses["description"].tolist()))
+    assert two is not None and np.allclose(one.all().numpy(), two.all().numpy(), atol=1e-5)

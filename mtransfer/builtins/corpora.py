@@ -102,6 +102,15 @@ def _in_scene(digit: Any, rng: Any, canvas_size: int) -> Any:
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
+def scan_image(scan: Any, size: int) -> Any:
+    """One 8x8 digit scan (values 0-16) as dark ink on white paper, bicubic to ``size`` pixels (grey uint8)."""
+    import numpy as np
+    from PIL import Image
+
+    grey = (255 - scan * (255 / 16)).astype(np.uint8)
+    return np.asarray(Image.fromarray(grey).resize((size, size), Image.BICUBIC))
+
+
 def digits_images(per_class: int, test_per_class: int, size: int = 64, seed: int = 0,
                   scene: bool = False) -> tuple[list[dict], list[dict]]:
     """scikit-learn's handwritten digits (real 8x8 scans, 10 classes) as RGB images for image models.
@@ -117,7 +126,6 @@ def digits_images(per_class: int, test_per_class: int, size: int = 64, seed: int
         ``(train, test)`` lists of ``{"image": uint8 array (size, size, 3), "label": "0".."9"}``.
     """
     import numpy as np
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -129,8 +137,7 @@ def digits_images(per_class: int, test_per_class: int, size: int = 64, seed: int
             raise ValueError(f"digits: class {label} has {len(idx)} images, fewer than {per_class} + {test_per_class}.")
         for rows, chosen in ((train, idx[:per_class]), (test, idx[per_class:per_class + test_per_class])):
             for i in chosen:
-                grey = (255 - digits.images[i] * (255 / 16)).astype(np.uint8)
-                big = np.asarray(Image.fromarray(grey).resize((size, size), Image.BICUBIC))
+                big = scan_image(digits.images[i], size)
                 image = _in_scene(big, rng, size) if scene else np.repeat(big[..., None], 3, axis=2)
                 rows.append({"image": image, "label": str(label)})
     order = rng.permutation(len(train))

@@ -126,11 +126,14 @@ def _speakers(count: int, seed: int) -> list[tuple[str, int, int]]:
 
 
 def plan_corpus(languages: Sequence[str], per_language: int, speakers: int = 4, test_speakers: int = 1,
-                seed: int = 0, locale_dir: Path = LOCALE_DIR, validation_speakers: int = 0) -> list[Utterance]:
+                seed: int = 0, locale_dir: Path = LOCALE_DIR, validation_speakers: int = 0,
+                voice_per_utterance: bool = False) -> list[Utterance]:
     """Which sentence each pseudo-speaker says.
 
     The last ``test_speakers`` speakers form the ``test`` split, the ``validation_speakers``
-    before them the ``validation`` split, the rest ``train``: no speaker is in two splits.
+    before them the ``validation`` split, the rest ``train``: no speaker is in two splits. With
+    ``voice_per_utterance`` every utterance draws its own voice variant, pitch and speed (the
+    speaker index then only assigns the split): no two utterances share a voice by design.
     """
     if speakers <= test_speakers + validation_speakers:
         raise ValueError(f"speakers={speakers} must exceed test_speakers + validation_speakers "
@@ -144,6 +147,8 @@ def plan_corpus(languages: Sequence[str], per_language: int, speakers: int = 4, 
         for n, text in enumerate(chosen):
             speaker = n % speakers
             variant, pitch, speed = voices[speaker]
+            if voice_per_utterance:
+                variant, pitch, speed = rng.choice(VARIANTS), rng.randint(20, 80), rng.randint(130, 200)
             split = ("test" if speaker >= speakers - test_speakers else
                      "validation" if speaker >= speakers - test_speakers - validation_speakers else "train")
             plan.append(Utterance(text, language, speaker, variant, pitch, speed, split))
@@ -210,19 +215,20 @@ def add_noise(wav: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
 def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANGUAGES, per_language: int = 200,
                         speakers: int = 4, test_speakers: int = 1, seed: int = 0, workers: int = 4,
                         locale_dir: Path = LOCALE_DIR, validation_speakers: int = 0,
-                        noise_snr: tuple[float, float] | None = None) -> Path:
+                        noise_snr: tuple[float, float] | None = None, voice_per_utterance: bool = False) -> Path:
     """Build (or complete) the corpus in ``out``; existing wav files are kept, so a rerun resumes.
 
     ``noise_snr=(low, high)`` adds noise at an SNR drawn uniformly per utterance (in dB; the
     draw is a function of the utterance, so a rebuild writes the same audio), recorded in the
-    ``snr`` column.
+    ``snr`` column. ``voice_per_utterance``: see :func:`plan_corpus`.
 
     Returns:
         The folder, loadable with ``datasets.load_dataset("audiofolder", data_dir=out)`` or
         :func:`mtransfer.load_labeled`.
     """
     out = Path(out)
-    plan = plan_corpus(list(languages), per_language, speakers, test_speakers, seed, locale_dir, validation_speakers)
+    plan = plan_corpus(list(languages), per_language, speakers, test_speakers, seed, locale_dir, validation_speakers,
+                       voice_per_utterance)
     rows = []
     jobs = []
     for n, u in enumerate(plan):
