@@ -73,11 +73,12 @@ TRUST_HELP = ("allow the model folder to import the code it names (a torch backb
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mtransfer.builtins import DATA, MODELS  # a registry of names: imports nothing heavy
+    from mtransfer.builtins import DATA, MODELS, TABLES  # a registry of names: imports nothing heavy
 
     parser = OneLineParser(prog="mtransfer", description="Transfer learning across images, text and speech.",
                            epilog="Shipped models and data, usable wherever a model or data path goes: "
-                                  + ", ".join(MODELS) + " (models); " + ", ".join(DATA) + " (data). "
+                                  + ", ".join(MODELS) + " (models); " + ", ".join(DATA) + " (data); "
+                                  + ", ".join(TABLES) + " (tables, for mtransfer tabular). "
                                   "`mtransfer modalities` lists the adapters.")
     parser.add_argument("--version", action="version", version=f"mtransfer {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -217,6 +218,9 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--head-lr", type=float, default=None, help="learning rate of head-only phases (default 5e-3, whatever --lr is)")
     train.add_argument("--last-n", type=positive_int, default=None)
     train.add_argument("--head-epochs", type=positive_int, default=None, help="two_stage: epochs of the head-only stage")
+    train.add_argument("--num-threads", type=positive_int, default=None,
+                       help="torch threads per process (default: torch's, one per core); on a machine other jobs "
+                            "share, set it to the cores you may use")
     train.add_argument("--batch-size", type=positive_int, default=16)
     train.add_argument("--max-length", type=positive_int, default=None, help="text: tokens per input")
     train.add_argument("--pooling", default=None, help="text: cls, mean or pooler")
@@ -468,6 +472,7 @@ def _flag_settings(a: argparse.Namespace) -> dict[str, Any]:
         "training": {"output_dir": a.output_dir, "strategy": a.strategy, "num_epochs": a.epochs, "learning_rate": a.lr,
                      "head_learning_rate": a.head_lr, "last_n": a.last_n, "batch_size": a.batch_size, "seed": a.seed,
                      **({"head_epochs": a.head_epochs} if a.head_epochs is not None else {}),
+                     **({"num_threads": a.num_threads} if a.num_threads is not None else {}),
                      "progress_bar": not a.no_progress, "resume_from_checkpoint": "latest" if a.resume else None},
     }
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,23 +39,12 @@ class SpeechRun:
 
 def _train(name: str, model: Any, train: Any, valid: Any, test: Any, out: Path, *, epochs: int, lr: float,
            patience: int, batch_size: int, progress_bar: bool, seed: int) -> dict[str, Any]:
-    import mtransfer as mt
+    from mtransfer.speech.matrix import train_ctc_run
 
-    args = mt.TrainingArguments(output_dir=str(out / name), strategy="full", num_epochs=epochs, learning_rate=lr,
-                                lr_schedule="linear", warmup_ratio=0.1, batch_size=batch_size, eval_batch_size=16,
-                                metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
-                                progress_bar=progress_bar, report_to=[], plot=True, show_transcripts=False,
-                                overwrite_output_dir=True)
-    trainer = mt.Trainer(model, args, train, valid)
-    start = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - start
-    test_metrics = trainer.evaluate(test)
+    results = train_ctc_run(model, train, valid, test, out / name, epochs=epochs, lr=lr, patience=patience,
+                            batch_size=batch_size, seed=seed, progress=progress_bar, plot=True)
     examples = list(zip(test.references[:3], model.transcribe(test.inputs[:3])))
-    return {"test_cer": test_metrics["eval_cer"], "test_wer": test_metrics["eval_wer"],
-            "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-            "best_valid_cer": result.best_value, "train_seconds": round(seconds, 1),
-            "examples": [{"reference": r, "hypothesis": h} for r, h in examples]}
+    return {**results, "examples": [{"reference": r, "hypothesis": h} for r, h in examples]}
 
 
 def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: str = "hi", target: str = "mr",

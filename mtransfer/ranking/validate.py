@@ -150,8 +150,12 @@ def correlate(scores: Mapping[str, float], achieved: Mapping[str, float]) -> dic
         raise ValueError(f"correlate needs at least two candidates with both a score and a result; got {names}.")
     s = np.array([scores[n] for n in names], dtype=float)
     a = np.array([achieved[n] for n in names], dtype=float)
-    tau = kendalltau(s, a).statistic
-    rho = spearmanr(s, a).statistic
+    import warnings
+
+    with warnings.catch_warnings():  # constant scores or results: no correlation, reported as None below
+        warnings.simplefilter("ignore")
+        tau = kendalltau(s, a).statistic
+        rho = spearmanr(s, a).statistic
     top = [n for n, v in zip(names, s) if v == s.max()]
     best = [n for n, v in zip(names, a) if v == a.max()]
     hits = {n in best for n in top}
