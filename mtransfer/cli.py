@@ -1,4 +1,4 @@
-"""The ``mtransfer`` command line: ``demo``, ``train``, ``pretrain``, ``evaluate``, ``predict``, ``export``, ``card``, ``push``, ``rank-sources``, ``rank-models``.
+"""The ``mtransfer`` command line: ``demo``, ``train``, ``pretrain``, ``evaluate``, ``predict``, ``export``, ``card``, ``push``, ``rank-sources``, ``rank-models``, ``adapt-speech``, ``tabular``.
 
 Every verb has ``--help``. ``train`` takes the common settings as flags and any other
 :class:`~mtransfer.training.TrainingArguments` field as ``--set key=value``; it runs the same
@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for add in (_add_demo, _add_train, _add_pretrain, _add_use, _add_publish, _add_ranking, _add_tabular):
+    for add in (_add_demo, _add_train, _add_pretrain, _add_use, _add_publish, _add_ranking, _add_adapt_speech,
+                _add_tabular):
         add(sub)
     sub.add_parser("modalities", help="list the adapters (modalities) --modality takes")
     return parser
@@ -373,6 +374,61 @@ def _inverse_strength(text: str) -> float | str:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number or 'cv'")
     return value
+
+
+def _add_adapt_speech(sub: Any) -> None:
+    """``adapt-speech``: rank source corpora, pretrain on the best, adapt to the target."""
+    ad = sub.add_parser("adapt-speech",
+                        help="rank source languages for a target, train on the best, adapt (speech recognition)",
+                        description="A language-ID scorer ranks the source corpora on the target's audio; a CTC model "
+                                    "is trained on the top one and adapted to the target (new head, shared units copied).")
+    ad.add_argument("--source", action="append", required=True, metavar="NAME=CORPUS",
+                    help="a candidate source (repeat, at least 2): builtin:espeak-asr-LANG, or TRAIN,VALIDATION[,TEST] "
+                         "data files with audio and transcript columns")
+    ad.add_argument("--target", required=True, metavar="CORPUS", help="the target, given like a source")
+    ad.add_argument("--target-utterances", type=positive_int, default=None,
+                    help="keep this many target training utterances (the small budget; default: all)")
+    ad.add_argument("--scorer", default=DEFAULT_SCORER, help=f"rank-sources backbone (default: {DEFAULT_SCORER})")
+    ad.add_argument("--model", default="builtin:w2v-bert-small", help="the encoder to train on the source")
+    ad.add_argument("--source-epochs", type=positive_int, default=40)
+    ad.add_argument("--target-epochs", type=positive_int, default=60)
+    ad.add_argument("--patience", type=positive_int, default=10)
+    ad.add_argument("--batch-size", type=positive_int, default=8)
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--output-dir", required=True)
+    ad.add_argument("--no-progress", action="store_true")
+
+
+def _corpus(value: str, flag: str) -> Any:
+    if value.startswith("builtin:"):
+        return value
+    files = [f.strip() for f in value.split(",")]
+    if len(files) not in (2, 3) or not all(files):
+        raise ValueError(f"{flag} {value!r}: expected builtin:espeak-asr-LANG or TRAIN,VALIDATION[,TEST] files.")
+    for f in files:
+        if not Path(f).expanduser().exists():
+            raise FileNotFoundError(f"{flag} {value!r}: no such file {f}.")
+    return dict(zip(("train", "validation", "test"), files))
+
+
+def cmd_adapt_speech(a: argparse.Namespace) -> int:
+    from mtransfer.speech.source_choice import adapt_from_best_source
+
+    named = [_named(s, "--source") for s in a.source]
+    names = [n for n, _ in named]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"--source: the name {dupes[0]!r} is given twice; name each source once (NAME=CORPUS).")
+    if len(named) < 2:
+        raise ValueError(f"--source: give at least two candidate sources (NAME=CORPUS); got {names}.")
+    report = adapt_from_best_source({n: _corpus(c, "--source") for n, c in named}, _corpus(a.target, "--target"),
+                                    a.output_dir, scorer=a.scorer, model=a.model, target_utterances=a.target_utterances,
+                                    source_epochs=a.source_epochs, target_epochs=a.target_epochs, patience=a.patience,
+                                    batch_size=a.batch_size, seed=a.seed, progress=not a.no_progress)
+    print(json.dumps({"source": report["source"], "ranking": report["ranking"],
+                      "target": {k: report["target_results"][k] for k in ("test_cer", "test_wer", "scored_on")},
+                      "model_dir": report["model_dir"]}, ensure_ascii=False))
+    return 0
 
 
 def _add_ranking(sub: Any) -> None:
@@ -670,8 +726,8 @@ def cmd_modalities(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "card": cmd_card, "push": cmd_push,
-            "export": cmd_export, "modalities": cmd_modalities, "pretrain": cmd_pretrain, "tabular": cmd_tabular}
+            "rank-sources": cmd_rank_sources, "rank-models": cmd_rank_models, "adapt-speech": cmd_adapt_speech,
+            "card": cmd_card, "push": cmd_push, "export": cmd_export, "modalities": cmd_modalities, "pretrain": cmd_pretrain, "tabular": cmd_tabular}
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

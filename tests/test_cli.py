@@ -17,7 +17,8 @@ def write_csv(path, rows):
     return path
 
 
-@pytest.mark.parametrize("verb", ["demo", "train", "pretrain", "evaluate", "predict", "rank-sources", "rank-models", "card", "push", "export"])
+@pytest.mark.parametrize("verb", ["demo", "train", "pretrain", "evaluate", "predict", "rank-sources", "rank-models",
+                                  "adapt-speech", "tabular", "card", "push", "export"])
 def test_every_verb_has_help(verb, capsys):
     with pytest.raises(SystemExit) as exc:
         main([verb, "--help"])

@@ -97,3 +97,41 @@ def test_the_cell_files_name_kind_start_target_and_seed():
     assert Cell("transfer", "as", "bn", 1, 30).path == "cells/transfer/bn-to-as/seed1.json"
     assert Cell("scratch", "as", "random", 0, 30).path == "cells/scratch/as/seed0.json"
     assert json.loads(json.dumps(MatrixSettings().__dict__, default=list))["targets"] == ["as", "mr", "ne", "it", "pt"]
+
+
+@pytest.mark.slow
+def test_one_command_ranks_trains_on_the_best_source_and_adapts(tiny_corpus, tiny_speech, tmp_path, capsys):
+    import csv
+
+    import mtransfer as mt
+    from mtransfer.cli import main
+
+    def write(language, split, path):
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=["audio", "transcript"])
+            w.writeheader()
+            w.writerows({"audio": r["audio"], "transcript": r["transcript"]} for r in tiny_corpus(language)[split])
+        return str(path)
+
+    files = {lang: ",".join(write(lang, s, tmp_path / f"{lang}_{s}.csv") for s in ("train", "validation", "test"))
+             for lang in ("bn", "hi", "as")}
+    out = tmp_path / "adapt"
+    code = main(["adapt-speech", "--source", f"bn={files['bn']}", "--source", f"hi={files['hi']}", "--target", files["as"],
+                 "--target-utterances", "5", "--model", str(tiny_speech("wav2vec2")), "--source-epochs", "1",
+                 "--target-epochs", "1", "--batch-size", "4", "--output-dir", str(out), "--no-progress"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads((out / "adapt.json").read_text())
+    assert printed["source"] == report["source"] == report["ranking"][0]["source"]
+    assert {r["source"] for r in report["ranking"]} == {"bn", "hi"} and report["scorer"] == "mfcc"
+    assert sorted(p.name for p in out.iterdir()) == ["adapt.json", f"source-{report['source']}", "target"]  # one source trained
+    assert report["target_results"]["train_utterances"] == 5 and report["target_results"]["scored_on"] == "test"
+    assert report["target_results"]["copied_rows"] >= 3
+    adapted = mt.TransferModel.from_pretrained(report["model_dir"])
+    assert adapted.task == "ctc" and isinstance(adapted.transcribe(tiny_corpus("as")["test"][0]["audio"]), str)
+    assert main(["adapt-speech", "--source", f"bn={files['bn']}", "--target", files["as"], "--output-dir",
+                 str(tmp_path / "x")]) == 2
+    assert "give at least two candidate sources" in capsys.readouterr().err
+    assert main(["adapt-speech", "--source", "bn=a.csv", "--source", "hi=b.csv", "--target", files["as"],
+                 "--output-dir", str(tmp_path / "x")]) == 2
+    assert "expected builtin:espeak-asr-LANG or TRAIN,VALIDATION[,TEST] files" in capsys.readouterr().err
