@@ -43,35 +43,44 @@ def clear_loaded_backbones() -> None:
 
 
 def check_column(modality: str, model: str, inputs: Sequence[Any], *, adapter_kwargs: dict | None = None,
-                 cache_dir: str | None = None, source: str = "inputs") -> None:
-    """Raise one ``ValueError`` naming every input the backbone cannot read (missing or broken files).
+                 cache_dir: str | None = None, source: str = "inputs") -> Any:
+    """The cached features of exactly these inputs, or None after checking that the backbone can read
+    every one (one ``ValueError`` naming each missing or broken file).
 
-    Skipped when the features of exactly these inputs are cached (the key covers each file's size
-    and time), so a cross-validation reads the files once.
+    A cache hit skips the check (the key covers each file's size and time), so a cross-validation
+    reads the files once.
     """
     from mtransfer.cache import FeatureCache
 
     adapter = _adapter(modality, model, dict(adapter_kwargs or {}))
     cache = FeatureCache(cache_dir, shard_size=SHARD_ROWS)
-    if cache.lookup(cache.key(adapter, inputs)) is None:
+    found = cache.lookup(cache.key(adapter, inputs))
+    if found is None:
         adapter.validate_inputs(inputs, source=source)
+    return found
 
 
 def column_features(modality: str, model: str, inputs: Sequence[Any], *, adapter_kwargs: dict | None = None,
                     cache_dir: str | None = None, batch_size: int = 32, progress: bool = False,
                     process_index: int = 0, num_processes: int = 1, wait: Any = None,
-                    device: Any = None) -> tuple[np.ndarray, int]:
+                    device: Any = None, check_source: str | None = None) -> tuple[np.ndarray, int]:
     """Pooled backbone features of ``inputs`` through the feature cache, and the cache hits (0 or 1).
 
     Under ``accelerate launch`` give ``process_index`` / ``num_processes`` / ``wait``
     (``accelerator.wait_for_everyone``) and ``device``: each process extracts its own shards and
-    every process returns all the features. Inputs are not checked here: see :func:`check_column`.
+    every process returns all the features. With ``check_source``, inputs not yet cached are checked
+    first (:func:`check_column`, named by ``check_source``); the cache key is computed once on a hit.
 
     Shape:
         features: ``(len(inputs), feature_dim)``, float32.
     """
     from mtransfer.cache import FeatureCache
 
+    if check_source is not None:
+        found = check_column(modality, model, inputs, adapter_kwargs=adapter_kwargs, cache_dir=cache_dir,
+                             source=check_source)
+        if found is not None:
+            return found.all().numpy(), 1
     adapter = _adapter(modality, model, dict(adapter_kwargs or {}))
     if device is not None:
         adapter.to(device)
@@ -145,9 +154,9 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
     # --- features ---------------------------------------------------------------------------
     def _features(self, inputs: list[Any]) -> np.ndarray:
         settings = dict(adapter_kwargs=self.adapter_kwargs, cache_dir=self.cache_dir)
-        check_column(self.modality, self.model, inputs, source=f"BackboneFeatures({self.model})", **settings)
         feats, hits = column_features(self.modality, self.model, inputs, batch_size=self.batch_size,
-                                      progress=self.progress, **settings)
+                                      progress=self.progress, check_source=f"BackboneFeatures({self.model})",
+                                      **settings)
         self.cache_hits_ = getattr(self, "cache_hits_", 0) + hits
         return feats
 

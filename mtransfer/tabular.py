@@ -139,12 +139,16 @@ class TabularModel:
         from mtransfer.sklearn import check_column, column_features
 
         wanted = [(kind, col) for kind, cols in self.media.items() for col in cols if only is None or col in only]
+        cached = {}  # every column checked (or found cached) before any column is extracted
         for kind, col in wanted:
             modality, model = self.backbones[kind]
-            check_column(modality, model, frame[col].tolist(), cache_dir=self.cache_dir,
-                         source=f"{where}, column {col!r}")
+            cached[col] = check_column(modality, model, frame[col].tolist(), cache_dir=self.cache_dir,
+                                       source=f"{where}, column {col!r}")
         out = {}
         for kind, col in wanted:
+            if cached[col] is not None:
+                out[col] = cached[col].all().numpy()
+                continue
             modality, model = self.backbones[kind]
             out[col], _ = column_features(modality, model, frame[col].tolist(), cache_dir=self.cache_dir,
                                           progress=self.progress, process_index=process_index,
