@@ -383,28 +383,44 @@ def _add_adapt_speech(sub: Any) -> None:
                         description="A language-ID scorer ranks the source corpora on the target's audio; a CTC model "
                                     "is trained on the top one and adapted to the target (new head, shared units copied).")
     ad.add_argument("--source", action="append", required=True, metavar="NAME=CORPUS",
-                    help="a candidate source (repeat, at least 2): builtin:espeak-asr-LANG, or TRAIN,VALIDATION[,TEST] "
-                         "data files with audio and transcript columns")
-    ad.add_argument("--target", required=True, metavar="CORPUS", help="the target, given like a source")
+                    help="a candidate source (repeat, at least 2): builtin:espeak-asr-LANG, TRAIN,VALIDATION[,TEST] "
+                         "data files with audio and transcript columns, or audio:PATH (a folder of audio files or a "
+                         "data file with an audio column: untranscribed, see --unlabelled)")
+    ad.add_argument("--target", required=True, metavar="CORPUS", help="the target, transcribed, given like a source")
     ad.add_argument("--target-utterances", type=positive_int, default=None,
                     help="keep this many target training utterances (the small budget; default: all)")
     ad.add_argument("--scorer", default=DEFAULT_SCORER, help=f"rank-sources backbone (default: {DEFAULT_SCORER})")
-    ad.add_argument("--model", default="builtin:w2v-bert-small", help="the encoder to train on the source")
-    ad.add_argument("--source-epochs", type=positive_int, default=40)
-    ad.add_argument("--target-epochs", type=positive_int, default=60)
-    ad.add_argument("--patience", type=positive_int, default=10)
+    ad.add_argument("--top-k", type=positive_int, default=1, help="pool the k best-ranked sources (default: 1)")
+    ad.add_argument("--unlabelled", choices=["error", "pretrain"], default="error",
+                    help="an untranscribed source: stop (error), or continue a wav2vec2 encoder's pretraining on its "
+                         "audio (pretrain; --model must be wav2vec2, e.g. builtin:wav2vec2-small)")
+    ad.add_argument("--no-baseline", action="store_true", help="skip the random-init run on the target data")
+    ad.add_argument("--model", default="builtin:w2v-bert-mini", help="the encoder to train on the source")
+    ad.add_argument("--source-epochs", type=positive_int, default=15)
+    ad.add_argument("--target-epochs", type=positive_int, default=40)
+    ad.add_argument("--scratch-epochs", type=positive_int, default=120)
+    ad.add_argument("--pretrain-epochs", type=positive_int, default=10)
+    ad.add_argument("--source-patience", type=positive_int, default=4)
+    ad.add_argument("--patience", type=positive_int, default=8)
+    ad.add_argument("--scratch-patience", type=positive_int, default=20)
     ad.add_argument("--batch-size", type=positive_int, default=8)
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--output-dir", required=True)
+    ad.add_argument("--output-dir", required=True, help="rerun with the same folder to resume: finished stages are kept")
     ad.add_argument("--no-progress", action="store_true")
 
 
 def _corpus(value: str, flag: str) -> Any:
     if value.startswith("builtin:"):
         return value
+    if value.startswith("audio:"):
+        path = Path(value[len("audio:"):]).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{flag} {value!r}: no such file or folder {path}.")
+        return {"audio": str(path)}
     files = [f.strip() for f in value.split(",")]
     if len(files) not in (2, 3) or not all(files):
-        raise ValueError(f"{flag} {value!r}: expected builtin:espeak-asr-LANG or TRAIN,VALIDATION[,TEST] files.")
+        raise ValueError(f"{flag} {value!r}: expected builtin:espeak-asr-LANG, TRAIN,VALIDATION[,TEST] files or "
+                         "audio:PATH.")
     for f in files:
         if not Path(f).expanduser().exists():
             raise FileNotFoundError(f"{flag} {value!r}: no such file {f}.")
@@ -421,12 +437,17 @@ def cmd_adapt_speech(a: argparse.Namespace) -> int:
         raise ValueError(f"--source: the name {dupes[0]!r} is given twice; name each source once (NAME=CORPUS).")
     if len(named) < 2:
         raise ValueError(f"--source: give at least two candidate sources (NAME=CORPUS); got {names}.")
-    report = adapt_from_best_source({n: _corpus(c, "--source") for n, c in named}, _corpus(a.target, "--target"),
-                                    a.output_dir, scorer=a.scorer, model=a.model, target_utterances=a.target_utterances,
-                                    source_epochs=a.source_epochs, target_epochs=a.target_epochs, patience=a.patience,
-                                    batch_size=a.batch_size, seed=a.seed, progress=not a.no_progress)
-    print(json.dumps({"source": report["source"], "ranking": report["ranking"],
-                      "target": {k: report["target_results"][k] for k in ("test_cer", "test_wer", "scored_on")},
+    report = adapt_from_best_source(
+        {n: _corpus(c, "--source") for n, c in named}, _corpus(a.target, "--target"), a.output_dir, scorer=a.scorer,
+        top_k=a.top_k, model=a.model, target_utterances=a.target_utterances, unlabelled=a.unlabelled,
+        baseline=not a.no_baseline, source_epochs=a.source_epochs, target_epochs=a.target_epochs,
+        scratch_epochs=a.scratch_epochs, pretrain_epochs=a.pretrain_epochs, source_patience=a.source_patience,
+        patience=a.patience, scratch_patience=a.scratch_patience, batch_size=a.batch_size, seed=a.seed,
+        progress=not a.no_progress, log=lambda line: print(line, file=sys.stderr))
+    target = {k: report["target_results"][k] for k in ("test_cer", "test_wer", "scored_on")}
+    baseline = report["baseline_results"]
+    print(json.dumps({"source": report["source"], "ranking": report["ranking"], "target": target,
+                      "random_init": {k: baseline[k] for k in ("test_cer", "test_wer")} if baseline else None,
                       "model_dir": report["model_dir"]}, ensure_ascii=False))
     return 0
 

@@ -1,92 +1,214 @@
 """The source-language transfer matrix on espeak-ng speech, and how well each source ranker predicted it.
 
 Runs (or resumes) mtransfer.speech.matrix.run_transfer_matrix, then ranks the sources for every
-target with each language-ID scorer (mfcc, mfcc-frames, fbank), URIEL typological similarity (lang2vec's
-data, offline) and a random ranker, and checks
-each ranking against the measured CER reductions (Kendall tau, Spearman rho, top-1 hit, regret;
-pooled with bootstrap intervals). Writes into --output-dir: matrix.json / matrix.md / matrix.png,
-lid_<scorer>.json and lid_<scorer>.png (the posterior tables), rankers.json, rankers.md and
-lid_vs_reduction.png (a scatter of each scorer's score against the CER reduction). Run from the
-repository root (the full default takes hours on a CPU; a GPU or a smaller budget is advised):
+target with each ranker and checks each ranking against the measured CER reductions (Kendall tau,
+Spearman rho, top-1 hit, regret; pooled over targets with bootstrap intervals):
 
-    .venv/bin/python scripts/transfer_matrix.py --output-dir outputs/matrix
-    .venv/bin/python scripts/transfer_matrix.py --sources bn hi de --targets as mr --seeds 0 \
-        --source-utterances 150 --source-epochs 15 --output-dir /tmp/matrix-small
+- language-ID scorers on the audio: ``mfcc`` (utterance statistics, the default), ``mfcc-frames``
+  (frame-level posteriors, the lecture's version), ``fbank`` (log-mel statistics, the old default);
+- ``pooled-model``: a language-ID classifier on the features of the model the matrix trained on all
+  sources pooled (the "acoustic model" features);
+- ``uriel``: typological similarity from lang2vec's data (offline);
+- ``random``.
+
+The scorers see what a user has: each source's large-budget training audio and each target's
+small-budget audio (seed 0's subset). Writes into --output-dir: matrix.json / matrix.md (CER and
+WER tables) / matrix.png, lid_<ranker>.json and lid_<ranker>.png (posterior tables and heatmaps),
+rankers.json and rankers.md, lid_vs_reduction.png (score against CER reduction) and timings.json
+(where the time went). From the repository root, on 2 CPU cores (~45 minutes at the defaults):
+
+    .venv/bin/python scripts/transfer_matrix.py --workers 2 --output-dir outputs/matrix
+
+On several GPUs, one worker per GPU (``--workers`` = GPUs), or as launched processes:
+
+    accelerate launch --num_processes 4 scripts/transfer_matrix.py --output-dir outputs/matrix
+
+Launched processes do not shard a run: each trains whole cells on its own device (a lock file
+claims a cell; transfer cells wait for their source model), and process 0 writes the outputs. A
+reduced configuration for a quick look:
+
+    .venv/bin/python scripts/transfer_matrix.py --sources bn hi de --targets as mr --seeds 0 1 \\
+        --source-utterances 100 --source-epochs 8 --workers 2 --output-dir /tmp/matrix-small
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
+import os
+import sys
 
-RANKERS = ("mfcc", "mfcc-frames", "fbank")
+DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+                   "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 
-def main() -> None:
-    from mtransfer.atomic import atomic_write_bytes, atomic_write_json
-    from mtransfer.ranking import rank_sources
-    from mtransfer.speech.matrix import MatrixSettings, espeak_corpus, run_transfer_matrix
+def launched_process() -> tuple[int, int] | None:
+    """(rank, processes) under ``accelerate launch`` / torchrun with several processes; the process is then made
+    a plain single-device worker: its GPU is its local rank, and no process group is formed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 2:
+        return None
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if "torch" not in sys.modules:  # before CUDA starts: this process sees its own GPU only
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(local))
+    for name in DISTRIBUTED_ENV:
+        os.environ.pop(name, None)
+    return rank, world
 
-    defaults = MatrixSettings()
+
+LAUNCHED = launched_process()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+LID_SCORERS = ("mfcc", "mfcc-frames", "fbank")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from mtransfer.speech.matrix import MatrixSettings
+
+    d = MatrixSettings()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sources", nargs="+", default=list(defaults.sources))
-    ap.add_argument("--targets", nargs="+", default=list(defaults.targets))
-    ap.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
-    ap.add_argument("--units", choices=["characters", "phones"], default=defaults.units)
-    ap.add_argument("--model", default=defaults.model)
+    ap.add_argument("--sources", nargs="+", default=list(d.sources))
+    ap.add_argument("--targets", nargs="+", default=list(d.targets))
+    ap.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds))
+    ap.add_argument("--units", choices=["characters", "phones"], default=d.units)
+    ap.add_argument("--model", default=d.model)
     for name in ("source_utterances", "target_utterances", "source_epochs", "target_epochs", "scratch_epochs",
-                 "patience", "scratch_patience", "batch_size"):
-        ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    ap.add_argument("--no-ceiling", action="store_true")
+                 "source_patience", "patience", "scratch_patience", "batch_size"):
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("source_lr", "target_lr", "scratch_lr"):
+        ap.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the large-budget target runs")
+    ap.add_argument("--no-pooled", action="store_true", help="skip the all-sources model (and its ranker)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes training cells side by side (0: one per GPU, else one per CPU core, at most 8)")
+    ap.add_argument("--per-language", type=int, default=400,
+                    help="utterances per language in the espeak-ng corpus (6 train / 1 validation / 1 test speakers)")
     ap.add_argument("--output-dir", default="outputs/matrix")
     ap.add_argument("--progress", action="store_true")
-    a = ap.parse_args()
-    settings = MatrixSettings(sources=a.sources, targets=a.targets, seeds=a.seeds, units=a.units, model=a.model,
-                              source_utterances=a.source_utterances, target_utterances=a.target_utterances,
-                              source_epochs=a.source_epochs, target_epochs=a.target_epochs,
-                              scratch_epochs=a.scratch_epochs, patience=a.patience, scratch_patience=a.scratch_patience,
-                              batch_size=a.batch_size, ceiling=not a.no_ceiling)
+    return ap.parse_args(argv)
+
+
+def settings_of(a: argparse.Namespace):
+    from mtransfer.speech.matrix import MatrixSettings
+
+    return MatrixSettings(sources=a.sources, targets=a.targets, seeds=a.seeds, units=a.units, model=a.model,
+                          source_utterances=a.source_utterances, target_utterances=a.target_utterances,
+                          source_epochs=a.source_epochs, target_epochs=a.target_epochs,
+                          scratch_epochs=a.scratch_epochs, source_lr=a.source_lr, target_lr=a.target_lr,
+                          scratch_lr=a.scratch_lr, source_patience=a.source_patience, patience=a.patience,
+                          scratch_patience=a.scratch_patience, batch_size=a.batch_size, ceiling=not a.no_ceiling,
+                          pooled=not a.no_pooled and a.units == "characters")
+
+
+def default_workers() -> int:
+    import torch
+
+    if torch.cuda.device_count():
+        return torch.cuda.device_count()
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mtransfer.speech.matrix import espeak_corpus, run_transfer_matrix, work_cells
+
+    a = parse_args(argv)
+    settings = settings_of(a)  # bad settings stop here, before the corpus or any training
     out = Path(a.output_dir)
-    corpus = espeak_corpus(settings.languages)
-    matrix = run_transfer_matrix(settings, out, corpus=corpus, progress=a.progress)
+    began = time.perf_counter()
+    timings: dict[str, float] = {}
+    if LAUNCHED is not None:
+        rank, world = LAUNCHED
+        corpus = espeak_corpus(settings.languages, a.per_language, build=rank == 0)
+        timings["corpus_s"] = time.perf_counter() - began
+        threads = max(1, (os.cpu_count() or 1) // world)
+        work_cells(settings, out, corpus, progress=a.progress, num_threads=threads, worker=f"[process {rank}] ")
+        if rank != 0:
+            return
+        workers = world
+    else:
+        corpus = espeak_corpus(settings.languages, a.per_language)
+        timings["corpus_s"] = time.perf_counter() - began
+        workers = a.workers or default_workers()
+    t = time.perf_counter()
+    matrix = run_transfer_matrix(settings, out, corpus=corpus, workers=workers if LAUNCHED is None else 1,
+                                 progress=a.progress)
+    timings["matrix_s"] = time.perf_counter() - t
     print(matrix.table())
+    checks, scores_by = rank_and_check(matrix, settings, corpus, out, timings)
+    write_rankers(checks, out)
+    scatter(matrix, scores_by, out / "lid_vs_reduction.png")
+    helps = matrix.pretraining_helps()
+    train_by_kind: dict[str, float] = {}
+    for c in matrix.cells:
+        train_by_kind[c.kind] = train_by_kind.get(c.kind, 0.0) + float(c.results.get("train_seconds", 0.0))
+    timings["total_s"] = time.perf_counter() - began
+    summary = {"timings_s": {k: round(v, 1) for k, v in timings.items()},
+               "train_seconds_by_kind": {k: round(v, 1) for k, v in train_by_kind.items()},
+               "runs": len(matrix.cells), "workers": workers, "pretraining_helps": helps}
+    from mtransfer.atomic import atomic_write_json
 
-    audio = lambda language: [r["audio"] for r in corpus(language)["train"]]  # noqa: E731
-    sources = {s: audio(s) for s in settings.sources}
-    checks, scores_by = {}, {}
-    for scorer in RANKERS:
-        scores = rank_sources(sources, {t: audio(t) for t in settings.targets}, backbone=scorer, bootstrap=200)
-        scores.to_json(out / f"lid_{scorer}.json")
-        scores.plot(out / f"lid_{scorer}.png")
-        by_target = {r.target: dict(zip(r.sources, map(float, r.scores))) for r in scores.rankings}
-        scores_by[scorer] = by_target
-        checks[scorer] = {"lid_accuracy": scores.lid_accuracy, **matrix.check_ranker(by_target)}
-    from mtransfer.ranking.typology import uriel_similarity
+    atomic_write_json(out / "timings.json", summary)
+    print(json.dumps({"pooled": {k: v["pooled"] for k, v in checks.items()}, **summary}, indent=1))
 
-    uriel = uriel_similarity(settings.sources, settings.targets)
-    scores_by["uriel"] = uriel
-    checks["uriel"] = matrix.check_ranker(uriel)
+
+def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float]) -> tuple[dict, dict]:
+    """Every ranker's scores (target -> source -> score) and its check against the matrix."""
     import numpy as np
 
+    from mtransfer.ranking import rank_sources
+    from mtransfer.ranking.typology import uriel_similarity
+    from mtransfer.speech.matrix import Cell, _datasets_rows, pooled_model_path
+
+    first = settings.seeds[0]
+    sources = {s: [r["audio"] for r in _datasets_rows(Cell("source", s, "random", first, settings.source_utterances),
+                                                      corpus)[0]] for s in settings.sources}
+    targets = {t: [r["audio"] for r in _datasets_rows(Cell("scratch", t, "random", first, settings.target_utterances),
+                                                      corpus)[0]] for t in settings.targets}
+    backbones: dict[str, object] = {name: name for name in LID_SCORERS}
+    if settings.pooled:
+        import mtransfer as mt
+
+        backbones["pooled-model"] = mt.TransferModel.from_pretrained(pooled_model_path(out, settings)).adapter
+    checks, scores_by = {}, {}
+    for name, backbone in backbones.items():
+        t = time.perf_counter()
+        scores = rank_sources(sources, targets, backbone=backbone, bootstrap=200)
+        timings[f"ranker_{name}_s"] = time.perf_counter() - t
+        scores.to_json(out / f"lid_{name}.json")
+        scores.plot(out / f"lid_{name}.png")
+        by_target = {r.target: dict(zip(r.sources, map(float, r.scores))) for r in scores.rankings}
+        scores_by[name] = by_target
+        checks[name] = {"lid_accuracy": scores.lid_accuracy, **matrix.check_ranker(by_target)}
+    scores_by["uriel"] = uriel_similarity(settings.sources, settings.targets)
+    checks["uriel"] = matrix.check_ranker(scores_by["uriel"])
     rng = np.random.default_rng(0)
     checks["random"] = matrix.check_ranker({t: {s: float(rng.random()) for s in settings.sources}
                                             for t in settings.targets})
+    return checks, scores_by
+
+
+def write_rankers(checks: dict, out: Path) -> None:
+    from mtransfer.atomic import atomic_write_bytes, atomic_write_json
+
     atomic_write_json(out / "rankers.json", checks)
-    lines = ["| ranker | Kendall tau | Spearman rho | top-1 hit rate | regret (CER) |", "|---|---|---|---|---|"]
+    lines = ["| ranker | Kendall tau | Spearman rho | top-1 hits | regret (CER) | source-ID accuracy |",
+             "|---|---|---|---|---|---|"]
     for name, check in checks.items():
         pooled = check["pooled"]
         cell = lambda key: (f"{pooled[key]['mean']:.2f} [{pooled[key]['ci'][0]:.2f}, {pooled[key]['ci'][1]:.2f}]"  # noqa: E731
                             if key in pooled else "—")
-        lines.append(f"| {name} | {cell('kendall_tau')} | {cell('spearman_rho')} | {cell('top1_hit')} | {cell('regret')} |")
+        hits = sum(bool(r["top1_hit"]) for r in check["per_target"].values())
+        accuracy = f"{check['lid_accuracy']:.2f}" if check.get("lid_accuracy") is not None else "—"
+        lines.append(f"| {name} | {cell('kendall_tau')} | {cell('spearman_rho')} | {hits}/{len(check['per_target'])} | "
+                     f"{cell('regret')} | {accuracy} |")
     atomic_write_bytes(out / "rankers.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
-    scatter(matrix, scores_by, out / "lid_vs_reduction.png")
-    print(json.dumps({k: v["pooled"] for k, v in checks.items()}, indent=1))
 
 
 def scatter(matrix, scores_by: dict, path: Path) -> None:
-    """Each scorer's score against the measured CER reduction, one point per (target, source)."""
+    """Each ranker's score against the measured CER reduction, one point per (target, source)."""
     from matplotlib.figure import Figure
 
     from mtransfer.plots import save_figure
@@ -96,7 +218,7 @@ def scatter(matrix, scores_by: dict, path: Path) -> None:
         ax = fig.add_subplot(1, len(scores_by), i + 1)
         for target in matrix.settings.targets:
             reduction = matrix.reduction(target)
-            pts = [(by_target[target][s], r) for s, r in reduction.items()]
+            pts = [(by_target[target][s], r) for s, r in reduction.items() if s in by_target.get(target, {})]
             if pts:
                 ax.scatter(*zip(*pts), label=target, s=18)
         ax.set_xlabel(f"{scorer} score (higher: closer source)")

@@ -185,3 +185,43 @@ def test_a_long_clip_in_an_evaluation_batch_warns_with_the_memory_figure(tiny_sp
     with caplog.at_level(logging.WARNING, logger="mtransfer.adapters.audio"):
         adapter.preprocess([(np.zeros(16000, dtype=np.float32), adapter.sampling_rate)])
     assert not caplog.records
+
+
+def test_the_front_end_of_a_file_is_computed_once_and_redone_when_the_file_changes(tiny_speech, tmp_path, monkeypatch):
+    from mtransfer.adapters import audio as audio_module
+
+    monkeypatch.setattr(audio_module, "FRONT_END_MEMO", audio_module.FrontEndMemo())
+    wave, rate = tone(0.7, 16000, (300.0, 700.0))
+    path = tmp_path / "a.wav"
+    write_wav(path, wave.numpy(), rate)
+    adapter, other = AudioAdapter(tiny_speech("w2v-bert")), AudioAdapter(tiny_speech("w2v-bert"))
+    calls = []
+    real = type(adapter.feature_extractor).__call__
+    monkeypatch.setattr(type(adapter.feature_extractor), "__call__", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    first = adapter.preprocess([str(path), (wave.numpy(), rate)], training=True)
+    assert len(calls) == 2
+    second = adapter.preprocess([str(path), (wave.numpy(), rate)], training=True)
+    assert len(calls) == 3  # the file's filterbank came from the memo; the array (no file to key on) is redone
+    for key in ("input_features", "attention_mask", "lengths"):
+        assert torch.equal(first[key], second[key]), key
+    # another adapter on the same extractor settings shares the memo (a matrix builds one model per run)
+    other.preprocess([str(path)])
+    assert len(calls) == 3
+    # a rewritten file (new size and time) is read again
+    longer, _ = tone(0.9, 16000, (300.0, 700.0))
+    write_wav(path, longer.numpy(), rate)
+    third = adapter.preprocess([str(path)])
+    assert len(calls) == 4 and int(third["lengths"][0]) > int(first["lengths"][0])
+
+
+def test_filterbank_frames_follow_the_extractor_at_every_length(tiny_speech):
+    from transformers import SeamlessM4TFeatureExtractor
+
+    adapter = AudioAdapter(tiny_speech("w2v-bert"))
+    assert adapter._frames_rule is not None  # the closed form agreed with the extractor
+    for stride in (2, 4):
+        adapter.feature_extractor = SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000,
+                                                                stride=stride, padding_value=1.0)
+        rule = adapter._arithmetic_frames_rule()
+        for n in [*range(0, 2400, 37), 16000, 16001, 47999, 48123]:
+            assert rule(n) == adapter._count_feature_frames(n), (stride, n)

@@ -35,15 +35,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_two_cpu(script, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of ``script`` with 2 CPU processes (one thread each, offline), from the repository root."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(free_port()), str(ROOT / script), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_disjoint_shards_and_metrics_count_each_example_once(tiny_bert, tmp_path):
     out = tmp_path / "ddp"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
-           "--main_process_port", str(free_port()), str(ROOT / "tests/launch_worker.py"), str(tiny_bert), str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    proc = launch_two_cpu("tests/launch_worker.py", tiny_bert, out)
     assert proc.returncode == 0, launch_report(proc)
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
@@ -102,12 +107,7 @@ def test_a_shipped_config_with_its_defaults_finishes_on_two_processes(tiny_bert,
 def test_two_process_ctc_run_gathers_every_utterance_once(tiny_speech, tmp_path):
     """Disjoint shards, and the gathered WER / CER equal one process's evaluation of the saved model."""
     out = tmp_path / "ctc"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_2proc.yaml"),
-           "--main_process_port", str(free_port()), str(ROOT / "tests/launch_ctc_worker.py"),
-           str(tiny_speech("wav2vec2")), str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    proc = launch_two_cpu("tests/launch_ctc_worker.py", tiny_speech("wav2vec2"), out)
     assert proc.returncode == 0, launch_report(proc)
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
     assert {r["distributed_type"] for r in ranks} == {"DistributedType.MULTI_CPU"}

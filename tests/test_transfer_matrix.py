@@ -1,22 +1,24 @@
 """The cross-lingual transfer matrix on a tiny espeak-ng corpus and a tiny encoder: cells, resuming, views, rankers."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mtransfer.speech import matrix as matrix_module
-from mtransfer.speech.matrix import CEILING, SCRATCH, Cell, MatrixSettings, TransferMatrix, run_transfer_matrix
+from mtransfer.speech.matrix import (CEILING, POOLED, SCRATCH, Cell, CorpusFolder, MatrixSettings, TransferMatrix,
+                                     run_transfer_matrix, work_cells)
 
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
-    from mtransfer.builtins.speech_corpus import build_speech_corpus, corpus_splits
+    from mtransfer.builtins.speech_corpus import build_speech_corpus
 
     folder = build_speech_corpus(tmp_path_factory.mktemp("matrix-corpus"), ["bn", "hi", "as"], per_language=24, speakers=4,
                                  test_speakers=1, validation_speakers=1, workers=2)
-    every = corpus_splits(folder)
-    return lambda language: {s: [r for r in rows if r["label"] == language] for s, rows in every.items()}
+    return CorpusFolder(folder)  # picklable: worker processes read it too
 
 
 def settings(model, **kw):
@@ -32,18 +34,24 @@ def test_every_cell_runs_once_resumes_and_feeds_the_table_and_the_ranker_check(t
     lines: list[str] = []
     m = run_transfer_matrix(s, tmp_path / "m", corpus=tiny_corpus, log=lines.append)
     kinds = sorted((c.kind, c.language, c.init) for c in m.cells)
-    # 2 sources; per target: random init, ceiling, and a transfer from every other source (hi -> hi is the ceiling)
-    assert kinds == [("ceiling", "as", "random"), ("ceiling", "hi", "random"), ("scratch", "as", "random"),
-                     ("scratch", "hi", "random"), ("source", "bn", "random"), ("source", "hi", "random"),
-                     ("transfer", "as", "bn"), ("transfer", "as", "hi"), ("transfer", "hi", "bn")]
-    assert len(lines) == 9 and all(0 <= c.results["test_cer"] for c in m.cells)
+    # 2 sources and their pooled model; per target: random init, ceiling, and a transfer from every other source
+    # (hi -> hi is the ceiling)
+    assert kinds == [("ceiling", "as", "random"), ("ceiling", "hi", "random"), ("pooled", POOLED, "random"),
+                     ("scratch", "as", "random"), ("scratch", "hi", "random"), ("source", "bn", "random"),
+                     ("source", "hi", "random"), ("transfer", "as", "bn"), ("transfer", "as", "hi"),
+                     ("transfer", "hi", "bn")]
+    assert len(lines) == 10 + 1 and all(0 <= c.results["test_cer"] for c in m.cells)  # a line per cell, and the total
+    assert lines[-1].startswith("matrix: trained 10 of 10 cells in ")
     transfer = next(c for c in m.cells if c.kind == "transfer" and c.init == "bn")
     assert transfer.results["copied_rows"] >= 3  # blank, unknown and the word delimiter at least
     assert transfer.train_utterances == 4 and next(c for c in m.cells if c.kind == "source").train_utterances == 10
     table = m.table().splitlines()
     assert table[0] == f"| target \\ start | bn | hi | {SCRATCH} | {CEILING} |"
     assert table[2].startswith("| as | ") and table[3].split(" | ")[2] == "—"  # hi's own transfer is not run
-    assert (tmp_path / "m" / "matrix.png").stat().st_size > 1000 and (tmp_path / "m" / "matrix.md").is_file()
+    assert (tmp_path / "m" / "matrix.png").stat().st_size > 1000
+    assert "Test WER" in (tmp_path / "m" / "matrix.md").read_text() and m.table() in (tmp_path / "m" / "matrix.md").read_text()
+    pooled = next(c for c in m.cells if c.kind == "pooled")
+    assert pooled.results["vocabulary_size"] > max(c.results["vocabulary_size"] for c in m.cells if c.kind == "source")
     again = TransferMatrix.load(tmp_path / "m")
     assert again.table() == m.table() and again.settings == s
 
@@ -81,12 +89,118 @@ def test_the_ranker_check_counts_hits_regret_and_pools_over_targets():
         m.check_ranker({"xx": {"bn": 1.0}})
 
 
+def test_ranker_metrics_equal_scipy_on_the_same_arrays_and_tied_picks_share_the_regret():
+    from scipy.stats import kendalltau, spearmanr
+
+    sources = ("bn", "hi", "de", "tr", "ru")
+    s = MatrixSettings(sources=sources, targets=("as", "mr", "ne"), seeds=(0,), source_utterances=10, target_utterances=4)
+    rng = np.random.default_rng(3)
+    cer = {(t, src): float(rng.uniform(0.2, 0.8)) for t in s.targets for src in sources}
+    cells = [Cell("scratch", t, "random", 0, 4, {"test_cer": 0.9}) for t in s.targets]
+    cells += [Cell("transfer", t, src, 0, 4, {"test_cer": v}) for (t, src), v in cer.items()]
+    m = TransferMatrix(s, cells)
+    scores = {t: {src: float(rng.normal()) for src in sources} for t in s.targets}
+    check = m.check_ranker(scores, bootstrap=0)
+    for t in s.targets:
+        x = [scores[t][src] for src in sources]
+        y = [0.9 - cer[(t, src)] for src in sources]
+        assert check["per_target"][t]["kendall_tau"] == pytest.approx(kendalltau(x, y).statistic, abs=1e-4)
+        assert check["per_target"][t]["spearman_rho"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-4)
+    taus = [kendalltau([scores[t][src] for src in sources], [-cer[(t, src)] for src in sources]).statistic
+            for t in s.targets]
+    assert check["pooled"]["kendall_tau"]["mean"] == pytest.approx(np.mean(taus), abs=1e-4)
+    # a tie at the top: the regret is the mean over the tied picks, whatever their listing order
+    tied = {t: {src: (1.0 if src in ("bn", "hi") else 0.0) for src in sources} for t in s.targets}
+    best = {t: max(0.9 - cer[(t, src)] for src in sources) for t in s.targets}
+    for t in s.targets:
+        expected = best[t] - np.mean([0.9 - cer[(t, "bn")], 0.9 - cer[(t, "hi")]])
+        assert m.check_ranker(tied, bootstrap=0)["per_target"][t]["regret"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_pretraining_helps_says_for_each_target_whether_any_and_every_source_beat_random_init():
+    s = MatrixSettings(sources=("bn", "hi"), targets=("as", "mr"), seeds=(0, 1), source_utterances=10, target_utterances=4)
+    cer = {("as", "bn"): (0.3, 0.4), ("as", "hi"): (0.5, 0.6), ("mr", "bn"): (0.95, 0.97), ("mr", "hi"): (0.5, 0.5)}
+    cells = [Cell("scratch", t, "random", k, 4, {"test_cer": 0.9}) for t in ("as", "mr") for k in (0, 1)]
+    cells += [Cell("transfer", t, src, k, 4, {"test_cer": v[k]}) for (t, src), v in cer.items() for k in (0, 1)]
+    helps = TransferMatrix(s, cells).pretraining_helps()
+    assert helps == {"as": {"any": True, "every": True, "worse_than_random_init": []},
+                     "mr": {"any": True, "every": False, "worse_than_random_init": ["bn"]}}
+
+
+def fake_results(cell, *_, **__):
+    return {"test_cer": 0.5, "test_wer": 0.9, "train_seconds": 0.0}
+
+
+def test_cells_held_by_a_live_process_are_left_to_it_and_a_dead_holders_claim_is_taken_over(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from mtransfer.atomic import atomic_write_json
+    from mtransfer.locks import LOCK_FILE
+
+    s = MatrixSettings(sources=("bn", "hi"), targets=("as",), seeds=(0,), source_utterances=10, target_utterances=4,
+                       ceiling=False, pooled=False)
+    out = tmp_path / "m"
+    held = Cell("source", "bn", "random", 0, 10)
+    dead = Cell("scratch", "as", "random", 0, 4)
+
+    def claim(cell, pid):
+        folder = out / "claims" / cell.path.removesuffix(".json")
+        folder.mkdir(parents=True)
+        (folder / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": __import__("socket").gethostname()}))
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claim(held, os.getpid())  # another live process trains bn
+    claim(dead, int(gone.stdout))  # a process that died while training the random-init run
+    ran = []
+
+    def run(cell, *a, **k):
+        ran.append((cell.kind, cell.init, cell.language))
+        if cell.kind == "transfer" and cell.init == "hi":  # the other process finishes bn meanwhile
+            held.results = fake_results(held)
+            atomic_write_json(out / held.path, __import__("dataclasses").asdict(held))
+        return fake_results(cell)
+
+    monkeypatch.setattr(matrix_module, "_run_cell", run)
+    assert work_cells(s, out, corpus=None, log=None, poll=0.01) == 4
+    # bn was never trained here; its transfer cell waited for it; the dead holder's cell was taken over
+    assert ran == [("source", "random", "hi"), ("scratch", "random", "as"), ("transfer", "hi", "as"),
+                   ("transfer", "bn", "as")]
+    assert list((out / "claims").rglob(LOCK_FILE)) == [out / "claims" / held.path.removesuffix(".json") / LOCK_FILE]
+
+
+def test_worker_processes_need_a_picklable_corpus(tmp_path):
+    s = MatrixSettings(sources=("bn", "hi"), targets=("as",), seeds=(0,), source_utterances=10, target_utterances=4)
+    with pytest.raises(ValueError, match="the corpus must be picklable \\(e.g. a CorpusFolder\\); function is not"):
+        run_transfer_matrix(s, tmp_path / "m", corpus=lambda language: {}, workers=2)
+    with pytest.raises(ValueError, match="workers=0: expected an integer >= 1"):
+        run_transfer_matrix(s, tmp_path / "m", corpus=lambda language: {}, workers=0)
+
+
+@pytest.mark.slow
+def test_two_workers_train_every_cell_once_and_a_rerun_trains_nothing(tiny_corpus, tiny_speech, tmp_path, capfd):
+    s = settings(tiny_speech("wav2vec2"), targets=("as",), seeds=(0, 1), ceiling=False)
+    m = run_transfer_matrix(s, tmp_path / "m", corpus=tiny_corpus, workers=2)
+    printed = [line for line in capfd.readouterr().out.splitlines() if line.startswith("[worker ")]
+    trained = [" ".join(line.split("] ", 1)[1].split(":")[0].split()) for line in printed]  # e.g. "source bn seed 0"
+    # 2 seeds x (2 sources + scratch + 2 transfers) + 1 pooled run, each trained by exactly one worker
+    assert len(printed) == 11 and len(set(trained)) == 11
+    assert {line[:10] for line in printed} == {"[worker 0]", "[worker 1]"}  # both worked
+    assert len(m.cells) == 11 and all("test_cer" in c.results for c in m.cells)
+    assert sorted(p.name for p in (tmp_path / "m" / "sources").glob("*/seed*")) == ["seed0"] * 3 + ["seed1"] * 2
+    assert not list((tmp_path / "m" / "claims").rglob(".mtransfer.lock"))  # every claim released
+    again = run_transfer_matrix(s, tmp_path / "m", corpus=tiny_corpus, workers=2)
+    assert not [line for line in capfd.readouterr().out.splitlines() if line.startswith("[worker ")]
+    assert again.table() == m.table()
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(seeds=()), "MatrixSettings.seeds is empty"),
     (dict(sources=("bn", "bn")), "each once"),
     (dict(units="words"), "expected 'characters' or 'phones'"),
-    (dict(target_utterances=300), "the small budget \\(300 utterances\\) must be below the large one \\(300\\)"),
+    (dict(target_utterances=200), "the small budget \\(200 utterances\\) must be below the large one \\(200\\)"),
     (dict(source_epochs=0), "MatrixSettings.source_epochs=0: expected an integer >= 1"),
+    (dict(units="phones"), "with units='phones' set pooled=False"),
 ])
 def test_settings_are_checked(change, message):
     with pytest.raises(ValueError, match=message):
@@ -99,39 +213,164 @@ def test_the_cell_files_name_kind_start_target_and_seed():
     assert json.loads(json.dumps(MatrixSettings().__dict__, default=list))["targets"] == ["as", "mr", "ne", "it", "pt"]
 
 
-@pytest.mark.slow
-def test_one_command_ranks_trains_on_the_best_source_and_adapts(tiny_corpus, tiny_speech, tmp_path, capsys):
+def write_split(rows, path):
     import csv
 
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["audio", "transcript"])
+        w.writeheader()
+        w.writerows({"audio": r["audio"], "transcript": r["transcript"]} for r in rows)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_one_command_ranks_trains_on_the_best_source_adapts_reports_and_resumes(tiny_corpus, tiny_speech, tmp_path,
+                                                                               capsys, monkeypatch):
     import mtransfer as mt
     from mtransfer.cli import main
 
-    def write(language, split, path):
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=["audio", "transcript"])
-            w.writeheader()
-            w.writerows({"audio": r["audio"], "transcript": r["transcript"]} for r in tiny_corpus(language)[split])
-        return str(path)
-
-    files = {lang: ",".join(write(lang, s, tmp_path / f"{lang}_{s}.csv") for s in ("train", "validation", "test"))
-             for lang in ("bn", "hi", "as")}
+    files = {lang: ",".join(write_split(tiny_corpus(lang)[s], tmp_path / f"{lang}_{s}.csv")
+                            for s in ("train", "validation", "test")) for lang in ("bn", "hi", "as")}
     out = tmp_path / "adapt"
-    code = main(["adapt-speech", "--source", f"bn={files['bn']}", "--source", f"hi={files['hi']}", "--target", files["as"],
-                 "--target-utterances", "5", "--model", str(tiny_speech("wav2vec2")), "--source-epochs", "1",
-                 "--target-epochs", "1", "--batch-size", "4", "--output-dir", str(out), "--no-progress"])
-    assert code == 0
+    args = ["adapt-speech", "--source", f"bn={files['bn']}", "--source", f"hi={files['hi']}", "--target", files["as"],
+            "--target-utterances", "5", "--model", str(tiny_speech("wav2vec2")), "--source-epochs", "1",
+            "--target-epochs", "1", "--scratch-epochs", "1", "--batch-size", "4", "--output-dir", str(out),
+            "--no-progress"]
+    assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     report = json.loads((out / "adapt.json").read_text())
     assert printed["source"] == report["source"] == report["ranking"][0]["source"]
+    assert printed["random_init"]["test_cer"] == report["baseline_results"]["test_cer"]
     assert {r["source"] for r in report["ranking"]} == {"bn", "hi"} and report["scorer"] == "mfcc"
-    assert sorted(p.name for p in out.iterdir()) == ["adapt.json", f"source-{report['source']}", "target"]  # one source trained
+    assert sorted(p.name for p in out.iterdir()) == ["adapt.json", "baseline", "baseline.json", "ranking.json",
+                                                     "report.md", "source", "source.json", "target", "target.json"]
+    assert report["source_results"]["utterances"] == len(tiny_corpus(report["source"])["train"])  # one source trained
     assert report["target_results"]["train_utterances"] == 5 and report["target_results"]["scored_on"] == "test"
     assert report["target_results"]["copied_rows"] >= 3
+    assert report["cer_reduction"] == pytest.approx(report["baseline_results"]["test_cer"] - report["target_results"]["test_cer"], abs=1e-4)
+    text = (out / "report.md").read_text()
+    assert f"Chosen: **{report['source']}**: {report['source']} has the highest average posterior" in text
+    assert "| random init |" in text and (out / "target" / "model" / "README.md").is_file()
     adapted = mt.TransferModel.from_pretrained(report["model_dir"])
     assert adapted.task == "ctc" and isinstance(adapted.transcribe(tiny_corpus("as")["test"][0]["audio"]), str)
+
+    # interrupted after the source stage: a rerun trains the target and the baseline only
+    from mtransfer.speech import matrix as matrix_module
+
+    for name in ("target.json", "baseline.json", "adapt.json"):
+        (out / name).unlink()
+    runs = []
+    real = matrix_module.train_ctc_run
+    monkeypatch.setattr(matrix_module, "train_ctc_run", lambda *a, **k: (runs.append(Path(a[4]).name), real(*a, **k))[1])
+    assert main(args) == 0 and runs == ["target", "baseline"]
+    assert main(args) == 0 and runs == ["target", "baseline"]  # all done: nothing trains
+    capsys.readouterr()
+    assert main([*args, "--top-k", "2"]) == 2
+    assert "ranking.json was written with other settings (top_k differ)" in capsys.readouterr().err
+
     assert main(["adapt-speech", "--source", f"bn={files['bn']}", "--target", files["as"], "--output-dir",
                  str(tmp_path / "x")]) == 2
     assert "give at least two candidate sources" in capsys.readouterr().err
     assert main(["adapt-speech", "--source", "bn=a.csv", "--source", "hi=b.csv", "--target", files["as"],
                  "--output-dir", str(tmp_path / "x")]) == 2
-    assert "expected builtin:espeak-asr-LANG or TRAIN,VALIDATION[,TEST] files" in capsys.readouterr().err
+    assert "expected builtin:espeak-asr-LANG, TRAIN,VALIDATION[,TEST] files or audio:PATH" in capsys.readouterr().err
+
+
+def test_bad_sources_and_targets_stop_before_any_training(tiny_corpus, tiny_speech, tmp_path, monkeypatch):
+    from mtransfer.speech import matrix as matrix_module
+    from mtransfer.speech.source_choice import adapt_from_best_source
+
+    monkeypatch.setattr(matrix_module, "train_ctc_run", lambda *a, **k: pytest.fail("trained before the input was checked"))
+    split = lambda lang: {s: [{"audio": r["audio"], "transcript": r["transcript"]} for r in rows]  # noqa: E731
+                          for s, rows in tiny_corpus(lang).items()}
+    bn, hi, target = split("bn"), split("hi"), split("as")
+    model = str(tiny_speech("wav2vec2"))
+    with pytest.raises(ValueError, match="needs at least two candidate sources"):
+        adapt_from_best_source({"bn": bn}, target, tmp_path / "a", model=model)
+    with pytest.raises(ValueError, match="source 'hi' has audio but no transcripts: give its transcripts, or pass "
+                                         "unlabelled='pretrain'"):
+        adapt_from_best_source({"bn": bn, "hi": {"audio": [r["audio"] for r in hi["train"]]}}, target, tmp_path / "a",
+                               model=model)
+    with pytest.raises(ValueError, match="trains wav2vec2 encoders .* this model is a 'wav2vec2-bert'"):
+        adapt_from_best_source({"bn": bn, "hi": {"audio": [r["audio"] for r in hi["train"]]}}, target, tmp_path / "a",
+                               model=str(tiny_speech("w2v-bert")), unlabelled="pretrain")
+    with pytest.raises(ValueError, match="target: audio without transcripts"):
+        adapt_from_best_source({"bn": bn, "hi": hi}, {"audio": [r["audio"] for r in target["train"]]}, tmp_path / "a",
+                               model=model)
+    with pytest.raises(ValueError, match="target: the train split has no utterances \\(no audio\\)"):
+        adapt_from_best_source({"bn": bn, "hi": hi}, {**target, "train": []}, tmp_path / "a", model=model)
+    with pytest.raises(ValueError, match="source 'hi': no audio"):
+        adapt_from_best_source({"bn": bn, "hi": {"audio": []}}, target, tmp_path / "a", model=model,
+                               unlabelled="pretrain")
+    with pytest.raises(ValueError, match="top_k=3: expected 1 to 2"):
+        adapt_from_best_source({"bn": bn, "hi": hi}, target, tmp_path / "a", model=model, top_k=3)
+    assert not (tmp_path / "a").exists()  # nothing written
+
+
+@pytest.mark.slow
+def test_untranscribed_audio_at_other_rates_is_resampled_pretrained_on_and_adapted(tiny_corpus, tiny_speech, tmp_path):
+    import torchaudio.functional as AF
+
+    from mtransfer.media import load_audio
+    from mtransfer.speech.source_choice import adapt_from_best_source
+
+    split = lambda lang: {s: [{"audio": r["audio"], "transcript": r["transcript"]} for r in rows]  # noqa: E731
+                          for s, rows in tiny_corpus(lang).items()}
+    # hi's audio as 8 kHz arrays and bn's at 22.05 kHz: other rates than the model's 16 kHz, resampled on reading
+    hi = {"audio": [(AF.resample(load_audio(r["audio"], 16000), 16000, 8000).numpy(), 8000) for r in tiny_corpus("hi")["train"]]}
+    bn = {s: [{"audio": (AF.resample(load_audio(r["audio"], 16000), 16000, 22050).numpy(), 22050),
+               "transcript": r["transcript"]} for r in rows] for s, rows in split("bn").items()}
+    report = adapt_from_best_source({"bn": bn, "hi": hi}, split("as"), tmp_path / "u", model=str(tiny_speech("wav2vec2")),
+                                    top_k=2, unlabelled="pretrain", pretrain_epochs=1, target_epochs=1, baseline=False,
+                                    target_utterances=5, batch_size=4, log=None)
+    assert report["chosen"] in (["bn", "hi"], ["hi", "bn"]) and report["baseline_results"] is None
+    assert report["source_results"]["kind"] == "continued pretraining"
+    assert report["source_results"]["utterances"] == len(hi["audio"]) + len(bn["train"])
+    assert 0 <= report["target_results"]["test_cer"] and report["target_results"]["copied_rows"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_the_script_under_accelerate_launch_splits_cells_across_processes_and_writes_every_output(tiny_speech, tmp_path):
+    from tests.test_multiprocess import launch_report, launch_two_cpu
+
+    out = tmp_path / "matrix"
+    proc = launch_two_cpu("scripts/transfer_matrix.py", "--sources", "bn", "hi", "--targets", "as", "--seeds", "0",
+                          "--per-language", "24", "--source-utterances", "10", "--target-utterances", "4",
+                          "--source-epochs", "1", "--target-epochs", "1", "--scratch-epochs", "1", "--batch-size", "4",
+                          "--model", tiny_speech("wav2vec2"), "--output-dir", out,
+                          env={"MTRANSFER_CACHE": str(tmp_path / "cache" / "features")}, timeout=900)
+    assert proc.returncode == 0, launch_report(proc)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[process ")]
+    # 2 sources, the pooled model, random init, ceiling and 2 transfers: each trained once, by one process or the other
+    assert len(lines) == 7 and len({line.split("] ", 1)[1].split(":")[0] for line in lines}) == 7
+    m = TransferMatrix.load(out)
+    assert len(m.cells) == 7 and all("test_cer" in c.results for c in m.cells)
+    for name in ("matrix.md", "matrix.png", "rankers.md", "rankers.json", "lid_vs_reduction.png", "timings.json",
+                 "lid_mfcc.json", "lid_mfcc-frames.png", "lid_fbank.json", "lid_pooled-model.json"):
+        assert (out / name).is_file(), name
+    rankers = (out / "rankers.md").read_text()
+    assert all(f"| {r} |" in rankers for r in ("mfcc", "mfcc-frames", "fbank", "pooled-model", "uriel", "random"))
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["runs"] == 7 and timings["workers"] == 2 and set(timings["pretraining_helps"]) == {"as"}
+
+
+def test_the_lectures_own_tables_through_the_ranker_check():
+    """The lecture notes' WER table (pretrain on 60 h, adapt with 10 h; the diagonal is the 10 h -> 10 h baseline)
+    and its frame-level LID posteriors: the check the README quotes beside ours."""
+    langs = ["Bengali", "Assamese", "Lao", "Turkish"]
+    wer = {"Bengali": [66.0, 63.8, 65.1, 64.2], "Assamese": [61.2, 65.2, 62.9, 62.1], "Lao": [59.8, 60.1, 62.3, 60.0],
+           "Turkish": [61.8, 63.1, 63.3, 63.9]}
+    lid = {"Bengali": [0.57, 0.21, 0.09, 0.13], "Assamese": [0.21, 0.57, 0.11, 0.11], "Lao": [0.08, 0.11, 0.71, 0.10],
+           "Turkish": [0.13, 0.12, 0.10, 0.65]}
+    s = MatrixSettings(sources=langs, targets=langs, seeds=(0,), source_utterances=10, target_utterances=4,
+                       ceiling=False, pooled=False)
+    cells = [Cell("scratch" if src == t else "transfer", t, "random" if src == t else src, 0, 4,
+                  {"test_cer": wer[t][j] / 100}) for t in langs for j, src in enumerate(langs)]
+    m = TransferMatrix(s, cells)
+    check = m.check_ranker({t: {src: lid[t][j] for j, src in enumerate(langs) if src != t} for t in langs})
+    assert [check["per_target"][t]["top1_hit"] for t in langs] == [True, True, False, True]  # "most of the time"
+    assert check["per_target"]["Lao"]["kendall_tau"] == -1.0  # Bengali helps Lao most, and the LID ranks it last
+    assert check["pooled"]["kendall_tau"]["mean"] == pytest.approx(0.4541, abs=1e-4)
+    assert check["pooled"]["regret"]["mean"] == pytest.approx(0.0008, abs=1e-4)
+    assert all(v["every"] for v in m.pretraining_helps().values())  # "transfer learning always improves performance"

@@ -10,6 +10,12 @@ pooled embedding over the valid frames only (``mean``, or ``stats``: mean and st
 deviation concatenated). Optionally a learned softmax-weighted sum of all hidden layers
 (the SUPERB protocol) replaces the last layer.
 
+Front-end memo: the feature extractor's output for a whole clip read from a file is kept in memory
+(keyed by the file's path, size and modification time and the extractor's settings; shared by every
+adapter in the process, least recently used first out past ``FRONT_END_MEMO_BYTES``). A filterbank or
+a normalised waveform is the same every epoch, so only the first epoch reads and transforms a file:
+this halves a small encoder's epoch on a CPU. Cropped or chunked clips are not memoised.
+
 Long clips: training takes a random ``max_duration`` crop; evaluation uses the full clip, or,
 with ``eval_chunking``, ``max_duration`` chunks whose pooled features are averaged (weighted by
 their frame counts).
@@ -35,6 +41,50 @@ logger = logging.getLogger(__name__)
 ATTENTION_WARN_BYTES = 2**30  # warn when one attention layer of an evaluation batch needs more
 POOLINGS = ("mean", "stats")
 MIN_TRAIN_SECONDS = 0.5  # training batches are padded at least this long (SpecAugment needs >= mask_time_length frames)
+FRONT_END_MEMO_BYTES = 1 << 30  # front-end outputs kept in memory per process (0 turns the memo off)
+
+
+class FrontEndMemo:
+    """Feature-extractor outputs of whole clips read from files, least recently used out past a byte budget."""
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self.items: OrderedDict[tuple, tuple[torch.Tensor, int]] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(item: Any, extractor: str) -> tuple | None:
+        """The memo key of a file input (None for arrays and other inputs, which are never memoised)."""
+        if not isinstance(item, (str, os.PathLike)):
+            return None
+        try:
+            st = os.stat(item)
+        except OSError:
+            return None
+        return (os.path.abspath(item), st.st_size, st.st_mtime_ns, extractor)
+
+    def get(self, key: tuple | None) -> tuple[torch.Tensor, int] | None:
+        if key is None or key not in self.items:
+            self.misses += key is not None
+            return None
+        self.hits += 1
+        self.items.move_to_end(key)
+        return self.items[key]
+
+    def put(self, key: tuple | None, values: torch.Tensor, valid: int) -> None:
+        size = values.numel() * values.element_size()
+        if key is None or size > FRONT_END_MEMO_BYTES:
+            return
+        self.items[key] = (values, valid)
+        self.bytes += size
+        while self.bytes > FRONT_END_MEMO_BYTES and self.items:
+            old, _ = self.items.popitem(last=False)[1]
+            self.bytes -= old.numel() * old.element_size()
+
+
+FRONT_END_MEMO = FrontEndMemo()
 
 
 class LayerWeighting(nn.Module):
@@ -123,17 +173,45 @@ class AudioAdapter(Adapter):
         self.sampling_rate = int(self.feature_extractor.sampling_rate)
         self.pass_attention_mask = bool(getattr(self.feature_extractor, "return_attention_mask", True))
         self.layer_weights = LayerWeighting(config.num_hidden_layers + 1) if layer_weighting else None
+        self._frames_of: dict[int, int] = {}  # filterbank frames per clip length (the extractor, run once per length)
+        self._frames_rule = self._arithmetic_frames_rule() if self.input_name == "input_features" else None
         for p in self.unused_parameters():
             p.requires_grad_(False)
         hidden = int(config.hidden_size)
         self.embedding_dim = 2 * hidden if pooling == "stats" else hidden
         self.min_samples = self._min_samples()
         self._warned_widths: set[int] = set()
+        # what the front end does to a clip: the extractor's settings and the padding of short clips
+        self._extractor_id = (f"{type(self.feature_extractor).__name__}:{self.min_samples}:"
+                              f"{self.feature_extractor.to_json_string()}")
 
     def _feature_frames(self, samples: int) -> int:
         """Filterbank frames the feature extractor makes of ``samples`` (encoders that read ``input_features``)."""
         if samples <= 0:
             return 0
+        if samples not in self._frames_of:
+            self._frames_of[samples] = (self._count_feature_frames(samples) if self._frames_rule is None
+                                        else self._frames_rule(samples))
+        return self._frames_of[samples]
+
+    def _arithmetic_frames_rule(self) -> Any:
+        """w2v-BERT's extractor in closed form (Kaldi frames of 25 ms every 10 ms without centring, padded to an
+        even count, then ``stride`` stacked), when it agrees with the extractor on a few lengths; else None."""
+        from transformers import SeamlessM4TFeatureExtractor
+
+        fe = self.feature_extractor
+        if type(fe) is not SeamlessM4TFeatureExtractor or fe.sampling_rate != 16000:
+            return None
+        stride = int(fe.stride)
+
+        def rule(samples: int) -> int:
+            frames = 1 + (samples - 400) // 160 if samples >= 400 else 0
+            return (-(-frames // 2) * 2) // stride
+
+        probes = (401, 719, 1283, 16000, 16161)
+        return rule if all(rule(n) == self._count_feature_frames(n) for n in probes) else None
+
+    def _count_feature_frames(self, samples: int) -> int:
         try:
             wave = (0.1 * np.sin(np.arange(samples, dtype=np.float32) * 0.01)).astype(np.float32)
             with np.errstate(all="ignore"), warnings.catch_warnings():  # a one-frame variance is 0/0
@@ -176,9 +254,16 @@ class AudioAdapter(Adapter):
 
     def preprocess(self, inputs: Sequence[Any], *, training: bool = False) -> dict[str, torch.Tensor]:
         max_samples = int(round(self.max_duration * self.sampling_rate))
-        clips: list[torch.Tensor] = []
+        clips: list[torch.Tensor | tuple[torch.Tensor, int]] = []
         owners: list[int] = []
+        keys: list[tuple | None] = []
         for i, item in enumerate(inputs):
+            key = FrontEndMemo.key(item, self._extractor_id) if FRONT_END_MEMO_BYTES else None
+            if (hit := FRONT_END_MEMO.get(key)) is not None:
+                clips.append(hit)
+                owners.append(i)
+                keys.append(None)
+                continue
             wav = self.load(item)
             if training and not self.whole_inputs and wav.numel() > max_samples:
                 start = int(torch.randint(0, wav.numel() - max_samples + 1, (1,)))
@@ -190,12 +275,19 @@ class AudioAdapter(Adapter):
                     pieces[-1] = torch.cat([pieces[-1], tail])
                 clips += pieces
                 owners += [i] * len(pieces)
+                keys += [None] * len(pieces)
             else:
                 clips.append(wav)
                 owners.append(i)
-        values, valid = [], []
+                keys.append(key if wav.numel() <= max_samples else None)
+        values, valid, samples = [], [], []
         features = self.input_name == "input_features"
-        for wav in clips:
+        for wav, key in zip(clips, keys):
+            if isinstance(wav, tuple):  # memoised front-end output
+                values.append(wav[0])
+                valid.append(wav[1])
+                continue
+            samples.append(int(wav.numel()))
             if wav.numel() < self.min_samples:
                 wav = torch.nn.functional.pad(wav, (0, self.min_samples - wav.numel()))
             out = self.feature_extractor(wav.numpy(), sampling_rate=self.sampling_rate, return_tensors="pt",
@@ -204,6 +296,7 @@ class AudioAdapter(Adapter):
             # a filterbank's last stacked frame may be half padding: the encoder's attention mask leaves it out (as
             # the extractor says), yet it has an output frame, which the ASR pipeline decodes, and so do we
             valid.append(int(out["attention_mask"][0].sum()) if features else values[-1].shape[0])
+            FRONT_END_MEMO.put(key, values[-1], valid[-1])
         # lengths: samples of a waveform, frames of a filterbank; the encoder's output lengths follow from either
         lengths = torch.tensor([v.shape[0] for v in values])
         width = max(v.shape[0] for v in values)
@@ -217,8 +310,8 @@ class AudioAdapter(Adapter):
             batch_values[j, :v.shape[0]] = v
             mask[j, :valid[j]] = 1
         batch = {self.input_name: batch_values, "attention_mask": mask, "lengths": lengths}
-        if not training:
-            self._warn_attention_memory(len(values), max(int(w.numel()) for w in clips))
+        if not training and samples:
+            self._warn_attention_memory(len(values), max(samples))
         if len(clips) != len(inputs):
             batch["chunk_owner"] = torch.tensor(owners)
         return batch

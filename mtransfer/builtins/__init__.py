@@ -137,6 +137,9 @@ MODELS = {"builtin:minilm": BuiltinModel(minilm_path, "sentence-transformers/all
           "builtin:w2v-bert-small": BuiltinModel(_preset("w2v-bert-small"), None,
                                                  "w2v-BERT speech encoder (conformer on log-mel frames), 2.0 M parameters, "
                                                  "random init: the from-scratch speech preset", SPEECH),
+          "builtin:w2v-bert-mini": BuiltinModel(_preset("w2v-bert-mini"), None,
+                                                "w2v-BERT speech encoder on 40 ms frames, 0.68 M parameters, random init "
+                                                "(the transfer matrix's model: ~100 runs on a CPU)", SPEECH),
           "builtin:wav2vec2-small": BuiltinModel(_preset("wav2vec2-small"), None,
                                                  "wav2vec2 speech encoder, 2.2 M parameters, random init (from scratch on CPU)",
                                                  SPEECH),

@@ -32,8 +32,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-KINDS = ("source", "scratch", "transfer", "ceiling")
+KINDS = ("source", "pooled", "scratch", "transfer", "ceiling")
 SCRATCH, CEILING = "random init", "large budget"
+POOLED = "all-sources"  # the language of the pooled run
 
 
 @dataclass
@@ -46,31 +47,41 @@ class MatrixSettings:
         seeds: One run per seed in every cell (at least one; two or more give a spread).
         units: ``characters`` (each language's own characters; rows of shared characters copied)
             or ``phones`` (espeak-ng IPA phones: one inventory across languages).
-        model: The encoder every run starts from (random init presets: ``builtin:w2v-bert-small``).
+        model: The encoder every run starts from (random init presets: ``builtin:w2v-bert-mini``, the
+            0.68 M-parameter conformer on 40 ms frames the defaults are sized for).
         source_utterances / target_utterances: The large and the small budget (training utterances).
-        *_epochs, *_lr: Epoch limits and peak learning rates of the source, transfer, random-init
-            (scratch) and ceiling runs; each stops after ``patience`` (``scratch_patience``)
-            epochs without a better validation CER and keeps its best epoch.
+        *_epochs, *_lr, *_patience: Epoch limits, peak learning rates and patience of the
+            large-budget (source, ceiling and pooled), transfer and random-init (scratch) runs; each
+            stops after its patience in epochs without a better validation CER and keeps its best
+            epoch. The pooled run, whose vocabulary holds every source's script, takes the
+            random-init patience.
         ceiling: Also train each target with the large budget.
+        pooled: Also train one model on all sources pooled (the large budget split evenly across
+            them; first seed only): the "acoustic model" whose features a language-ID ranker can use.
+
+    The defaults (6 sources, 5 targets, 2 seeds: 12 source, 10 ceiling, 1 pooled, 60 transfer and
+    10 random-init runs) are sized for about 45 minutes on 2 CPU cores with ``workers=2``.
     """
 
     sources: Sequence[str] = ("bn", "hi", "tr", "ru", "de", "es")
     targets: Sequence[str] = ("as", "mr", "ne", "it", "pt")
     seeds: Sequence[int] = (0, 1)
     units: str = "characters"
-    model: str = "builtin:w2v-bert-small"
-    source_utterances: int = 300
+    model: str = "builtin:w2v-bert-mini"
+    source_utterances: int = 200
     target_utterances: int = 30
-    source_epochs: int = 40
-    target_epochs: int = 60
-    scratch_epochs: int = 200
-    source_lr: float = 2e-3
+    source_epochs: int = 15
+    target_epochs: int = 40
+    scratch_epochs: int = 120
+    source_lr: float = 3e-3
     target_lr: float = 1e-3
     scratch_lr: float = 2e-3
-    patience: int = 10
+    source_patience: int = 4
+    patience: int = 8
     scratch_patience: int = 20
     batch_size: int = 8
     ceiling: bool = True
+    pooled: bool = True
 
     def __post_init__(self) -> None:
         self.sources, self.targets, self.seeds = tuple(self.sources), tuple(self.targets), tuple(self.seeds)
@@ -83,10 +94,13 @@ class MatrixSettings:
         if self.units not in ("characters", "phones"):
             raise ValueError(f"MatrixSettings.units={self.units!r}; expected 'characters' or 'phones'.")
         for name in ("source_utterances", "target_utterances", "source_epochs", "target_epochs", "scratch_epochs",
-                     "patience", "scratch_patience", "batch_size"):
+                     "source_patience", "patience", "scratch_patience", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MatrixSettings.{name}={value!r}: expected an integer >= 1.")
+        if self.pooled and self.units == "phones":
+            raise ValueError("MatrixSettings.pooled trains on every source's characters at once; with units='phones' "
+                             "set pooled=False.")
         if self.target_utterances >= self.source_utterances:
             raise ValueError(f"MatrixSettings: the small budget ({self.target_utterances} utterances) must be below "
                              f"the large one ({self.source_utterances}).")
@@ -116,19 +130,48 @@ class Cell:
 Corpus = Callable[[str], dict[str, list[dict]]]  # language -> {split: [{"audio": ..., "transcript": ...}]}
 
 
-def espeak_corpus(languages: Sequence[str], per_language: int = 400) -> Corpus:
+class CorpusFolder:
+    """A corpus written by :func:`~mtransfer.builtins.speech_corpus.build_speech_corpus`, as the matrix reads it:
+    ``corpus(language)`` -> ``{split: rows}``. Picklable, so worker processes can read it too."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._splits: dict[str, list[dict]] | None = None
+
+    def __call__(self, language: str) -> dict[str, list[dict]]:
+        from mtransfer.builtins.speech_corpus import corpus_splits
+
+        if self._splits is None:
+            self._splits = corpus_splits(self.folder)
+        return {s: [r for r in rows if r["label"] == language] for s, rows in self._splits.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": self.folder, "_splits": None}
+
+
+def espeak_corpus(languages: Sequence[str], per_language: int = 400, build: bool = True,
+                  timeout: float = 3600.0) -> CorpusFolder:
     """The transcribed espeak-ng corpus of ``languages`` (built into the cache on first use).
 
     8 pseudo-speakers per language (6 train, 1 validation, 1 test), noise at 10-30 dB SNR.
+    ``build=False`` waits (up to ``timeout`` seconds) for another process to finish building it.
     """
-    from mtransfer.builtins.speech_corpus import build_speech_corpus, corpus_splits
+    from mtransfer.builtins.speech_corpus import build_speech_corpus
     from mtransfer.cache import default_cache_dir
 
-    folder = default_cache_dir().parent / "speech" / ("espeak-matrix-v1-" + "-".join(languages))
-    build_speech_corpus(folder, languages, per_language=per_language, speakers=8, test_speakers=1,
-                        validation_speakers=1, workers=2, noise_snr=(10.0, 30.0))
-    every = corpus_splits(folder)
-    return lambda language: {s: [r for r in rows if r["label"] == language] for s, rows in every.items()}
+    size = "" if per_language == 400 else f"-n{per_language}"
+    folder = default_cache_dir().parent / "speech" / ("espeak-matrix-v1-" + "-".join(languages) + size)
+    if build:
+        build_speech_corpus(folder, languages, per_language=per_language, speakers=8, test_speakers=1,
+                            validation_speakers=1, workers=2, noise_snr=(10.0, 30.0))
+    else:
+        waited = 0.0
+        while not (folder / "metadata.csv").is_file():
+            if waited > timeout:
+                raise TimeoutError(f"{folder}: no corpus after {timeout:.0f} s; is the process that builds it running?")
+            time.sleep(2.0)
+            waited += 2.0
+    return CorpusFolder(folder)
 
 
 class TransferMatrix:
@@ -183,12 +226,24 @@ class TransferMatrix:
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def pretraining_helps(self, metric: str = "test_cer") -> dict[str, dict[str, Any]]:
+        """Per target: did pretraining on any source, and on every source, beat random init (seed means)?"""
+        out = {}
+        for t in self.settings.targets:
+            base = self.runs("scratch", t, metric=metric)
+            got = {s: v.mean() for s in self.settings.sources if len(v := self.runs("transfer", t, s, metric))}
+            if len(base) and got:
+                out[t] = {"any": bool(min(got.values()) < base.mean()), "every": bool(max(got.values()) < base.mean()),
+                          "worse_than_random_init": sorted(s for s, v in got.items() if v >= base.mean())}
+        return out
+
     def check_ranker(self, scores: Mapping[str, Mapping[str, float]], *, metric: str = "test_cer", bootstrap: int = 1000,
                      seed: int = 0) -> dict[str, Any]:
         """How well a ranking of sources (target -> source -> score, higher = better source) predicts the transfer.
 
         Per target: Kendall's tau and Spearman's rho against the measured reduction, top-1 hit
-        and regret (the metric of the ranker's pick minus that of the best source). Pooled over
+        and regret (the metric of the ranker's pick minus that of the best source; with a tie at
+        the top, the mean over the tied picks). Pooled over
         targets: mean tau and rho, top-1 rate and mean regret, each with a bootstrap interval
         over targets (95%).
         """
@@ -200,8 +255,10 @@ class TransferMatrix:
             if t not in scores or len(achieved) < 2:
                 continue
             row = correlate(dict(scores[t]), achieved)
-            picked = max((s for s in achieved if s in scores[t]), key=lambda s: scores[t][s])
-            row["regret"] = round(max(achieved.values()) - achieved[picked], 4)
+            scored = [s for s in achieved if s in scores[t]]
+            top = max(scores[t][s] for s in scored)
+            picked = [s for s in scored if scores[t][s] == top]  # a tie: the mean over the tied picks
+            row["regret"] = round(max(achieved.values()) - float(np.mean([achieved[s] for s in picked])), 4)
             per_target[t] = row
         if not per_target:
             raise ValueError("check_ranker: no target has scores and at least two measured sources.")
@@ -257,6 +314,8 @@ class TransferMatrix:
 def _plan(settings: MatrixSettings) -> list[Cell]:
     s = settings
     cells = [Cell("source", src, "random", seed, s.source_utterances) for seed in s.seeds for src in s.sources]
+    if s.pooled:
+        cells.append(Cell("pooled", POOLED, "random", s.seeds[0], s.source_utterances))
     for t in s.targets:
         for seed in s.seeds:
             cells.append(Cell("scratch", t, "random", seed, s.target_utterances))
@@ -268,31 +327,64 @@ def _plan(settings: MatrixSettings) -> list[Cell]:
 
 def _datasets(cell: Cell, settings: MatrixSettings, corpus: Corpus) -> tuple[Any, Any, Any]:
     """The cell's training subset (drawn with its seed), validation and test sets, with one vocabulary."""
-    import random
-
     import mtransfer as mt
 
-    splits = corpus(cell.language)
-    train_rows = splits.get("train", [])
-    if len(train_rows) < cell.train_utterances:
-        raise ValueError(f"{cell.language}: {len(train_rows)} training utterances, fewer than the "
-                         f"{cell.train_utterances} a {cell.kind} run needs.")
-    keep = sorted(random.Random(f"{cell.seed}-{cell.language}").sample(range(len(train_rows)), cell.train_utterances))
-    vocabulary = f"phones:{cell.language}" if settings.units == "phones" else None
+    if cell.kind == "pooled":  # an even share of every source, validated and tested on all of them
+        share = -(-cell.train_utterances // len(settings.sources))
+        parts = [_datasets_rows(Cell("source", src, "random", cell.seed, share), corpus) for src in settings.sources]
+        train_rows = [r for rows, _ in parts for r in rows]
+        keep = max(8, 50 // len(parts))  # about one language's worth of validation and test utterances
+        splits = {k: [r for _, sp in parts for r in sp[k][:keep]] for k in ("validation", "test")}
+        vocabulary = None
+    else:
+        train_rows, splits = _datasets_rows(cell, corpus)
+        vocabulary = f"phones:{cell.language}" if settings.units == "phones" else None
     load = lambda rows, vocab: mt.load_labeled([{"audio": r["audio"], "transcript": r["transcript"]} for r in rows],  # noqa: E731
                                                input_column="audio", label_column="transcript", task="ctc",
                                                vocabulary=vocab)
-    train = load([train_rows[i] for i in keep], vocabulary)
+    train = load(train_rows, vocabulary)
     return train, load(splits["validation"], train.vocabulary), load(splits["test"], train.vocabulary)
 
 
-def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, progress: bool) -> dict[str, Any]:
+def _datasets_rows(cell: Cell, corpus: Corpus) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The cell's training rows (``train_utterances`` drawn with its seed) and its language's splits."""
+    import random
+
+    splits = corpus(cell.language)
+    rows = splits.get("train", [])
+    if len(rows) < cell.train_utterances:
+        raise ValueError(f"{cell.language}: {len(rows)} training utterances, fewer than the "
+                         f"{cell.train_utterances} a {cell.kind} run needs.")
+    for split in ("validation", "test"):
+        if not splits.get(split):
+            raise ValueError(f"{cell.language}: no {split} utterances in the corpus.")
+    keep = sorted(random.Random(f"{cell.seed}-{cell.language}").sample(range(len(rows)), cell.train_utterances))
+    return [rows[i] for i in keep], splits
+
+
+def _run_dir(cell: Cell, out: Path) -> Path:
+    """Where a cell's run trains; a source (or pooled) model is where transfer cells and rankers find it."""
+    if cell.kind in ("source", "pooled"):
+        return out / "sources" / cell.language / f"seed{cell.seed}"
+    return out / "runs" / Path(cell.path).relative_to("cells").with_suffix("")
+
+
+def pooled_model_path(output_dir: str | Path, settings: MatrixSettings) -> Path:
+    """The folder of the model trained on all sources pooled (``settings.pooled``)."""
+    return Path(output_dir) / "sources" / POOLED / f"seed{settings.seeds[0]}" / "model"
+
+
+def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, progress: bool,
+              num_threads: int | None = None) -> dict[str, Any]:
     import mtransfer as mt
 
     s = settings
     train, valid, test = _datasets(cell, s, corpus)
-    epochs, lr, patience = {"source": (s.source_epochs, s.source_lr, s.patience),
-                            "ceiling": (s.source_epochs, s.source_lr, s.patience),
+    large = (s.source_epochs, s.source_lr, s.source_patience)
+    # the pooled model's vocabulary holds every source's script: it leaves the all-blank plateau later (with the
+    # sources' patience of 4 it stopped on it at epoch 5), so it gets the random-init runs' patience
+    pooled = (s.source_epochs, s.source_lr, s.scratch_patience)
+    epochs, lr, patience = {"source": large, "ceiling": large, "pooled": pooled,
                             "scratch": (s.scratch_epochs, s.scratch_lr, s.scratch_patience),
                             "transfer": (s.target_epochs, s.target_lr, s.patience)}[cell.kind]
     if cell.kind == "transfer":
@@ -301,16 +393,16 @@ def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, p
     else:
         model = mt.TransferModel.from_backbone("audio", s.model, labels=train.vocabulary, task="ctc", seed=cell.seed)
     # a source model is where transfer cells find it; other runs mirror their cell's path
-    run_dir = (out / "sources" / cell.language / f"seed{cell.seed}" if cell.kind == "source"
-               else out / "runs" / Path(cell.path).relative_to("cells").with_suffix(""))
+    run_dir = _run_dir(cell, out)
     results = train_ctc_run(model, train, valid, test, run_dir, epochs=epochs, lr=lr, patience=patience,
-                            batch_size=s.batch_size, seed=cell.seed, progress=progress)
+                            batch_size=s.batch_size, seed=cell.seed, progress=progress, num_threads=num_threads)
     return {**results, "copied_rows": getattr(model, "copied_rows", None) if cell.kind == "transfer" else None,
             "test_utterances": len(test), "vocabulary_size": len(train.vocabulary)}
 
 
 def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | Path, *, epochs: int, lr: float,
-                  patience: int, batch_size: int, seed: int, progress: bool = False, plot: bool = False) -> dict[str, Any]:
+                  patience: int, batch_size: int, seed: int, progress: bool = False, plot: bool = False,
+                  num_threads: int | None = None) -> dict[str, Any]:
     """One CTC run as the matrix and the speech demo make it: every layer trains (linear schedule, 10%
     warmup), the epoch with the best validation CER is kept (``patience`` epochs without a better one
     end it), then the test set is scored. Returns test CER / WER, best epoch, epochs run, best
@@ -321,7 +413,7 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
                                 lr_schedule="linear", warmup_ratio=0.1, batch_size=batch_size, eval_batch_size=16,
                                 metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
                                 progress_bar=progress, report_to=[], plot=plot, show_transcripts=False,
-                                overwrite_output_dir=True)
+                                overwrite_output_dir=True, num_threads=num_threads)
     trainer = mt.Trainer(model, args, train, valid)
     began = time.perf_counter()
     result = trainer.train()
@@ -331,35 +423,137 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
             "epochs_run": len(result.history), "best_valid_cer": result.best_value, "train_seconds": round(seconds, 1)}
 
 
+def _claim(out: Path, cell: Cell) -> Path | None:
+    """Take ``cell`` for this process (a lock file with its pid; a dead holder's lock is taken over), or None."""
+    from mtransfer.locks import OutputLockedError, acquire
+
+    try:
+        return acquire(out / "claims" / Path(cell.path).with_suffix(""))
+    except OutputLockedError:
+        return None
+
+
+def _ready(cell: Cell, out: Path) -> bool:
+    """A transfer cell waits for its source model's cell."""
+    return cell.kind != "transfer" or (out / Cell("source", cell.init, "random", cell.seed, 0).path).is_file()
+
+
+def work_cells(settings: MatrixSettings, output_dir: str | Path, corpus: Corpus, *, progress: bool = False,
+               log: Callable[[str], None] | None = print, num_threads: int | None = None, poll: float = 2.0,
+               worker: str = "") -> int:
+    """Train pending cells, in plan order, until none is left; returns how many this process trained.
+
+    Any number of processes may run this on one ``output_dir`` at once (the ``workers`` of
+    :func:`run_transfer_matrix`, ``accelerate launch`` processes, or jobs on machines sharing
+    the folder): each cell is claimed by a lock file before it trains, a transfer cell waits
+    until its source model is written, and a finished cell is never trained again. A process
+    that waits on cells others hold polls every ``poll`` seconds.
+    """
+    from mtransfer.atomic import atomic_write_json
+
+    out = Path(output_dir)
+    cells, trained = _plan(settings), 0
+    while pending := [c for c in cells if not (out / c.path).is_file()]:
+        for cell in pending:
+            if not _ready(cell, out) or (claim := _claim(out, cell)) is None:
+                continue
+            try:
+                if (out / cell.path).is_file():  # finished by another process since the listing
+                    continue
+                cell.results = _run_cell(cell, settings, corpus, out, progress, num_threads)
+                atomic_write_json(out / cell.path, asdict(cell))
+            finally:
+                claim.unlink(missing_ok=True)
+            trained += 1
+            if log:
+                name = f"{cell.init} -> {cell.language}" if cell.kind == "transfer" else cell.language
+                log(f"{worker}{cell.kind:8s} {name:12s} seed {cell.seed}: test CER {cell.results['test_cer']:.3f}, "
+                    f"WER {cell.results['test_wer']:.3f} ({cell.results['train_seconds']:.0f} s)")
+            break  # list again: the plan order puts sources (which others wait for) first
+        else:
+            time.sleep(poll)  # every pending cell is held by another process or waits for a source
+    return trained
+
+
+def _worker(settings: MatrixSettings, output_dir: str, corpus: Corpus, index: int, num_threads: int,
+            progress: bool, log: bool) -> int:
+    return work_cells(settings, output_dir, corpus, progress=progress,
+                      log=(lambda line: print(line, flush=True)) if log else None,
+                      num_threads=num_threads, worker=f"[worker {index}] ")
+
+
+def _run_workers(settings: MatrixSettings, out: Path, corpus: Corpus, workers: int, progress: bool,
+                 log: bool) -> int:
+    """``workers`` processes (spawned), each on its own GPU when there are GPUs, else on its share of the CPU cores."""
+    import multiprocessing as mp
+    import os
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        pickle.dumps(corpus)
+    except Exception as e:  # a lambda or a closure: the workers could not receive it
+        raise ValueError(f"run_transfer_matrix(workers={workers}): the corpus must be picklable (e.g. a CorpusFolder); "
+                         f"{type(corpus).__name__} is not ({e}).") from None
+    import torch
+
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    futures = []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for k in range(workers):
+            if gpus:  # the spawned process reads this at its first CUDA call
+                os.environ["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
+            futures.append(pool.submit(_worker, settings, str(out), corpus, k, threads, progress, log))
+        if visible is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+        return sum(f.result() for f in futures)  # a worker's error is raised here
+
+
 def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, corpus: Corpus | None = None,
-                        progress: bool = False, log: Callable[[str], None] | None = print) -> TransferMatrix:
+                        workers: int = 1, progress: bool = False, log: Callable[[str], None] | None = print,
+                        wait: bool = True) -> TransferMatrix:
     """Run every cell not yet in ``output_dir`` (sources first), then write ``matrix.json``, ``matrix.md`` and ``matrix.png``.
 
     Args:
         settings: The languages, budgets and schedules.
         output_dir: Where runs, cells and the outputs go; a rerun reads finished cells instead of training them.
         corpus: language -> splits with ``audio`` and ``transcript`` (default: :func:`espeak_corpus`).
-        progress: Progress bars per run. log: Called with one line per finished cell (None: silent).
+        workers: Processes that train cells side by side (each a whole run on its own device: GPU
+            ``k % gpus``, or ``cores // workers`` CPU threads). The cells are independent once the
+            sources exist, and a model this small gains more from runs in parallel than from
+            threads or data parallelism within a run.
+        progress: Progress bars per run. log: Called with one line per finished cell (None: silent;
+            with workers, the workers print).
+        wait: Wait for cells other processes hold (launched alongside, see :func:`work_cells`) before
+            writing the outputs.
     """
     from mtransfer.atomic import atomic_write_bytes, atomic_write_json
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"run_transfer_matrix workers={workers!r}: expected an integer >= 1.")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     corpus = corpus or espeak_corpus(settings.languages)
+    began = time.perf_counter()
+    if workers == 1:
+        trained = work_cells(settings, out, corpus, progress=progress, log=log)
+    else:
+        trained = _run_workers(settings, out, corpus, workers, progress, log is not None)
     cells = _plan(settings)
+    while wait and any(not (out / c.path).is_file() for c in cells):
+        time.sleep(2.0)
     for cell in cells:
-        path = out / cell.path
-        if path.is_file():
-            cell.results = json.loads(path.read_text(encoding="utf-8"))["results"]
-            continue
-        cell.results = _run_cell(cell, settings, corpus, out, progress)
-        atomic_write_json(path, asdict(cell))
-        if log:
-            name = f"{cell.init} -> {cell.language}" if cell.kind == "transfer" else cell.language
-            log(f"{cell.kind:8s} {name:12s} seed {cell.seed}: test CER {cell.results['test_cer']:.3f}, "
-                f"WER {cell.results['test_wer']:.3f} ({cell.results['train_seconds']:.0f} s)")
+        cell.results = json.loads((out / cell.path).read_text(encoding="utf-8"))["results"]
+    if log and trained:
+        log(f"matrix: trained {trained} of {len(cells)} cells in {time.perf_counter() - began:.0f} s with "
+            f"{workers} worker(s)")
     matrix = TransferMatrix(settings, cells)
     atomic_write_json(out / "matrix.json", matrix.to_dict())
-    atomic_write_bytes(out / "matrix.md", (matrix.table() + "\n").encode("utf-8"))
+    text = f"Test CER\n\n{matrix.table()}\n\nTest WER\n\n{matrix.table('test_wer')}\n"
+    atomic_write_bytes(out / "matrix.md", text.encode("utf-8"))
     matrix.plot(out / "matrix.png")
     return matrix

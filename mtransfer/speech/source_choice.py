@@ -2,14 +2,22 @@
 
 1. A language-ID scorer (:func:`mtransfer.ranking.rank_sources`) ranks the candidate source
    corpora by their average posterior on the target's training audio;
-2. a CTC model is trained from scratch on the top-ranked source (its training split, checkpoint
-   chosen on its validation split);
+2. a CTC model is trained from scratch on the top-ranked source (or the top ``k`` pooled; its
+   training split, checkpoint chosen on its validation split), or, for a source with audio but
+   no transcripts, a wav2vec2 encoder continues its self-supervised pretraining on that audio;
 3. its encoder, with a new head for the target's units (shared rows copied), is fine-tuned on the
-   target's small training set and scored on the target's test split when there is one.
+   target's small training set and scored on the target's test split when there is one;
+4. with ``baseline=True`` the same target data also trains a model from random initialisation
+   (longer patience), so the report says what the source was worth.
 
-Corpora are given as ``builtin:espeak-asr-LANG`` names (their splits) or as a mapping
+Every stage writes its result before the next starts (``ranking.json``, ``source/``,
+``target/``, ``baseline/``), so a rerun after an interruption redoes only the unfinished stages;
+the report (``adapt.json``, ``report.md``) and the adapted model's card close the run.
+
+Corpora are given as ``builtin:espeak-asr-LANG`` names (their splits), as a mapping
 ``{"train": ..., "validation": ..., "test": ...}`` of anything :func:`mtransfer.load_labeled`
-reads with ``audio`` / ``transcript`` columns.
+reads with ``audio`` / ``transcript`` columns, or, for an untranscribed source, as
+``{"audio": [...]}`` (files, arrays or ``(wave, rate)`` pairs, at any sampling rate).
 
 >>> adapt_from_best_source({"hi": "builtin:espeak-asr-hi", "bn": "builtin:espeak-asr-bn"},
 ...                        "builtin:espeak-asr-mr", "outputs/adapt-mr")  # doctest: +SKIP
@@ -17,9 +25,10 @@ reads with ``audio`` / ``transcript`` columns.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 SPLITS = ("train", "validation", "test")
 
@@ -46,64 +55,242 @@ def ctc_splits(corpus: Any, where: str, vocabulary: Any = None, train_utterances
     missing = [s for s in ("train", "validation") if s not in corpus]
     if missing:
         raise ValueError(f"{where}: no {' or '.join(missing)} split; it has {', '.join(corpus)}.")
-    read = lambda data, vocab: mt.load_labeled(data, input_column="audio", label_column="transcript", task="ctc",  # noqa: E731
-                                               vocabulary=vocab)
+    def read(data: Any, vocab: Any, split: str) -> Any:
+        if isinstance(data, (list, tuple)) and not data:
+            raise ValueError(f"{where}: the {split} split has no utterances (no audio).")
+        try:
+            out = mt.load_labeled(data, input_column="audio", label_column="transcript", task="ctc", vocabulary=vocab)
+        except (ValueError, FileNotFoundError) as e:
+            raise type(e)(f"{where}, {split} split: {e}") from None
+        if not len(out):
+            raise ValueError(f"{where}: the {split} split has no utterances (no audio).")
+        return out
+
     train = corpus["train"]
     if train_utterances is not None:
-        full = read(train, vocabulary)
+        full = read(train, vocabulary, "train")
         if len(full) < train_utterances:
             raise ValueError(f"{where}: {len(full)} training utterances, fewer than the {train_utterances} asked for.")
         keep = sorted(random.Random(seed).sample(range(len(full)), train_utterances))
         train = [{"audio": full.inputs[i], "transcript": full.references[i]} for i in keep]
-    out = {"train": read(train, vocabulary)}
+    out = {"train": read(train, vocabulary, "train")}
     for split in ("validation", "test"):
         if split in corpus:
-            out[split] = read(corpus[split], out["train"].vocabulary)
+            out[split] = read(corpus[split], out["train"].vocabulary, split)
     return out
 
 
+def _unlabelled(corpus: Any) -> bool:
+    return isinstance(corpus, Mapping) and set(corpus) == {"audio"}
+
+
+def _audio_only(corpus: Mapping[str, Any], where: str) -> list[Any]:
+    from mtransfer.ranking.lid import resolve_inputs
+
+    audio = resolve_inputs(corpus["audio"]) if len(corpus["audio"]) else []
+    if not audio:
+        raise ValueError(f"{where}: no audio (expected files, arrays or (wave, rate) pairs).")
+    return audio
+
+
+def _stage(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished stage's record, or None; a record written under other settings is an error, not a result."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("settings") != settings:
+        changed = sorted(k for k in {*settings, *record.get("settings", {})}
+                         if settings.get(k) != record.get("settings", {}).get(k))
+        raise ValueError(f"{path} was written with other settings ({', '.join(changed)} differ); choose another "
+                         "output_dir or delete it to start again.")
+    return record
+
+
 def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: str | Path, *, scorer: str = "mfcc",
-                           model: str = "builtin:w2v-bert-small", target_utterances: int | None = None,
-                           source_epochs: int = 40, target_epochs: int = 60, source_lr: float = 2e-3,
-                           target_lr: float = 1e-3, patience: int = 10, batch_size: int = 8, seed: int = 0,
-                           progress: bool = False) -> dict[str, Any]:
-    """Rank ``sources`` for ``target``, train on the best one, adapt to the target; write ``adapt.json``.
+                           top_k: int = 1, model: str = "builtin:w2v-bert-mini", target_utterances: int | None = None,
+                           unlabelled: str = "error", baseline: bool = True, source_epochs: int = 15,
+                           target_epochs: int = 40, scratch_epochs: int = 120, pretrain_epochs: int = 10,
+                           source_lr: float = 3e-3, target_lr: float = 1e-3, scratch_lr: float = 2e-3,
+                           source_patience: int = 4, patience: int = 8, scratch_patience: int = 20,
+                           batch_size: int = 8, seed: int = 0, progress: bool = False,
+                           log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Rank ``sources`` for ``target``, pretrain on the best (or the top ``k`` pooled), adapt, report.
 
     Args:
-        sources: Name -> corpus (at least two). target: The target corpus.
-        output_dir: Gets ``source-<name>/`` (the source run), ``target/`` (the adapted model in
-            ``target/model``) and ``adapt.json`` (ranking and results).
+        sources: Name -> corpus (at least two). target: The target corpus (transcribed).
+        output_dir: Gets ``ranking.json``, ``source/`` (the source run), ``target/`` (the adapted
+            model in ``target/model``, with its card), ``baseline/`` (random init on the same
+            target data), ``adapt.json`` and ``report.md``. A rerun skips finished stages.
         scorer: The :func:`~mtransfer.ranking.rank_sources` backbone (``mfcc``, ``mfcc-frames``, ``fbank``, a model).
-        model: The encoder the source model starts from.
+        top_k: Pool the training data of the ``k`` best-ranked sources (1: the best alone).
+        model: The encoder the source model starts from (the defaults suit ``builtin:w2v-bert-mini``).
         target_utterances: Keep this many target training utterances (None: all).
+        unlabelled: What to do with a chosen source that has audio but no transcripts: ``"error"``
+            (stop before any training), or ``"pretrain"`` (continued wav2vec2 pretraining of
+            ``model`` on its audio for ``pretrain_epochs``; ``model`` must be a wav2vec2 encoder).
+        baseline: Also train the target from random initialisation (``scratch_*`` settings).
+
+    Raises:
+        ValueError: Fewer than two sources, a bad ``top_k``, a target with no audio or no transcripts,
+            an untranscribed source without ``unlabelled="pretrain"``, or an ``output_dir`` written
+            with other settings: each before any training.
     """
-    import mtransfer as mt
-    from mtransfer.atomic import atomic_write_json
     from mtransfer.ranking import rank_sources
-    from mtransfer.speech.matrix import train_ctc_run
 
     if len(sources) < 2:
         raise ValueError(f"adapt_from_best_source needs at least two candidate sources; got {list(sources)}.")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(sources):
+        raise ValueError(f"adapt_from_best_source top_k={top_k!r}: expected 1 to {len(sources)} (the sources given).")
+    if unlabelled not in ("error", "pretrain"):
+        raise ValueError(f"adapt_from_best_source unlabelled={unlabelled!r}: expected 'error' or 'pretrain'.")
+    if _unlabelled(target):
+        raise ValueError("target: audio without transcripts; the target needs transcribed train and validation splits.")
+    untranscribed = sorted(n for n, c in sources.items() if _unlabelled(c))
+    if untranscribed and unlabelled == "error":
+        raise ValueError(f"source {untranscribed[0]!r} has audio but no transcripts: give its transcripts, or pass "
+                         "unlabelled='pretrain' (--unlabelled pretrain) to continue a wav2vec2 encoder's "
+                         "self-supervised pretraining on its audio.")
+    if untranscribed:
+        from mtransfer.speech.pretrain import _load
+
+        _load(model)  # a model continued pretraining cannot train stops here
     tgt = ctc_splits(target, "target", train_utterances=target_utterances, seed=seed)  # checked before any training
-    src = {name: ctc_splits(corpus, f"source {name}") for name, corpus in sources.items()}
-    scores = rank_sources({name: s["train"].inputs for name, s in src.items()}, {"target": tgt["train"].inputs},
-                          backbone=scorer, seed=seed)
-    best = scores.rankings[0].best
+    src = {name: (_audio_only(c, f"source {name!r}") if _unlabelled(c) else ctc_splits(c, f"source {name!r}"))
+           for name, c in sources.items()}
     out = Path(output_dir)
-    common = dict(patience=patience, batch_size=batch_size, seed=seed, progress=progress)
-    chosen = src[best]
-    start = mt.TransferModel.from_backbone("audio", model, labels=chosen["train"].vocabulary, task="ctc", seed=seed)
-    source_results = train_ctc_run(start, chosen["train"], chosen["validation"], chosen.get("test", chosen["validation"]),
-                                   out / f"source-{best}", epochs=source_epochs, lr=source_lr, **common)
-    adapted = mt.TransferModel.from_pretrained(out / f"source-{best}" / "model").with_new_head(tgt["train"].vocabulary,
-                                                                                               seed=seed)
-    target_results = train_ctc_run(adapted, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]),
-                                   out / "target", epochs=target_epochs, lr=target_lr, **common)
-    report = {"ranking": scores.rankings[0].ranking, "scorer": scorer, "lid_accuracy": scores.lid_accuracy,
-              "source": best, "source_results": source_results,
-              "target_results": {**target_results, "copied_rows": adapted.copied_rows,
-                                 "train_utterances": len(tgt["train"]),
-                                 "scored_on": "test" if "test" in tgt else "validation"},
-              "model_dir": str(out / "target" / "model")}
-    atomic_write_json(out / "adapt.json", report)
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda line: None)
+    settings = {"sources": sorted(sources), "scorer": str(scorer), "top_k": top_k, "model": str(model), "seed": seed,
+                "target_utterances": len(tgt["train"])}
+
+    ranking = _stage(out / "ranking.json", settings)
+    if ranking is None:
+        audio = {n: s if isinstance(s, list) else s["train"].inputs for n, s in src.items()}
+        scores = rank_sources(audio, {"target": tgt["train"].inputs}, backbone=scorer, seed=seed)
+        ranking = {"settings": settings, "ranking": scores.rankings[0].ranking, "lid_accuracy": scores.lid_accuracy,
+                   "scorer": scores.featurizer}
+        _write(out / "ranking.json", ranking)
+    chosen = [r["source"] for r in ranking["ranking"][:top_k]]
+    say(f"ranking ({scorer}): " + ", ".join(f"{r['source']} {r['score']:.3f}" for r in ranking["ranking"])
+        + f" -> pretrain on {' + '.join(chosen)}")
+    common = dict(batch_size=batch_size, seed=seed, progress=progress)
+    source = _stage(out / "source.json", {**settings, "chosen": chosen})
+    if source is None:
+        source = {"settings": {**settings, "chosen": chosen},
+                  "results": _train_source(chosen, src, out / "source", model, source_epochs, source_lr, source_patience,
+                                           pretrain_epochs, common)}
+        _write(out / "source.json", source)
+    target_run = _stage(out / "target.json", {**settings, "chosen": chosen})
+    if target_run is None:
+        target_run = {"settings": {**settings, "chosen": chosen},
+                      "results": _adapt(out, source["results"], tgt, target_epochs, target_lr, patience, common)}
+        _write(out / "target.json", target_run)
+    scratch = None
+    if baseline:
+        scratch = _stage(out / "baseline.json", settings)
+        if scratch is None:
+            scratch = {"settings": settings, "results": _scratch(out, model, tgt, scratch_epochs, scratch_lr,
+                                                                 scratch_patience, common)}
+            _write(out / "baseline.json", scratch)
+    return _report(out, ranking, chosen, source["results"], target_run["results"],
+                   scratch["results"] if scratch else None, len(tgt["train"]), "test" in tgt, say)
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    from mtransfer.atomic import atomic_write_json
+
+    atomic_write_json(path, record)
+
+
+def _train_source(chosen: list[str], src: dict[str, Any], run_dir: Path, model: str, epochs: int, lr: float,
+                  patience: int, pretrain_epochs: int, common: dict[str, Any]) -> dict[str, Any]:
+    """The source stage: continued pretraining on untranscribed audio, or a CTC run on the (pooled) transcribed data."""
+    import mtransfer as mt
+    from mtransfer.speech.matrix import train_ctc_run
+
+    if any(isinstance(src[n], list) for n in chosen):
+        from mtransfer.speech.pretrain import PretrainArguments, continue_pretraining
+
+        audio = [a for n in chosen for a in (src[n] if isinstance(src[n], list) else src[n]["train"].inputs)]
+        done = continue_pretraining(model, audio, PretrainArguments(str(run_dir), num_epochs=pretrain_epochs,
+                                                                    batch_size=common["batch_size"], seed=common["seed"],
+                                                                    progress_bar=common["progress"]))
+        return {"kind": "continued pretraining", "utterances": len(audio), "model_dir": done.model_dir,
+                "final_loss": done.history[-1]["loss"] if done.history else None, "train_seconds": round(done.seconds, 1)}
+    rows = {split: [{"audio": a, "transcript": t} for n in chosen
+                    for a, t in zip(src[n][split].inputs, src[n][split].references)]
+            for split in ("train", "validation", "test") if all(split in src[n] for n in chosen)}
+    data = ctc_splits(rows, "the chosen sources")
+    start = mt.TransferModel.from_backbone("audio", model, labels=data["train"].vocabulary, task="ctc", seed=common["seed"])
+    results = train_ctc_run(start, data["train"], data["validation"], data.get("test", data["validation"]), run_dir,
+                            epochs=epochs, lr=lr, patience=patience, **common)
+    return {"kind": "CTC", "utterances": len(data["train"]), "model_dir": str(run_dir / "model"), **results}
+
+
+def _adapt(out: Path, source: dict[str, Any], tgt: dict[str, Any], epochs: int, lr: float, patience: int,
+           common: dict[str, Any]) -> dict[str, Any]:
+    import mtransfer as mt
+    from mtransfer.card import write_model_card
+    from mtransfer.speech.matrix import train_ctc_run
+
+    vocab = tgt["train"].vocabulary
+    if source["kind"] == "CTC":
+        model = mt.TransferModel.from_pretrained(source["model_dir"]).with_new_head(vocab, seed=common["seed"])
+        copied = model.copied_rows
+    else:  # a pretrained encoder: a new CTC head on it
+        model = mt.TransferModel.from_backbone("audio", source["model_dir"], labels=vocab, task="ctc", seed=common["seed"])
+        copied = 0
+    results = train_ctc_run(model, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "target",
+                            epochs=epochs, lr=lr, patience=patience, **common)
+    write_model_card(out / "target")
+    return {**results, "copied_rows": copied, "model_dir": str(out / "target" / "model")}
+
+
+def _scratch(out: Path, model: str, tgt: dict[str, Any], epochs: int, lr: float, patience: int,
+             common: dict[str, Any]) -> dict[str, Any]:
+    import mtransfer as mt
+    from mtransfer.speech.matrix import train_ctc_run
+
+    start = mt.TransferModel.from_backbone("audio", model, labels=tgt["train"].vocabulary, task="ctc", seed=common["seed"])
+    return train_ctc_run(start, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "baseline",
+                         epochs=epochs, lr=lr, patience=patience, **common)
+
+
+def _report(out: Path, ranking: dict[str, Any], chosen: list[str], source: dict[str, Any], target: dict[str, Any],
+            scratch: dict[str, Any] | None, train_utterances: int, has_test: bool,
+            say: Callable[[str], None]) -> dict[str, Any]:
+    """``adapt.json`` and ``report.md``: the ranking and why it chose as it did, and what the source was worth."""
+    from mtransfer.atomic import atomic_write_bytes
+
+    scored_on = "test" if has_test else "validation"
+    report = {"ranking": ranking["ranking"], "scorer": ranking["scorer"], "lid_accuracy": ranking["lid_accuracy"],
+              "source": " + ".join(chosen), "chosen": chosen, "source_results": source,
+              "target_results": {**target, "train_utterances": train_utterances, "scored_on": scored_on},
+              "baseline_results": scratch, "model_dir": target["model_dir"]}
+    rows = ranking["ranking"]
+    lead = rows[0]
+    why = (f"{lead['source']} has the highest average posterior of the source classifier on the target's audio "
+           f"({lead['score']:.3f}, 95% bootstrap interval {lead['ci'][0]:.3f}-{lead['ci'][1]:.3f})")
+    if len(rows) > 1:
+        second = rows[1]
+        overlap = second["ci"][1] >= lead["ci"][0]
+        why += (f"; {second['source']} is next ({second['score']:.3f}), "
+                + ("within the interval: the choice is not clear-cut." if overlap else "outside it."))
+    lines = ["# Source choice and transfer", "",
+             f"Scorer: `{ranking['scorer']}` (source classifier held-out accuracy {ranking['lid_accuracy']:.3f}).", "",
+             "| source | average posterior | interval |", "|---|---|---|",
+             *[f"| {r['source']} | {r['score']:.3f} | {r['ci'][0]:.3f}-{r['ci'][1]:.3f} |" for r in rows], "",
+             f"Chosen: **{' + '.join(chosen)}**: {why}", "",
+             f"Target ({train_utterances} training utterances), scored on its {scored_on} split:", "",
+             "| start | CER | WER | best epoch |", "|---|---|---|---|",
+             f"| pretrained on {' + '.join(chosen)} | {target['test_cer']:.3f} | {target['test_wer']:.3f} | "
+             f"{target['best_epoch']} |"]
+    if scratch:
+        lines.append(f"| random init | {scratch['test_cer']:.3f} | {scratch['test_wer']:.3f} | {scratch['best_epoch']} |")
+        report["cer_reduction"] = round(scratch["test_cer"] - target["test_cer"], 4)
+    lines += ["", f"The adapted model: `{target['model_dir']}`."]
+    _write(out / "adapt.json", report)
+    atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode("utf-8"))
+    say(f"target CER {target['test_cer']:.3f}" + (f" (random init {scratch['test_cer']:.3f})" if scratch else "")
+        + f"; report: {out / 'report.md'}")
     return report
