@@ -191,7 +191,7 @@ def test_the_front_end_of_a_file_is_computed_once_and_redone_when_the_file_chang
     from mtransfer.adapters import audio as audio_module
 
     monkeypatch.setattr(audio_module, "FRONT_END_MEMO", audio_module.FrontEndMemo())
-    wave, rate = tone(0.7, 16000, (300.0, 700.0))
+    wave, rate = tone(0.7, 16000, (300.0, 700.0))[0], 16000
     path = tmp_path / "a.wav"
     write_wav(path, wave.numpy(), rate)
     adapter, other = AudioAdapter(tiny_speech("w2v-bert")), AudioAdapter(tiny_speech("w2v-bert"))
@@ -208,7 +208,7 @@ def test_the_front_end_of_a_file_is_computed_once_and_redone_when_the_file_chang
     other.preprocess([str(path)])
     assert len(calls) == 3
     # a rewritten file (new size and time) is read again
-    longer, _ = tone(0.9, 16000, (300.0, 700.0))
+    longer = tone(0.9, 16000, (300.0, 700.0))[0]
     write_wav(path, longer.numpy(), rate)
     third = adapter.preprocess([str(path)])
     assert len(calls) == 4 and int(third["lengths"][0]) > int(first["lengths"][0])
