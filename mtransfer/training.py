@@ -75,6 +75,10 @@ class TrainingArguments:
         greater_is_better: Direction of that metric; default from its name.
         early_stopping_patience: Stop after this many epochs without improvement; None: never.
         early_stopping_threshold: Least change that counts as an improvement.
+        min_epochs: Early stopping does not end a run before this many epochs (a warm-up in which no
+            improvement is expected: a new CTC head whose first epoch happens to score best, then sits
+            on the all-blank plateau while the learning rate rises). The best epoch is tracked
+            throughout. Like Keras' ``start_from_epoch`` and Lightning's ``min_epochs``.
         load_best_model_at_end: End with the best epoch's weights (needs evaluation data).
         save_checkpoints: Save a resumable checkpoint (``save_state``) after each epoch.
         save_total_limit: Checkpoints kept (the latest ones); None keeps all.
@@ -130,6 +134,7 @@ class TrainingArguments:
     greater_is_better: bool | None = None
     early_stopping_patience: int | None = None
     early_stopping_threshold: float = 0.0
+    min_epochs: int = 0
     load_best_model_at_end: bool = True
     save_checkpoints: bool = True
     save_total_limit: int | None = 2
@@ -197,6 +202,10 @@ class TrainingArguments:
             raise bad("max_grad_norm", "a norm > 0 or None")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise bad("early_stopping_patience", "an integer >= 1 or None")
+        if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 0:
+            raise bad("min_epochs", "an integer >= 0")
+        if self.min_epochs > self.num_epochs:
+            raise bad("min_epochs", f"at most num_epochs ({self.num_epochs})")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise bad("save_total_limit", "an integer >= 1 or None")
         self.adam_betas = tuple(self.adam_betas)
@@ -678,7 +687,8 @@ class Trainer:
                 self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.unwrapped.state_dict().items()}
             return
         state.epochs_without_improvement += 1
-        if args.early_stopping_patience and state.epochs_without_improvement >= args.early_stopping_patience:
+        if (args.early_stopping_patience and state.epochs_without_improvement >= args.early_stopping_patience
+                and record["epoch"] >= args.min_epochs):
             state.stopped_early = True
 
     def _restore_best(self) -> None:

@@ -74,8 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds))
     ap.add_argument("--units", choices=["characters", "phones"], default=d.units)
     ap.add_argument("--model", default=d.model)
-    for name in ("source_utterances", "target_utterances", "source_epochs", "target_epochs", "scratch_epochs",
-                 "source_patience", "patience", "scratch_patience", "batch_size"):
+    for name in ("source_utterances", "target_utterances", "target_validation", "source_epochs", "target_epochs", "scratch_epochs",
+                 "source_patience", "patience", "scratch_patience", "min_epochs", "batch_size"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("source_lr", "target_lr", "scratch_lr"):
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
@@ -95,10 +95,11 @@ def settings_of(a: argparse.Namespace):
 
     return MatrixSettings(sources=a.sources, targets=a.targets, seeds=a.seeds, units=a.units, model=a.model,
                           source_utterances=a.source_utterances, target_utterances=a.target_utterances,
+                          target_validation=a.target_validation,
                           source_epochs=a.source_epochs, target_epochs=a.target_epochs,
                           scratch_epochs=a.scratch_epochs, source_lr=a.source_lr, target_lr=a.target_lr,
                           scratch_lr=a.scratch_lr, source_patience=a.source_patience, patience=a.patience,
-                          scratch_patience=a.scratch_patience, batch_size=a.batch_size, ceiling=not a.no_ceiling,
+                          scratch_patience=a.scratch_patience, min_epochs=a.min_epochs, batch_size=a.batch_size, ceiling=not a.no_ceiling,
                           pooled=not a.no_pooled and a.units == "characters")
 
 
@@ -111,11 +112,12 @@ def default_workers() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mtransfer.speech.matrix import espeak_corpus, run_transfer_matrix, work_cells
+    from mtransfer.speech.matrix import check_settings, espeak_corpus, run_transfer_matrix, work_cells
 
     a = parse_args(argv)
     settings = settings_of(a)  # bad settings stop here, before the corpus or any training
     out = Path(a.output_dir)
+    check_settings(settings, out)  # so does a folder trained with other settings
     began = time.perf_counter()
     timings: dict[str, float] = {}
     if LAUNCHED is not None:
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
                                  progress=a.progress)
     timings["matrix_s"] = time.perf_counter() - t
     print(matrix.table())
-    checks, scores_by = rank_and_check(matrix, settings, corpus, out, timings)
+    t = time.perf_counter()
+    checks, scores_by = rank_and_check(matrix, settings, corpus, out, timings, workers)
+    timings["rankers_s"] = time.perf_counter() - t
     write_rankers(checks, out)
     scatter(matrix, scores_by, out / "lid_vs_reduction.png")
     helps = matrix.pretraining_helps()
@@ -153,11 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"pooled": {k: v["pooled"] for k, v in checks.items()}, **summary}, indent=1))
 
 
-def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float]) -> tuple[dict, dict]:
-    """Every ranker's scores (target -> source -> score) and its check against the matrix."""
+def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float], workers: int = 1) -> tuple[dict, dict]:
+    """Every ranker's scores (target -> source -> score) and its check against the matrix; the audio scorers
+    run side by side in ``workers`` processes, slowest first."""
     import numpy as np
 
-    from mtransfer.ranking import rank_sources
     from mtransfer.ranking.typology import uriel_similarity
     from mtransfer.speech.matrix import Cell, _datasets_rows, pooled_model_path
 
@@ -166,27 +170,53 @@ def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float
                                                       corpus)[0]] for s in settings.sources}
     targets = {t: [r["audio"] for r in _datasets_rows(Cell("scratch", t, "random", first, settings.target_utterances),
                                                       corpus)[0]] for t in settings.targets}
-    backbones: dict[str, object] = {name: name for name in LID_SCORERS}
-    if settings.pooled:
-        import mtransfer as mt
+    names = ["mfcc-frames", *(["pooled-model"] if settings.pooled else []), "fbank", "mfcc"]  # slowest first
+    pooled = str(pooled_model_path(out, settings)) if settings.pooled else None
+    jobs = [(name, sources, targets, str(out), pooled, max(1, (os.cpu_count() or 1) // workers)) for name in names]
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        backbones["pooled-model"] = mt.TransferModel.from_pretrained(pooled_model_path(out, settings)).adapter
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(score_with, *zip(*jobs)))
+    else:
+        results = [score_with(*job) for job in jobs]
     checks, scores_by = {}, {}
-    for name, backbone in backbones.items():
-        t = time.perf_counter()
-        scores = rank_sources(sources, targets, backbone=backbone, bootstrap=200)
-        timings[f"ranker_{name}_s"] = time.perf_counter() - t
-        scores.to_json(out / f"lid_{name}.json")
-        scores.plot(out / f"lid_{name}.png")
-        by_target = {r.target: dict(zip(r.sources, map(float, r.scores))) for r in scores.rankings}
+    for name, by_target, accuracy, seconds in sorted(results, key=lambda r: [*LID_SCORERS, "pooled-model"].index(r[0])):
+        timings[f"ranker_{name}_s"] = seconds
         scores_by[name] = by_target
-        checks[name] = {"lid_accuracy": scores.lid_accuracy, **matrix.check_ranker(by_target)}
+        checks[name] = {"lid_accuracy": accuracy, **matrix.check_ranker(by_target)}
     scores_by["uriel"] = uriel_similarity(settings.sources, settings.targets)
     checks["uriel"] = matrix.check_ranker(scores_by["uriel"])
     rng = np.random.default_rng(0)
     checks["random"] = matrix.check_ranker({t: {s: float(rng.random()) for s in settings.sources}
                                             for t in settings.targets})
     return checks, scores_by
+
+
+def score_with(name: str, sources: dict, targets: dict, out: str, pooled: str | None,
+               threads: int) -> tuple[str, dict, float | None, float]:
+    """One ranker's language-ID scores, written as lid_<name>.json / .png: (name, target -> source -> score,
+    source-ID accuracy, seconds)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from mtransfer.ranking import rank_sources
+
+    torch.set_num_threads(threads)
+    began = time.perf_counter()
+    if name == "pooled-model":
+        import mtransfer as mt
+
+        backbone = mt.TransferModel.from_pretrained(pooled).adapter
+    else:
+        backbone = name
+    with threadpool_limits(threads):
+        scores = rank_sources(sources, targets, backbone=backbone, bootstrap=200)
+    scores.to_json(Path(out) / f"lid_{name}.json")
+    scores.plot(Path(out) / f"lid_{name}.png")
+    by_target = {r.target: dict(zip(r.sources, map(float, r.scores))) for r in scores.rankings}
+    return name, by_target, scores.lid_accuracy, time.perf_counter() - began
 
 
 def write_rankers(checks: dict, out: Path) -> None:

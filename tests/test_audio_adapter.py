@@ -212,6 +212,31 @@ def test_the_front_end_of_a_file_is_computed_once_and_redone_when_the_file_chang
     write_wav(path, longer.numpy(), rate)
     third = adapter.preprocess([str(path)])
     assert len(calls) == 4 and int(third["lengths"][0]) > int(first["lengths"][0])
+    assert (audio_module.FRONT_END_MEMO.hits, audio_module.FRONT_END_MEMO.misses) == (2, 2)
+
+
+def test_a_file_is_decoded_once_for_the_checks_before_training_and_again_when_it_changes(tiny_speech, tmp_path,
+                                                                                           monkeypatch):
+    from mtransfer.adapters import audio as audio_module
+    from mtransfer.speech.data import check_transcript_lengths
+
+    monkeypatch.setattr(audio_module, "SAMPLE_COUNTS", {})
+    path = tmp_path / "a.wav"
+    write_wav(path, tone(0.7, 8000, (300.0,))[0].numpy(), 8000)
+    adapter = AudioAdapter(tiny_speech("w2v-bert"))
+    decoded = []
+    real = adapter.load
+    monkeypatch.setattr(adapter, "load", lambda item: (decoded.append(item), real(item))[1])
+    assert adapter.num_samples(str(path)) == 11200  # 0.7 s resampled to 16 kHz
+    ds = mt.load_labeled([{"audio": str(path), "transcript": "ab"}], input_column="audio", label_column="transcript",
+                         task="ctc")
+    assert adapter.find_bad_inputs([str(path)] * 3) == []
+    check_transcript_lengths(adapter, ds, "train")
+    assert len(decoded) == 1
+    write_wav(path, tone(0.3, 8000, (300.0,))[0].numpy(), 8000)  # rewritten: decoded again
+    assert adapter.num_samples(str(path)) == 4800 and len(decoded) == 2
+    path.write_bytes(b"not audio at all, but the same path")
+    assert "cannot decode" in adapter.find_bad_inputs([str(path)])[0][1]
 
 
 def test_filterbank_frames_follow_the_extractor_at_every_length(tiny_speech):

@@ -159,6 +159,14 @@ def test_early_stopping_and_best_model(tiny_bert, topic_data, tmp_path):
                    lr_schedule="constant", warmup_ratio=0.0, early_stopping_patience=2, early_stopping_threshold=0.01)
     res = trainer.train()
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
+    # a warm-up the patience does not cut short: the same run goes on to min_epochs, still keeping epoch 1
+    trainer = make(tiny_bert, topic_data, tmp_path / "warm", strategy="full", num_epochs=6, learning_rate=1e-9,
+                   lr_schedule="constant", warmup_ratio=0.0, early_stopping_patience=2, early_stopping_threshold=0.01,
+                   min_epochs=5)
+    res = trainer.train()
+    assert res.stopped_early and len(res.history) == 5 and res.best_epoch == 1
+    with pytest.raises(ValueError, match=r"TrainingArguments.min_epochs=7: expected at most num_epochs \(6\)"):
+        mt.TrainingArguments(output_dir=str(tmp_path), num_epochs=6, min_epochs=7)
 
 
 def test_best_epoch_weights_are_restored_at_the_end(tiny_bert, topic_data, tmp_path):

@@ -30,7 +30,7 @@ def settings(model, **kw):
 @pytest.mark.slow
 def test_every_cell_runs_once_resumes_and_feeds_the_table_and_the_ranker_check(tiny_corpus, tiny_speech, tmp_path,
                                                                                monkeypatch):
-    s = settings(tiny_speech("wav2vec2"))
+    s = settings(tiny_speech("wav2vec2"), target_validation=2)
     lines: list[str] = []
     m = run_transfer_matrix(s, tmp_path / "m", corpus=tiny_corpus, log=lines.append)
     kinds = sorted((c.kind, c.language, c.init) for c in m.cells)
@@ -55,9 +55,23 @@ def test_every_cell_runs_once_resumes_and_feeds_the_table_and_the_ranker_check(t
     again = TransferMatrix.load(tmp_path / "m")
     assert again.table() == m.table() and again.settings == s
 
+    # small-budget runs choose their checkpoint on target_validation utterances, the large-budget ones on all
+    validation = len(tiny_corpus("as")["validation"])
+    runs = tmp_path / "m" / "runs"
+    for run, size in ((runs / "transfer" / "bn-to-as" / "seed0", 2), (runs / "scratch" / "as" / "seed0", 2),
+                      (runs / "ceiling" / "as" / "seed0", validation)):
+        assert json.loads((run / "metrics.json").read_text())["eval_samples"] == size, run
+    assert validation > 2
+
     # a rerun reads every finished cell and trains nothing
     monkeypatch.setattr(matrix_module, "_run_cell", lambda *a, **k: pytest.fail("a finished cell was trained again"))
     assert run_transfer_matrix(s, tmp_path / "m", corpus=tiny_corpus, log=None).table() == m.table()
+    # the folder refuses other run settings, naming them, before any work; fewer cells are fine
+    with pytest.raises(ValueError, match=r"other settings \(target_epochs: 2 there, 3 now; patience: 6 there, 5 now\)"):
+        run_transfer_matrix(settings(s.model, target_validation=2, target_epochs=3, patience=5), tmp_path / "m",
+                            corpus=tiny_corpus, log=None)
+    fewer = settings(s.model, target_validation=2, targets=("as",), ceiling=False)
+    assert len(run_transfer_matrix(fewer, tmp_path / "m", corpus=tiny_corpus, log=None).cells) == 6
 
     reduction = m.reduction("as")
     scratch = m.runs("scratch", "as")[0]

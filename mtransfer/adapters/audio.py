@@ -14,7 +14,9 @@ Front-end memo: the feature extractor's output for a whole clip read from a file
 (keyed by the file's path, size and modification time and the extractor's settings; shared by every
 adapter in the process, least recently used first out past ``FRONT_END_MEMO_BYTES``). A filterbank or
 a normalised waveform is the same every epoch, so only the first epoch reads and transforms a file:
-this halves a small encoder's epoch on a CPU. Cropped or chunked clips are not memoised.
+this halves a small encoder's epoch on a CPU. Cropped or chunked clips are not memoised. Likewise a
+file's sample count is kept once it has decoded (``SAMPLE_COUNTS``), so the checks before each run
+(every input readable, every CTC transcript within its frames) decode a file once per process.
 
 Long clips: training takes a random ``max_duration`` crop; evaluation uses the full clip, or,
 with ``eval_chunking``, ``max_duration`` chunks whose pooled features are averaged (weighted by
@@ -85,6 +87,9 @@ class FrontEndMemo:
 
 
 FRONT_END_MEMO = FrontEndMemo()
+# (path, size, mtime, rate) -> samples of a file that decoded without error: the checks before training (every
+# input readable, every transcript within its audio's frames) then decode a file once per process, not once per run
+SAMPLE_COUNTS: dict[tuple, int] = {}
 
 
 class LayerWeighting(nn.Module):
@@ -246,8 +251,18 @@ class AudioAdapter(Adapter):
         """One input as a mono waveform at the model's rate. Shape: ``(samples,)``."""
         return load_audio(item, self.sampling_rate)
 
+    def num_samples(self, item: Any) -> int:
+        """Samples of one input at the model's rate (a file's count is kept once it has decoded)."""
+        key = FrontEndMemo.key(item, f"rate={self.sampling_rate}")
+        if key is not None and key in SAMPLE_COUNTS:
+            return SAMPLE_COUNTS[key]
+        samples = int(self.load(item).numel())
+        if key is not None:
+            SAMPLE_COUNTS[key] = samples
+        return samples
+
     def find_bad_inputs(self, inputs: Sequence[Any]) -> list[tuple[int, str]]:
-        return find_bad_inputs(inputs, self.load)
+        return find_bad_inputs(inputs, self.num_samples)
 
     def input_fingerprint(self, inputs: Sequence[Any]) -> str:
         return media_fingerprint(inputs)

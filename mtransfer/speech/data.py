@@ -107,7 +107,8 @@ def check_transcript_lengths(adapter: Any, dataset: Any, where: str) -> None:
     for i, (item, target) in enumerate(zip(dataset.inputs, dataset.targets)):
         ids = target[target >= 0].tolist()
         need = len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
-        samples = max(int(adapter.load(item).numel()), getattr(adapter, "min_samples", 1))
+        count = adapter.num_samples(item) if hasattr(adapter, "num_samples") else int(adapter.load(item).numel())
+        samples = max(count, getattr(adapter, "min_samples", 1))
         frames = int(lengths_fn(samples))
         if need > frames:
             bad.append((i, need, frames))

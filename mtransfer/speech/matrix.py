@@ -50,17 +50,26 @@ class MatrixSettings:
         model: The encoder every run starts from (random init presets: ``builtin:w2v-bert-mini``, the
             0.68 M-parameter conformer on 40 ms frames the defaults are sized for).
         source_utterances / target_utterances: The large and the small budget (training utterances).
+        target_validation: Validation utterances of the small-budget runs (transfer and random init): the first
+            ones of the validation speaker. A small target comes with a small development set, so its
+            checkpoint is chosen on one (and the 60 transfer runs do not spend most of each epoch on
+            evaluation); the large-budget runs validate on the whole speaker. Test sets are whole.
         *_epochs, *_lr, *_patience: Epoch limits, peak learning rates and patience of the
             large-budget (source, ceiling and pooled), transfer and random-init (scratch) runs; each
             stops after its patience in epochs without a better validation CER and keeps its best
             epoch. The pooled run, whose vocabulary holds every source's script, takes the
             random-init patience.
+        min_epochs: No run stops early before this epoch. A transfer run's new head often scores best at
+            epoch 1 and then sits near the all-blank plateau while the learning rate warms up; with a
+            patience of 6 and no such floor, 7 of 60 transfer runs kept epoch 1 and stopped at epoch 7,
+            6 of them worse than random init (the README's first run at these sizes).
         ceiling: Also train each target with the large budget.
         pooled: Also train one model on all sources pooled (the large budget split evenly across
             them; first seed only): the "acoustic model" whose features a language-ID ranker can use.
 
     The defaults (6 sources, 5 targets, 2 seeds: 12 source, 10 ceiling, 1 pooled, 60 transfer and
-    10 random-init runs) are sized for about 45 minutes on 2 CPU cores with ``workers=2``.
+    10 random-init runs) are sized for about 45 minutes on 2 CPU cores with ``workers=2``; the README
+    gives the measured time.
     """
 
     sources: Sequence[str] = ("bn", "hi", "tr", "ru", "de", "es")
@@ -70,15 +79,17 @@ class MatrixSettings:
     model: str = "builtin:w2v-bert-mini"
     source_utterances: int = 200
     target_utterances: int = 30
+    target_validation: int = 25
     source_epochs: int = 15
-    target_epochs: int = 40
+    target_epochs: int = 30
     scratch_epochs: int = 120
     source_lr: float = 3e-3
     target_lr: float = 1e-3
     scratch_lr: float = 2e-3
     source_patience: int = 4
-    patience: int = 8
+    patience: int = 6
     scratch_patience: int = 20
+    min_epochs: int = 12
     batch_size: int = 8
     ceiling: bool = True
     pooled: bool = True
@@ -93,11 +104,13 @@ class MatrixSettings:
                 raise ValueError(f"MatrixSettings.{name} lists {values}: each once.")
         if self.units not in ("characters", "phones"):
             raise ValueError(f"MatrixSettings.units={self.units!r}; expected 'characters' or 'phones'.")
-        for name in ("source_utterances", "target_utterances", "source_epochs", "target_epochs", "scratch_epochs",
-                     "source_patience", "patience", "scratch_patience", "batch_size"):
+        for name in ("source_utterances", "target_utterances", "target_validation", "source_epochs", "target_epochs",
+                     "scratch_epochs", "source_patience", "patience", "scratch_patience", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MatrixSettings.{name}={value!r}: expected an integer >= 1.")
+        if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 0:
+            raise ValueError(f"MatrixSettings.min_epochs={self.min_epochs!r}: expected an integer >= 0.")
         if self.pooled and self.units == "phones":
             raise ValueError("MatrixSettings.pooled trains on every source's characters at once; with units='phones' "
                              "set pooled=False.")
@@ -338,6 +351,8 @@ def _datasets(cell: Cell, settings: MatrixSettings, corpus: Corpus) -> tuple[Any
         vocabulary = None
     else:
         train_rows, splits = _datasets_rows(cell, corpus)
+        if cell.kind in ("transfer", "scratch"):  # a small target's development set is small too
+            splits = {**splits, "validation": splits["validation"][:settings.target_validation]}
         vocabulary = f"phones:{cell.language}" if settings.units == "phones" else None
     load = lambda rows, vocab: mt.load_labeled([{"audio": r["audio"], "transcript": r["transcript"]} for r in rows],  # noqa: E731
                                                input_column="audio", label_column="transcript", task="ctc",
@@ -395,25 +410,26 @@ def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, p
     # a source model is where transfer cells find it; other runs mirror their cell's path
     run_dir = _run_dir(cell, out)
     results = train_ctc_run(model, train, valid, test, run_dir, epochs=epochs, lr=lr, patience=patience,
-                            batch_size=s.batch_size, seed=cell.seed, progress=progress, num_threads=num_threads)
+                            batch_size=s.batch_size, seed=cell.seed, progress=progress, num_threads=num_threads,
+                            min_epochs=min(s.min_epochs, epochs))
     return {**results, "copied_rows": getattr(model, "copied_rows", None) if cell.kind == "transfer" else None,
             "test_utterances": len(test), "vocabulary_size": len(train.vocabulary)}
 
 
 def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | Path, *, epochs: int, lr: float,
                   patience: int, batch_size: int, seed: int, progress: bool = False, plot: bool = False,
-                  num_threads: int | None = None) -> dict[str, Any]:
+                  num_threads: int | None = None, min_epochs: int = 0) -> dict[str, Any]:
     """One CTC run as the matrix and the speech demo make it: every layer trains (linear schedule, 10%
     warmup), the epoch with the best validation CER is kept (``patience`` epochs without a better one
-    end it), then the test set is scored. Returns test CER / WER, best epoch, epochs run, best
-    validation CER and training seconds."""
+    end it, though not before ``min_epochs``), then the test set is scored. Returns test CER / WER, best
+    epoch, epochs run, best validation CER and training seconds."""
     import mtransfer as mt
 
     args = mt.TrainingArguments(output_dir=str(run_dir), strategy="full", num_epochs=epochs, learning_rate=lr,
                                 lr_schedule="linear", warmup_ratio=0.1, batch_size=batch_size, eval_batch_size=16,
                                 metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
                                 progress_bar=progress, report_to=[], plot=plot, show_transcripts=False,
-                                overwrite_output_dir=True, num_threads=num_threads)
+                                overwrite_output_dir=True, num_threads=num_threads, min_epochs=min_epochs)
     trainer = mt.Trainer(model, args, train, valid)
     began = time.perf_counter()
     result = trainer.train()
@@ -421,6 +437,31 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
     metrics = trainer.evaluate(test)
     return {"test_cer": metrics["eval_cer"], "test_wer": metrics["eval_wer"], "best_epoch": result.best_epoch,
             "epochs_run": len(result.history), "best_valid_cer": result.best_value, "train_seconds": round(seconds, 1)}
+
+
+# what a cell's run depends on beyond its own path (kind, languages, seed): a folder holds one such setting
+RUN_FIELDS = ("units", "model", "source_utterances", "target_utterances", "target_validation", "source_epochs",
+              "target_epochs", "scratch_epochs", "source_lr", "target_lr", "scratch_lr", "source_patience", "patience",
+              "scratch_patience", "min_epochs", "batch_size")
+
+
+def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
+    """Record the run settings in ``output_dir/settings.json``, or refuse a folder whose cells were trained with
+    others (naming each field that differs). Languages, seeds, ``ceiling`` and ``pooled`` may change: they only
+    add or leave out cells."""
+    from mtransfer.atomic import atomic_write_json
+
+    path = Path(output_dir) / "settings.json"
+    wanted = {k: getattr(settings, k) for k in RUN_FIELDS}
+    if path.is_file():
+        held = json.loads(path.read_text(encoding="utf-8"))
+        differ = [f"{k}: {held.get(k)!r} there, {wanted[k]!r} now" for k in RUN_FIELDS if held.get(k) != wanted[k]]
+        if differ:
+            raise ValueError(f"{output_dir} holds a matrix trained with other settings ({'; '.join(differ)}); use "
+                             "another output folder, or the same settings to resume it.")
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, wanted)
 
 
 def _claim(out: Path, cell: Cell) -> Path | None:
@@ -452,6 +493,7 @@ def work_cells(settings: MatrixSettings, output_dir: str | Path, corpus: Corpus,
     from mtransfer.atomic import atomic_write_json
 
     out = Path(output_dir)
+    check_settings(settings, out)
     cells, trained = _plan(settings), 0
     while pending := [c for c in cells if not (out / c.path).is_file()]:
         for cell in pending:
@@ -536,7 +578,7 @@ def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, cor
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"run_transfer_matrix workers={workers!r}: expected an integer >= 1.")
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_settings(settings, out)  # before the corpus or any training
     corpus = corpus or espeak_corpus(settings.languages)
     began = time.perf_counter()
     if workers == 1:
