@@ -117,6 +117,21 @@ def test_character_vocabulary_normalises_and_round_trips_through_wav2vec2_tokeni
     assert unknown == 3 and ids.count(1) == 3  # z, o, o are outside the vocabulary: [UNK], counted
 
 
+def test_assamese_phones_are_read_as_spoken_not_spelled_out():
+    """NFC turns the precomposed YYA back into YA + NUKTA, which the Assamese voice spells out letter by
+    letter; the phones must be those of the word the corpus's audio speaks."""
+    import unicodedata
+
+    from mtransfer.speech.vocabulary import phonemize
+
+    word = "ছৰ্বি\u09dfান"
+    assert unicodedata.normalize("NFC", word) != word  # the decomposed form is what transcripts become
+    vocab = Vocabulary.from_texts([word], kind="phones", language="as")
+    units = vocab.units_of([word])[0]
+    assert units == [p for w in phonemize([word], "as")[0] for p in [*w, "|"]][:-1]
+    assert units == ["tʃʰ", "o", "ɾ", "b", "i", "a", "n"]  # not "... antastha ya bindu akar" (40 phones)
+
+
 def test_phone_vocabulary_from_espeak_shares_one_inventory_and_round_trips(tmp_path):
     hi = Vocabulary.from_texts(["नमस्ते दुनिया"], kind="phones", language="hi")
     units = hi.units_of(["नमस्ते दुनिया"])[0]

@@ -96,6 +96,8 @@ def catalog_texts(language: str, locale_dir: Path = LOCALE_DIR, min_words: int =
     Raises:
         FileNotFoundError: No catalogs for the language.
     """
+    from mtransfer.speech.vocabulary import espeak_text
+
     locale_dir = Path(locale_dir)
     files = _english_catalogs(locale_dir) if language == "en" else sorted((locale_dir / language / "LC_MESSAGES").glob("*.mo"))
     if not files:
@@ -113,8 +115,7 @@ def catalog_texts(language: str, locale_dir: Path = LOCALE_DIR, min_words: int =
             if not isinstance(raw, str) or not raw or "\x00" in raw:
                 continue
             text = clean_text(raw)
-            if language == "as":  # espeak spells out YA + NUKTA; the precomposed YYA reads as a word
-                text = text.replace("\u09af\u09bc", "\u09df")
+            text = espeak_text(text, language)  # what the voice reads as a word (Assamese YYA)
             if min_words <= len(text.split()) <= max_words and _script_ok(text, language):
                 texts.add(text)
     return tuple(sorted(texts))  # immutable: the result is cached

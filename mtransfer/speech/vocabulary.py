@@ -151,6 +151,18 @@ class Vocabulary:
                                     word_delimiter_token=DELIMITER, do_lower_case=False, bos_token=None, eos_token=None)
 
 
+def espeak_text(text: str, language: str) -> str:
+    """``text`` as espeak-ng is given it, both to speak (the speech corpus) and to phonemize.
+
+    The Assamese voice spells YA + NUKTA out letter by letter ("antastha ya bindu akar"), yet reads
+    the precomposed YYA (U+09DF) within the word. Unicode normalisation (NFC, which transcripts go
+    through) decomposes U+09DF into YA + NUKTA, so the precomposed form is restored here.
+    """
+    if language == "as":
+        text = text.replace("\u09af\u09bc", "\u09df")
+    return text
+
+
 def phonemize(texts: Sequence[str], language: str) -> list[list[list[str]]]:
     """IPA phones of each text, per word, from espeak-ng (stress marks removed).
 
@@ -165,7 +177,8 @@ def phonemize(texts: Sequence[str], language: str) -> list[list[list[str]]]:
         if not text:
             out.append([])
             continue
-        proc = subprocess.run([exe, "-q", "--ipa", "--sep=_", "-v", language, text], capture_output=True, text=True)
+        proc = subprocess.run([exe, "-q", "--ipa", "--sep=_", "-v", language, espeak_text(text, language)],
+                              capture_output=True, text=True)
         if proc.returncode != 0 or "not found" in proc.stderr.lower():
             raise RuntimeError(f"espeak-ng cannot phonemize with voice {language!r}: {proc.stderr.strip()[:200]}")
         words = []
