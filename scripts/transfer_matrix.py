@@ -74,8 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", nargs="+", type=int, default=list(d.seeds))
     ap.add_argument("--units", choices=["characters", "phones"], default=d.units)
     ap.add_argument("--model", default=d.model)
-    for name in ("source_utterances", "target_utterances", "target_validation", "source_epochs", "target_epochs", "scratch_epochs",
-                 "source_patience", "patience", "scratch_patience", "min_epochs", "batch_size"):
+    for name in ("source_utterances", "target_utterances", "target_validation", "source_epochs", "target_epochs",
+                 "scratch_epochs", "source_patience", "patience", "scratch_patience", "min_epochs", "batch_size"):
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("source_lr", "target_lr", "scratch_lr"):
         ap.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
@@ -99,8 +99,8 @@ def settings_of(a: argparse.Namespace):
                           source_epochs=a.source_epochs, target_epochs=a.target_epochs,
                           scratch_epochs=a.scratch_epochs, source_lr=a.source_lr, target_lr=a.target_lr,
                           scratch_lr=a.scratch_lr, source_patience=a.source_patience, patience=a.patience,
-                          scratch_patience=a.scratch_patience, min_epochs=a.min_epochs, batch_size=a.batch_size, ceiling=not a.no_ceiling,
-                          pooled=not a.no_pooled and a.units == "characters")
+                          scratch_patience=a.scratch_patience, min_epochs=a.min_epochs, batch_size=a.batch_size,
+                          ceiling=not a.no_ceiling, pooled=not a.no_pooled and a.units == "characters")
 
 
 def default_workers() -> int:
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"pooled": {k: v["pooled"] for k, v in checks.items()}, **summary}, indent=1))
 
 
-def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float], workers: int = 1) -> tuple[dict, dict]:
+def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float],
+                   workers: int = 1) -> tuple[dict, dict]:
     """Every ranker's scores (target -> source -> score) and its check against the matrix; the audio scorers
     run side by side in ``workers`` processes, slowest first."""
     import numpy as np
