@@ -316,6 +316,28 @@ def test_speech_presets_are_builtin_models(tmp_path, monkeypatch):
         preset_config("wav2vec2-huge")
 
 
+def test_a_preset_built_on_first_use_does_not_change_what_the_seed_draws(tmp_path, monkeypatch):
+    # reproduced on main: the first matrix run in a process that built the preset started from another
+    # head (the build re-seeded torch), so two runs of the same cell and seed disagreed (CER 0.526 vs 0.502)
+    from mtransfer.speech.presets import build_preset
+
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    build_preset("wav2vec2-tiny", tmp_path / "direct")
+    assert torch.equal(torch.rand(4), expected)
+
+    monkeypatch.setenv("MTRANSFER_CACHE", str(tmp_path / "cache" / "features"))
+    vocabulary = Vocabulary.from_texts(["abc de"])
+    built = mt.TransferModel.from_backbone("audio", "builtin:wav2vec2-tiny", labels=vocabulary, task="ctc", seed=3)
+    assert (tmp_path / "cache" / "presets" / "wav2vec2-tiny-v1" / "config.json").is_file()
+    read = mt.TransferModel.from_backbone("audio", "builtin:wav2vec2-tiny", labels=vocabulary, task="ctc", seed=3)
+    other = mt.TransferModel.from_backbone("audio", "builtin:wav2vec2-tiny", labels=vocabulary, task="ctc", seed=4)
+    a, b = built.state_dict(), read.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(read.head.out.weight, other.head.out.weight)  # the seed still draws the head
+
+
 def test_continued_pretraining_lowers_the_loss_resumes_exactly_and_trains_a_ctc_head(tiny_speech, tmp_path):
     from mtransfer.speech.pretrain import PretrainArguments, _Batches, _load, continue_pretraining
 

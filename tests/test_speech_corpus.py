@@ -45,4 +45,39 @@ def test_build_writes_16khz_wavs_and_metadata_and_resumes(tmp_path):
     stamp = first.stat().st_mtime_ns
     build_speech_corpus(tmp_path / "c", ["as", "en"], per_language=6, speakers=3, workers=2)
     assert first.stat().st_mtime_ns == stamp  # existing files are kept
-    assert not list(root.rglob("*.tmp"))
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name]
+
+
+def test_two_builders_of_one_corpus_do_not_collide(tmp_path, monkeypatch):
+    # reproduced on main: two processes opening the cached matrix corpus at once both wrote metadata.csv.tmp,
+    # and the second rename failed with FileNotFoundError
+    import os
+    import threading
+    from pathlib import Path
+
+    root = build_speech_corpus(tmp_path / "c", ["en"], per_language=3, speakers=3, workers=1)
+    before = (root / "metadata.csv").read_bytes()
+    (root / "en" / sorted(os.listdir(root / "en"))[0]).unlink()  # one wav to write again as well
+    both = threading.Barrier(2, timeout=20)
+    replace = os.replace
+
+    def rename_together(src, dst):  # each builder has written its file before either renames it into place
+        if Path(dst).suffix in (".csv", ".wav"):
+            both.wait()
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", rename_together)
+    errors = []
+
+    def build():
+        try:
+            build_speech_corpus(tmp_path / "c", ["en"], per_language=3, speakers=3, workers=1)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []
+    assert (root / "metadata.csv").read_bytes() == before
+    assert len(list((root / "en").glob("*.wav"))) == 3 and not [p for p in root.rglob("*") if ".tmp" in p.name]

@@ -125,6 +125,21 @@ def test_trains_under_strategies_and_round_trips(encoder, topic_data, tmp_path):
     del random
 
 
+def test_the_model_seed_draws_the_head_and_the_adapter_seed_the_encoder(topic_data):
+    # reproduced on main: the encoder's own seeding reset torch inside from_backbone, so every model seed
+    # drew the same head
+    train = mt.load_labeled(topic_data[0])
+
+    def build(seed):
+        return mt.TransferModel.from_backbone("static_vectors", GLOVE, labels=train.label_names, seed=seed,
+                                              vocab_texts=train.inputs, encoder="cnn", encoder_dim=8)
+
+    first, second = build(0), build(1)
+    assert torch.equal(first.adapter.encoder.net.weight, second.adapter.encoder.net.weight)
+    assert not torch.equal(first.head.out.weight, second.head.out.weight)
+    assert torch.equal(build(0).head.out.weight, first.head.out.weight)
+
+
 def test_encoder_trains_with_the_head_and_disables_feature_caching(topic_data, tmp_path):
     train = mt.load_labeled(topic_data[0])
     model = mt.TransferModel.from_backbone("static_vectors", GLOVE, labels=train.label_names, seed=0,

@@ -203,9 +203,10 @@ class StaticVectorsAdapter(Adapter):
         self.register_buffer("word_weights", weights)
         dim = matrix.shape[1]
         self.encoder = None
-        if encoder:
-            torch.manual_seed(seed)
-            self.encoder = _SequenceEncoder(encoder, dim, encoder_dim)
+        if encoder:  # drawn from the adapter's own seed; the caller's random state (the head's) is left alone
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.encoder = _SequenceEncoder(encoder, dim, encoder_dim)
             dim = encoder_dim
         self.embedding_dim = dim * (2 if pooling == "mean_max" else 1)
 

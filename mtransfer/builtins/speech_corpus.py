@@ -20,6 +20,7 @@ import csv
 import functools
 import gettext
 import hashlib
+import io
 import random
 import re
 import shutil
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from mtransfer.atomic import atomic_file, atomic_write_bytes
 
 LOCALE_DIR = Path("/usr/share/locale")
 DEFAULT_LANGUAGES = ("bn", "as", "hi", "mr", "ne", "tr", "es", "pt", "it", "de", "ru", "fr", "en")
@@ -188,15 +191,14 @@ def speak(text: str, language: str, variant: str = "m1", pitch: int = 50, speed:
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """16-bit PCM mono wav, written to a temporary name and renamed."""
+    """16-bit PCM mono wav, written to a temporary name of its own and renamed (so builders running at once
+    never write into each other's file)."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    tmp = path.with_name(path.name + ".tmp")
-    with wave.open(str(tmp), "wb") as w:
+    with atomic_file(path) as tmp, wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
-    tmp.replace(path)
 
 
 def add_noise(wav: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -250,10 +252,13 @@ def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANG
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(run, jobs))
-    tmp = out / "metadata.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out / "metadata.csv")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    data = text.getvalue().encode("utf-8")
+    metadata = out / "metadata.csv"
+    # written only when it changes: a complete corpus is only read, by any number of processes at once
+    if not metadata.is_file() or metadata.read_bytes() != data:
+        atomic_write_bytes(metadata, data)
     return out

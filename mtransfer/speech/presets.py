@@ -77,7 +77,9 @@ def build_preset(name: str, folder: str | os.PathLike, seed: int = 0) -> Path:
 
     folder = Path(folder)
     config = preset_config(name)
-    with atomic_directory(folder) as tmp:
+    # the caller's random state is left as it was: a preset built on first use inside a seeded
+    # from_backbone must not change the head that seed draws
+    with atomic_directory(folder) as tmp, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         AutoModel.from_config(config).save_pretrained(tmp)
         if name in W2V_BERT:  # w2v-BERT 2.0's own front end: 80 log-mel bins every 10 ms, 2 (or 4) frames stacked
