@@ -9,7 +9,7 @@ import pytest
 
 from mtransfer.speech import matrix as matrix_module
 from mtransfer.speech.matrix import (CEILING, POOLED, SCRATCH, Cell, CorpusFolder, MatrixSettings, TransferMatrix,
-                                     run_transfer_matrix, work_cells)
+                                     pooled_model_path, run_transfer_matrix, work_cells)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_every_cell_runs_once_resumes_and_feeds_the_table_and_the_ranker_check(t
     kinds = sorted((c.kind, c.language, c.init) for c in m.cells)
     # 2 sources and their pooled model; per target: random init, ceiling, and a transfer from every other source
     # (hi -> hi is the ceiling)
-    assert kinds == [("ceiling", "as", "random"), ("ceiling", "hi", "random"), ("pooled", POOLED, "random"),
+    assert kinds == [("ceiling", "as", "random"), ("ceiling", "hi", "random"), ("pooled", f"{POOLED}-bn-hi", "random"),
                      ("scratch", "as", "random"), ("scratch", "hi", "random"), ("source", "bn", "random"),
                      ("source", "hi", "random"), ("transfer", "as", "bn"), ("transfer", "as", "hi"),
                      ("transfer", "hi", "bn")]
@@ -143,6 +143,24 @@ def test_pretraining_helps_says_for_each_target_whether_any_and_every_source_bea
 
 def fake_results(cell, *_, **__):
     return {"test_cer": 0.5, "test_wer": 0.9, "train_seconds": 0.0}
+
+
+def test_a_folder_resumed_with_other_sources_trains_a_pooled_model_of_its_own(tmp_path, monkeypatch):
+    # reproduced on main: every pooled run was the cell "all-sources", so a folder resumed with more sources read
+    # the pooled model of the old ones, and the pooled-model ranker scored with it
+    ran = []
+    monkeypatch.setattr(matrix_module, "_run_cell", lambda cell, *a, **k: ran.append((cell.kind, cell.language))
+                        or fake_results(cell))
+    two = MatrixSettings(sources=("bn", "hi"), targets=("as",), seeds=(0,), source_utterances=10,
+                         target_utterances=4, ceiling=False)
+    assert work_cells(two, tmp_path / "m", corpus=None, log=None) == 6
+    three = MatrixSettings(sources=("bn", "hi", "tr"), targets=("as",), seeds=(0,), source_utterances=10,
+                           target_utterances=4, ceiling=False)
+    ran.clear()
+    assert work_cells(three, tmp_path / "m", corpus=None, log=None) == 3
+    assert ran == [("source", "tr"), ("pooled", "all-sources-bn-hi-tr"), ("transfer", "as")]
+    assert pooled_model_path(tmp_path / "m", three) == tmp_path / "m" / "sources" / "all-sources-bn-hi-tr" / "seed0" / "model"
+    assert pooled_model_path(tmp_path / "m", two) != pooled_model_path(tmp_path / "m", three)
 
 
 def test_cells_held_by_a_live_process_are_left_to_it_and_a_dead_holders_claim_is_taken_over(tmp_path, monkeypatch):

@@ -34,7 +34,13 @@ import numpy as np
 
 KINDS = ("source", "pooled", "scratch", "transfer", "ceiling")
 SCRATCH, CEILING = "random init", "large budget"
-POOLED = "all-sources"  # the language of the pooled run
+POOLED = "all-sources"  # the language of the pooled run: POOLED-<the sources it pools>, see pooled_language
+
+
+def pooled_language(sources: Sequence[str]) -> str:
+    """The pooled run's "language": the sources it pools, in order, so that a matrix folder resumed with other
+    sources trains a pooled model of its own instead of reading one trained on the old ones."""
+    return "-".join([POOLED, *sources])
 
 
 @dataclass
@@ -328,7 +334,7 @@ def _plan(settings: MatrixSettings) -> list[Cell]:
     s = settings
     cells = [Cell("source", src, "random", seed, s.source_utterances) for seed in s.seeds for src in s.sources]
     if s.pooled:
-        cells.append(Cell("pooled", POOLED, "random", s.seeds[0], s.source_utterances))
+        cells.append(Cell("pooled", pooled_language(s.sources), "random", s.seeds[0], s.source_utterances))
     for t in s.targets:
         for seed in s.seeds:
             cells.append(Cell("scratch", t, "random", seed, s.target_utterances))
@@ -386,7 +392,7 @@ def _run_dir(cell: Cell, out: Path) -> Path:
 
 def pooled_model_path(output_dir: str | Path, settings: MatrixSettings) -> Path:
     """The folder of the model trained on all sources pooled (``settings.pooled``)."""
-    return Path(output_dir) / "sources" / POOLED / f"seed{settings.seeds[0]}" / "model"
+    return Path(output_dir) / "sources" / pooled_language(settings.sources) / f"seed{settings.seeds[0]}" / "model"
 
 
 def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, progress: bool,
