@@ -1,10 +1,9 @@
 """The runnable ``>>>`` examples in the docstrings hold, and the README's Python example does what it says."""
 
-import contextlib
 import doctest
 import importlib
-import io
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,16 +37,13 @@ def test_the_readme_python_example_as_written_matches_the_two_stage_recipe(tmp_p
 
     code = readme_python_example()
     assert '"builtin:minilm"' in code and '"builtin:fortunes"' in code
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        namespace: dict = {}
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
-    finally:
-        os.chdir(cwd)
-    assert "eval_accuracy" in out.getvalue()
-    example = namespace["trainer"].evaluate(namespace["test"])["eval_accuracy"]
+    # in a fresh interpreter, as a user runs it: the example draws its head from torch's unseeded state, which
+    # in this process depends on the tests that ran before (after the matrix tests it landed 0.03 higher)
+    script = code + '\nprint("TEST ACCURACY", trainer.evaluate(test)["eval_accuracy"])\n'
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "eval_accuracy" in run.stdout
+    example = float(run.stdout.rsplit("TEST ACCURACY ", 1)[1].split()[0])
     config = load_recipe_config(ROOT / "recipes/configs/text/two_stage.yaml",
                                 [f"training.output_dir={tmp_path / 'recipe'}", "training.progress_bar=false"])
     recipe = run_recipe(config)["test"]["eval_accuracy"]
