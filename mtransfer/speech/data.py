@@ -101,14 +101,13 @@ def check_transcript_lengths(adapter: Any, dataset: Any, where: str) -> None:
     only ever give an infinite loss (zeroed by ``zero_infinity``): they are named here instead.
     """
     lengths_fn = getattr(adapter, "output_frames", None)
-    if lengths_fn is None or not hasattr(adapter, "load"):
+    if lengths_fn is None or not hasattr(adapter, "num_samples"):
         return
     bad = []
     for i, (item, target) in enumerate(zip(dataset.inputs, dataset.targets)):
         ids = target[target >= 0].tolist()
         need = len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
-        count = adapter.num_samples(item) if hasattr(adapter, "num_samples") else int(adapter.load(item).numel())
-        samples = max(count, getattr(adapter, "min_samples", 1))
+        samples = max(adapter.num_samples(item), getattr(adapter, "min_samples", 1))
         frames = int(lengths_fn(samples))
         if need > frames:
             bad.append((i, need, frames))
