@@ -231,6 +231,7 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--hidden-sizes", type=hidden_sizes, default=[],
                        help="MLP head widths, comma-separated (default: linear head)")
     train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     train.add_argument("--resume", action="store_true",
                        help="resume from the latest checkpoint in --output-dir (it must come from a run you trust: "
                             "Accelerate stores random-number states with pickle)")
@@ -287,6 +288,7 @@ def _add_use(sub: Any) -> None:
     evaluate.add_argument("--model-dir", required=True, help="folder written by train (…/model)")
     evaluate.add_argument("--data", required=True)
     _add_data_args(evaluate)
+    evaluate.set_defaults(label_column=None)  # label, or a tabular model's own target
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     _add_decoding_args(evaluate)
@@ -432,9 +434,7 @@ def cmd_adapt_speech(a: argparse.Namespace) -> int:
 
     named = [_named(s, "--source") for s in a.source]
     names = [n for n, _ in named]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"--source: the name {dupes[0]!r} is given twice; name each source once (NAME=CORPUS).")
+    _unique_names(names, "--source", "NAME=CORPUS")
     if len(named) < 2:
         raise ValueError(f"--source: give at least two candidate sources (NAME=CORPUS); got {names}.")
     report = adapt_from_best_source(
@@ -541,7 +541,8 @@ def _flag_settings(a: argparse.Namespace) -> dict[str, Any]:
         adapter[key] = a.max_length
     return {
         "model": {"modality": a.modality, "name_or_path": a.model, "adapter": adapter,
-                  "head": {"hidden_sizes": a.hidden_sizes}, "seed": a.seed, "init_from": a.init_from},
+                  "head": {"hidden_sizes": a.hidden_sizes}, "seed": a.seed, "init_from": a.init_from,
+                  "trust_remote_code": a.trust_remote_code},
         "data": {"train": a.train, "validation": a.validation, "test": a.test,
                  "input_column": a.input_column or get_adapter_class(a.modality).default_input_column,
                  "label_column": a.label_column, "task": a.task, "label_separator": a.label_separator,
@@ -564,21 +565,77 @@ def _flag_overrides(a: argparse.Namespace) -> list[str]:
             out.append(f"{section}.{pair.strip()}")
     if a.config is not None and a.resume:
         out.append("training.resume_from_checkpoint=latest")
+    if a.config is not None and a.trust_remote_code:
+        out.append("model.trust_remote_code=true")
     return out
+
+
+def _is_tabular(folder: str) -> bool:
+    """A folder ``TabularModel.save_pretrained`` wrote (``tabular.json``, no ``config.json``)."""
+    path = Path(folder).expanduser()
+    return (path / "tabular.json").is_file() and not (path / "config.json").is_file()
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     import mtransfer as mt
 
+    if _is_tabular(a.model_dir):
+        return _evaluate_tabular(a)
     model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     column = a.input_column or model.adapter.default_input_column
-    data = mt.load_labeled(a.data, input_column=column, label_column=a.label_column, task=model.task,
-                           label_names=None if model.task == "regression" else model.label_names,
-                           label_separator=a.label_separator)
+    label_names = None if model.task in ("regression", "ctc") else model.label_names
+    extra = {"vocabulary": model.vocabulary} if model.task == "ctc" else {}  # transcripts in the model's own units
+    data = mt.load_labeled(a.data, input_column=column, label_column=a.label_column or "label", task=model.task,
+                           label_names=label_names, label_separator=a.label_separator, **extra)
     decoder = _decoder(a, model)
     args = mt.TrainingArguments(output_dir=a.model_dir, eval_batch_size=a.batch_size, report_to=[], progress_bar=False)
     metrics = mt.Trainer(model, args, eval_dataset=data).evaluate(decoder=decoder)
+    if model.task == "ctc":
+        metrics["unknown_units"] = data.unknown_units
     print(json.dumps({**metrics, **(decoder.describe() if decoder is not None else {})}))
+    return 0
+
+
+def _load_tabular(a: argparse.Namespace) -> Any:
+    from mtransfer.tabular import TabularModel
+
+    if a.beam_width is not None or a.lm is not None:
+        raise ValueError("--beam-width / --lm are for speech recognition (CTC) models; this is a tabular model.")
+    return TabularModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+
+
+def _evaluate_tabular(a: argparse.Namespace) -> int:
+    from mtransfer.tabular import read_table, score_predictions
+
+    model = _load_tabular(a)
+    target = a.label_column or model.target
+    if target is None:
+        raise ValueError(f"--model-dir {a.model_dir}: the tabular model does not record its target column; name it "
+                         "with --label-column.")
+    frame = read_table(a.data, what="--data")
+    if target not in frame.columns:
+        raise ValueError(f"--data {a.data}: no target column {target!r}; the columns are "
+                         f"{', '.join(map(str, frame.columns[:20]))}.")
+    pred = model.predict(frame, where=f"--data {a.data}")
+    print(json.dumps({**score_predictions(model.task, frame[target].to_numpy(), pred), "eval_samples": len(frame)}))
+    return 0
+
+
+def _predict_tabular(a: argparse.Namespace) -> int:
+    from mtransfer.tabular import read_table
+
+    model = _load_tabular(a)
+    if a.input == "-":
+        raise ValueError("--input: a tabular model reads a table file (csv, tsv, json, jsonl or parquet), not standard input.")
+    frame = read_table(a.input, what="--input")
+    where = f"--input {a.input}"
+    preds = model.predict(frame, where=where)
+    scores = model.predict_proba(frame, where=where) if model.task == "classification" else None
+    for i, p in enumerate(preds):
+        row: dict[str, Any] = {"row": i, "prediction": p.item() if hasattr(p, "item") else p}
+        if scores is not None:
+            row["scores"] = {str(c): round(float(x), 6) for c, x in zip(model.classes, scores[i])}
+        print(json.dumps(row, ensure_ascii=False, default=str))
     return 0
 
 
@@ -613,6 +670,8 @@ def _predict_inputs(source: str, column: str, adapter: Any) -> list[Any]:
 def cmd_predict(a: argparse.Namespace) -> int:
     import mtransfer as mt
 
+    if _is_tabular(a.model_dir):
+        return _predict_tabular(a)
     model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     decoder = _decoder(a, model)  # before reading the inputs: a bad --lm stops here
     inputs = _predict_inputs(a.input, a.input_column or model.adapter.default_input_column, model.adapter)
@@ -631,6 +690,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _unique_names(names: Sequence[str], flag: str, form: str) -> None:
+    """Refuse a name given twice: a second entry of one name would silently replace the first."""
+    dupes = sorted({n for n in names if list(names).count(n) > 1})
+    if dupes:
+        raise ValueError(f"{flag}: the name {dupes[0]!r} is given twice; name each one once ({form}).")
+
+
 def _named(spec: str, what: str) -> tuple[str, str]:
     if "=" in spec:
         name, path = spec.split("=", 1)
@@ -642,8 +708,9 @@ def _named(spec: str, what: str) -> tuple[str, str]:
 
 def cmd_export(a: argparse.Namespace) -> int:
     import mtransfer as mt
-    from mtransfer.export import export_transformers
+    from mtransfer.export import check_apart, export_transformers
 
+    check_apart(Path(a.output), Path(a.model_dir))  # before anything is read or written
     model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     folder = export_transformers(model, a.output, overwrite=a.overwrite)
     print(folder)
@@ -688,13 +755,13 @@ def cmd_rank_sources(a: argparse.Namespace) -> int:
     from mtransfer.ranking import rank_sources
 
     named = [_named(s, "--source") for s in a.source]
-    dupes = sorted({n for n, _ in named if [m for m, _ in named].count(n) > 1})
-    if dupes:
-        raise ValueError(f"--source: the name {dupes[0]!r} is given twice; name each source once (NAME=PATH).")
+    _unique_names([n for n, _ in named], "--source", "NAME=PATH")
     sources = dict(named)
     if len(sources) < 2:
         raise ValueError(f"--source: give at least two candidate sources (NAME=PATH); got {list(sources)}.")
-    targets = dict(_named(t, "--target") for t in a.target)
+    named_targets = [_named(t, "--target") for t in a.target]
+    _unique_names([n for n, _ in named_targets], "--target", "NAME=PATH")
+    targets = dict(named_targets)
     for name, path in {**sources, **targets}.items():
         if not Path(path).expanduser().exists():
             raise FileNotFoundError(f"{name}={path}: no such file or folder.")
@@ -717,6 +784,7 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
 
     defaults = {"pooling": a.pooling, "max_length": a.max_length}
     candidates = [parse_candidate(m, a.modality, defaults) for m in a.model]
+    _unique_names([c.name for c in candidates], "--model", "NAME=PATH")
     estimators = [e.strip() for e in a.estimators.split(",") if e.strip()]
     if not estimators:
         raise ValueError(f"--estimators {a.estimators!r}: name at least one of logme, hscore, knn.")

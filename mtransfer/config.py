@@ -16,6 +16,7 @@ what was expected; ``TrainingArguments`` then checks its own values.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class ModelSettings:
     head: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     init_from: str | None = None  # an mtransfer model folder: its trained backbone, a new head for this data
+    trust_remote_code: bool = False  # let a model folder (init_from, a torch backbone folder) import the code it names
 
 
 @dataclass
@@ -279,9 +281,12 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     adapter = dict(config.model.adapter)
     from mtransfer.adapters.base import get_adapter_class
 
-    setting = get_adapter_class(config.model.modality).training_texts_setting
+    adapter_cls = get_adapter_class(config.model.modality)
+    setting = adapter_cls.training_texts_setting
     if setting:  # e.g. static vectors build their vocabulary from the training texts
         adapter.setdefault(setting, train.inputs)
+    if config.model.trust_remote_code and "trust_remote_code" in inspect.signature(adapter_cls.__init__).parameters:
+        adapter.setdefault("trust_remote_code", True)
     model = mt.TransferModel.from_backbone(config.model.modality, config.model.name_or_path,
                                            labels=train.vocabulary if d.task == "ctc" else train.label_names,
                                            task=d.task, head=config.model.head, seed=config.model.seed, **adapter)
@@ -296,7 +301,8 @@ def _init_model(config: RecipeConfig) -> Any:
     if folder is None:
         return None
     try:
-        return mt.TransferModel.from_pretrained(folder, **config.model.adapter)
+        return mt.TransferModel.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code,
+                                                **config.model.adapter)
     except (FileNotFoundError, ValueError) as err:
         raise ValueError(f"{config.source}: model.init_from: {err}") from None
 

@@ -86,6 +86,8 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
 
     model = model.eval()
     folder = Path(folder)
+    if getattr(model, "loaded_from", None) is not None:
+        check_apart(folder, model.loaded_from)
     check_output_folder(folder, overwrite)
     if model.task == "ctc":
         native, processor, sample = _ctc_model(model)
@@ -160,6 +162,15 @@ def _check_ctc(model: Any, native: Any, sample: Any, atol: float) -> None:
     if theirs.shape != ours.logits.shape or not torch.allclose(ours.logits[valid], theirs[valid], atol=atol, rtol=1e-4):
         raise ValueError(f"{type(native).__name__} does not reproduce this CTC model's frame logits; "
                          "keep the mtransfer folder (save_pretrained).")
+
+
+def check_apart(output: Path, model_dir: Path, flag: str = "--output") -> None:
+    """Refuse an output that is the model folder it reads, lies inside it, or contains it: writing there destroys the model."""
+    out, src = Path(output).expanduser().resolve(), Path(model_dir).expanduser().resolve()
+    if out == src or src in out.parents or out in src.parents:
+        where = "is" if out == src else ("is inside" if src in out.parents else "contains")
+        raise ValueError(f"{flag} {output}: {where} the model folder {model_dir} the export reads; writing there would "
+                         "replace the model's own files. Choose a folder outside it (e.g. a sibling 'export').")
 
 
 def check_output_folder(folder: Path, overwrite: bool) -> None:

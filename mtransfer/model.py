@@ -166,6 +166,7 @@ class TransferModel(nn.Module):
         if len(self.label_names) != head.config.num_outputs:
             raise ValueError(f"{len(self.label_names)} label names for a head with {head.config.num_outputs} outputs.")
         self._adapter_trains = True
+        self.loaded_from: Path | None = None  # the folder from_pretrained read, if any
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -515,6 +516,7 @@ class TransferModel(nn.Module):
             raise ValueError(f"{folder / 'model.safetensors'}: weights do not match the config "
                              f"(missing {missing[:5]}, unexpected {unexpected[:5]}).")
         model.eval()
+        model.loaded_from = folder.resolve()  # an export or save must never write over the folder it came from
         return model
 
     def __repr__(self) -> str:

@@ -56,7 +56,7 @@ class TabularModel:
                  image_model: tuple[str, str] | None = None, audio_model: tuple[str, str] | None = None,
                  dim: int | None = 32, booster: str = "lightgbm", n_estimators: int = 2000, learning_rate: float = 0.05,
                  early_stopping_rounds: int = 50, validation_fraction: float = 0.15, cache_dir: str | None = None,
-                 seed: int = 0, progress: bool = True) -> None:
+                 seed: int = 0, progress: bool = True, target: str | None = None) -> None:
         if task not in TASKS:
             raise ValueError(f"TabularModel task={task!r}; expected one of {', '.join(TASKS)}.")
         if booster not in BOOSTERS:
@@ -81,6 +81,7 @@ class TabularModel:
         self.n_estimators, self.learning_rate = n_estimators, learning_rate
         self.early_stopping_rounds, self.validation_fraction = early_stopping_rounds, validation_fraction
         self.cache_dir, self.seed, self.progress = cache_dir, seed, progress
+        self.target = target  # the target column's name, when known (saved; evaluate reads it)
         self.categories: dict[str, list[Any]] = {}
         self.projections: dict[str, dict[str, np.ndarray]] = {}
         self.classes: list[Any] | None = None
@@ -209,6 +210,10 @@ class TabularModel:
         """Fit on ``frame`` (``features``: precomputed :meth:`column_features` of its rows, e.g. one fold's)."""
         import pandas as pd
 
+        name = self.target or (target.name if isinstance(target, pd.Series) and isinstance(target.name, str) else None)
+        if name is not None:
+            check_target_not_a_feature(name, self.media | {"numeric": self.numeric, "categorical": self.categorical})
+            self.target = name
         self._check(frame, where, target)
         y = pd.Series(target).reset_index(drop=True)
         if self.task == "classification":
@@ -313,46 +318,129 @@ class TabularModel:
             spec = {"format": FORMAT, "task": self.task, "booster": self.booster, "booster_file": name, "dim": self.dim,
                     "media": self.media, "backbones": self.backbones, "numeric": self.numeric,
                     "categorical": self.categorical, "categories": self.categories, "classes": self.classes,
-                    "columns": self.columns_, "projected": sorted(self.projections), "seed": self.seed}
+                    "columns": self.columns_, "projected": sorted(self.projections), "seed": self.seed,
+                    "target": self.target}
             (tmp / "tabular.json").write_text(json.dumps(spec, indent=1, default=str))
         return folder
 
-    @classmethod
-    def load(cls, folder: str | os.PathLike, cache_dir: str | None = None) -> TabularModel:
-        """A model saved by :meth:`save`, ready to predict."""
-        from safetensors.torch import load_file
+    save_pretrained = save  # the name every other mtransfer model uses; ``save`` stays for one version
 
-        folder = Path(folder)
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, cache_dir: str | None = None, *,
+                        trust_remote_code: bool = False) -> TabularModel:
+        """A model saved by :meth:`save_pretrained`, ready to predict.
+
+        Opening a folder imports no code: every backbone ``tabular.json`` names must be a registered
+        modality with a model name, Hub id or folder (an import path ``package.module:callable`` for
+        a ``torch`` backbone only with ``trust_remote_code=True``), and every file it names must lie
+        in the folder.
+
+        Raises:
+            FileNotFoundError: No ``tabular.json``. ValueError: A damaged or foreign ``tabular.json``,
+                a backbone that would import code, a file outside the folder.
+        """
+        from mtransfer.atomic import read_json
+        from mtransfer.weight_files import load_safetensors
+
+        folder = Path(folder).expanduser()
         path = folder / "tabular.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no tabular.json (not a folder TabularModel.save wrote).")
-        spec = json.loads(path.read_text())
-        if spec.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {spec.get('format')!r}; this mtransfer reads format {FORMAT}.")
+            raise FileNotFoundError(f"{folder}: no tabular.json (not a folder TabularModel.save_pretrained wrote).")
+        spec = read_json(path, "tabular model spec")
+        _check_spec(spec, path, trust_remote_code)
         media = spec["media"]
         model = cls(spec["task"], text_columns=media["text"], image_columns=media["image"], audio_columns=media["audio"],
                     numeric_columns=spec["numeric"], categorical_columns=spec["categorical"],
                     text_model=spec["backbones"]["text"], image_model=spec["backbones"]["image"],
                     audio_model=spec["backbones"]["audio"], dim=spec["dim"], booster=spec["booster"],
-                    cache_dir=cache_dir, seed=spec["seed"])
+                    cache_dir=cache_dir, seed=spec["seed"], target=spec.get("target"))
         model.categories, model.classes, model.columns_ = spec["categories"], spec["classes"], spec["columns"]
         if spec["projected"]:
-            tensors = load_file(str(folder / "projections.safetensors"))
+            tensors = {k: v for k, v in load_safetensors(_inside(folder, "projections.safetensors", path)).items()}
             model.projections = {col: {k: tensors[f"{col}.{k}"].numpy() for k in ("mean", "components")}
                                  for col in spec["projected"]}
-        if spec["booster"] == "lightgbm":
-            import lightgbm as lgb
+        booster_file = _inside(folder, spec["booster_file"], path)
+        try:
+            if spec["booster"] == "lightgbm":
+                import lightgbm as lgb
 
-            model._model = lgb.Booster(model_file=str(folder / spec["booster_file"]))
-        else:
-            import xgboost as xgb
+                model._model = lgb.Booster(model_file=str(booster_file))
+            else:
+                import xgboost as xgb
 
-            model._model = xgb.Booster()
-            model._model.load_model(str(folder / spec["booster_file"]))
+                model._model = xgb.Booster()
+                model._model.load_model(str(booster_file))
+        except Exception as err:  # noqa: BLE001  (the boosters raise their own error types)
+            raise ValueError(f"{booster_file}: cannot read the {spec['booster']} booster "
+                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); it may be damaged.") from None
         return model
 
+    load = from_pretrained  # the old name, kept for one version
 
-def _scores(task: str, truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+
+def _inside(folder: Path, name: Any, spec_path: Path) -> Path:
+    """``folder / name`` when that stays inside ``folder``; else an error naming the spec."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{spec_path}: a file name must be a non-empty string, got {name!r}.")
+    path = (folder / name).resolve()
+    if folder.resolve() not in path.parents:
+        raise ValueError(f"{spec_path}: names the file {name!r}, which lies outside the model folder; a tabular model "
+                         "reads only its own files.")
+    return path
+
+
+def _check_spec(spec: Any, path: Path, trust_remote_code: bool) -> None:
+    """``tabular.json`` as :meth:`TabularModel.save_pretrained` writes it, naming nothing that would run code."""
+    from mtransfer.adapters.base import list_modalities
+
+    if not isinstance(spec, dict) or "format" not in spec:
+        raise ValueError(f"{path}: not a tabular model spec (no 'format' key).")
+    if not isinstance(spec["format"], int) or spec["format"] > FORMAT:
+        raise ValueError(f"{path}: format {spec['format']!r} was written by a newer mtransfer; this version "
+                         f"reads format {FORMAT}. Upgrade mtransfer.")
+    missing = [k for k in ("task", "booster", "booster_file", "dim", "media", "backbones", "numeric", "categorical",
+                           "categories", "classes", "columns", "projected", "seed") if k not in spec]
+    if missing:
+        raise ValueError(f"{path}: incomplete tabular model spec (missing {', '.join(missing)}).")
+    if spec["booster"] not in ("lightgbm", "xgboost"):
+        raise ValueError(f"{path}: booster {spec['booster']!r}; a saved model holds 'lightgbm' or 'xgboost'.")
+    backbones = spec["backbones"]
+    if not isinstance(backbones, dict) or set(backbones) != {"text", "image", "audio"}:
+        raise ValueError(f"{path}: 'backbones' must map text, image and audio to [modality, model] or null.")
+    for kind, pair in backbones.items():
+        if pair is None:
+            continue
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise ValueError(f"{path}: backbones.{kind} must be [modality, model], got {pair!r}.")
+        modality, name = pair
+        if modality not in list_modalities():
+            raise ValueError(f"{path}: backbones.{kind} names the modality {modality!r}; expected one of "
+                             f"{', '.join(list_modalities())}.")
+        if ":" in name and not name.startswith("builtin:") and not Path(name).expanduser().exists() \
+                and not trust_remote_code:
+            raise ValueError(f"{path}: backbones.{kind} names {name!r}, an import path: opening the model would import "
+                             "and call that code. Load it with trust_remote_code=True (--trust-remote-code) only if you "
+                             "trust the folder.")
+
+
+def check_target_not_a_feature(target: str, columns: dict[str, Sequence[str]]) -> None:
+    """Refuse the target column, or a column named after it (``price_log`` for ``price``), among the features."""
+    import re
+
+    words = lambda name: [w for w in re.split(r"[^0-9a-z]+", str(name).lower()) if w]  # noqa: E731
+    own = words(target)
+    for role, cols in columns.items():
+        for col in cols:
+            theirs = words(col)
+            derived = bool(own) and any(theirs[i:i + len(own)] == own for i in range(len(theirs) - len(own) + 1))
+            if col == target or derived:
+                what = "is the target" if col == target else f"is named after the target {target!r}"
+                raise ValueError(f"column {col!r} ({role.replace('_columns', '')}) {what}: a model that reads its own "
+                                 "target learns nothing it can use. Leave it out of the feature columns"
+                                 + ("" if col == target else ", or rename it if it is not derived from the target") + ".")
+
+
+def score_predictions(task: str, truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
 
     if task == "regression":
@@ -378,6 +466,7 @@ def compare(frame: Any, target: str, task: str = "regression", *, text_columns: 
     table = {"numeric_columns": list(numeric_columns), "categorical_columns": list(categorical_columns)}
     if target not in frame.columns:
         raise ValueError(f"no target column {target!r}; the columns are {', '.join(map(str, frame.columns[:20]))}.")
+    check_target_not_a_feature(target, {**media, **table})
     frame = frame.reset_index(drop=True)
     y = frame[target]
     both = TabularModel(task, **media, **table, seed=seed, **settings)
@@ -397,7 +486,7 @@ def compare(frame: Any, target: str, task: str = "regression", *, text_columns: 
             model.fit(frame.iloc[train_idx], y.iloc[train_idx], features=part)
             fit_seconds.append(model.timings["fit_s"])
             pred = model.predict(frame.iloc[test_idx], features={c: x[test_idx] for c, x in features.items()})
-            per_fold.append(_scores(task, y.iloc[test_idx].to_numpy(), pred))
+            per_fold.append(score_predictions(task, y.iloc[test_idx].to_numpy(), pred))
         row: dict[str, Any] = {"variant": name}
         for metric in per_fold[0]:
             values = np.array([f[metric] for f in per_fold])
@@ -457,7 +546,8 @@ def run_comparison(frame: Any, target: str, task: str, columns: dict[str, Sequen
     ``booster='hist'``, which has no native format). The test table is checked before the
     cross-validation starts.
     """
-    final = TabularModel(task, **columns, seed=seed, **settings)
+    check_target_not_a_feature(target, columns)
+    final = TabularModel(task, **columns, seed=seed, target=target, **settings)
     if target not in frame.columns:
         raise ValueError(f"{where}: no target column {target!r}; the columns are {', '.join(map(str, frame.columns[:20]))}.")
     if test is not None:
@@ -470,7 +560,7 @@ def run_comparison(frame: Any, target: str, task: str, columns: dict[str, Sequen
     result: dict[str, Any] = {"cross_validation": rows, "rows": len(frame), "folds": folds, "target": target,
                               "task": task, "columns": {k: list(v) for k, v in columns.items()}}
     if test is not None:
-        result["test"] = _scores(task, test[target].to_numpy(), final.predict(test, where=test_where))
+        result["test"] = score_predictions(task, test[target].to_numpy(), final.predict(test, where=test_where))
     out.mkdir(parents=True, exist_ok=True)
     from mtransfer.atomic import atomic_write_bytes, atomic_write_json
 

@@ -256,3 +256,88 @@ def test_the_tabular_recipe_extracts_on_two_processes_then_compares(tiny_bert, h
     cached = FeatureCache(cache, shard_size=SHARD_ROWS)
     two = cached.lookup(cached.key(TextAdapter(str(tiny_bert)), houses["description"].tolist()))
     assert two is not None and np.allclose(one.all().numpy(), two.all().numpy(), atol=1e-5)
+
+
+def test_cli_refuses_the_target_or_a_column_named_after_it_as_a_feature(houses, tmp_path, capsys):
+    """On the earlier main, --numeric-column price beside --target price trained on the target (columns-only R² 0.907)."""
+    from mtransfer.cli import main
+
+    table = houses.assign(price_log=np.log(houses["price"].abs() + 1))
+    table.to_csv(tmp_path / "train.csv", index=False)
+    base = ["tabular", "--train", str(tmp_path / "train.csv"), "--target", "price", "--numeric-column", "area",
+            "--output-dir", str(tmp_path / "out"), "--no-progress"]
+    assert main([*base, "--numeric-column", "price"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("mtransfer tabular: error: column 'price' (numeric) is the target: a model that reads its own "
+                   "target learns nothing it can use. Leave it out of the feature columns.")
+    assert main([*base, "--numeric-column", "price_log"]) == 2
+    assert "column 'price_log' (numeric) is named after the target 'price'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="column 'price' \\(numeric\\) is the target"):
+        TabularModel("regression", numeric_columns=["area", "price"]).fit(houses, houses["price"])
+
+
+@pytest.fixture()
+def saved_table_model(houses, tmp_path):
+    model = TabularModel("regression", numeric_columns=["area"], categorical_columns=["city"], n_estimators=50,
+                         progress=False)
+    return model.fit(houses, houses["price"]).save_pretrained(tmp_path / "saved")
+
+
+def test_opening_a_tabular_folder_imports_nothing_it_names(saved_table_model, tmp_path, monkeypatch):
+    """On the earlier main, tabular.json's backbones ["torch", "this:s"] imported a module and ["torch", "os:abort"] called one."""
+    import json
+    import sys
+
+    marker = tmp_path / "imported.marker"
+    (tmp_path / "evil_tabular_module.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef s(**kw):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec_path = saved_table_model / "tabular.json"
+    spec = json.loads(spec_path.read_text())
+    spec["media"]["image"] = ["numbers"]
+    spec["backbones"]["image"] = ["torch", "evil_tabular_module:s"]
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(ValueError) as err:
+        TabularModel.from_pretrained(saved_table_model)
+    assert str(err.value) == (f"{spec_path}: backbones.image names 'evil_tabular_module:s', an import path: opening the "
+                              "model would import and call that code. Load it with trust_remote_code=True "
+                              "(--trust-remote-code) only if you trust the folder.")
+    assert not marker.exists() and "evil_tabular_module" not in sys.modules
+    # the CLI's predict says the same in one line
+    from mtransfer.cli import main
+
+    houses_csv = tmp_path / "rows.csv"
+    pd.DataFrame({"area": [50.0], "city": ["north"], "numbers": ["x.png"]}).to_csv(houses_csv, index=False)
+    assert main(["predict", "--model-dir", str(saved_table_model), "--input", str(houses_csv)]) == 2
+    assert not marker.exists()
+    spec["backbones"]["image"] = None
+    spec["media"]["image"] = []
+    spec["booster_file"] = "../../../etc/passwd"
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="names the file '../../../etc/passwd', which lies outside the model folder"):
+        TabularModel.from_pretrained(saved_table_model)
+    spec_path.write_text('{"format": 1, "task": ')
+    with pytest.raises(ValueError, match="tabular.json: not valid JSON .*the tabular model spec is damaged"):
+        TabularModel.from_pretrained(saved_table_model)
+    spec_path.write_text(json.dumps({**spec, "format": 99}))
+    with pytest.raises(ValueError, match="format 99 was written by a newer mtransfer; this version reads format 1"):
+        TabularModel.from_pretrained(saved_table_model)
+
+
+def test_predict_and_evaluate_take_a_tabular_model_folder(saved_table_model, houses, tmp_path, capsys):
+    """On the earlier main, predict --model-dir TABLE_MODEL said "no config.json"."""
+    import json
+
+    from mtransfer.cli import main
+
+    houses.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["predict", "--model-dir", str(saved_table_model), "--input", str(tmp_path / "rows.csv")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    model = TabularModel.from_pretrained(saved_table_model)
+    np.testing.assert_allclose([r["prediction"] for r in rows], model.predict(houses))
+    assert model.target == "price"
+    assert main(["evaluate", "--model-dir", str(saved_table_model), "--data", str(tmp_path / "rows.csv")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    truth, pred = houses["price"].to_numpy(), model.predict(houses)
+    assert metrics["eval_samples"] == len(houses)
+    assert metrics["rmse"] == pytest.approx(float(np.sqrt(np.mean((truth - pred) ** 2))))
