@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mtransfer.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, resolve_relative_paths
+
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -122,7 +124,10 @@ def _read_columns(source: Any, split: str | None) -> tuple[dict[str, list], str]
                 ds = hf_datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
             except Exception as err:
                 raise ValueError(f"{name}: cannot read it as {fmt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-            return _dataset_columns(ds), name
+            # media paths in a table are relative to the table's own folder, as in datasets' audiofolder
+            return resolve_relative_paths(_dataset_columns(ds), path.resolve().parent), name
+        if path.is_dir() and _media_files(path):
+            return _read_media_folder(path, split)
         if not path.exists() and (str(source).startswith((".", "/", "~")) or path.suffix.lower() in FILE_FORMATS):
             raise FileNotFoundError(f"{name}: no such file or folder.")
         try:
@@ -159,6 +164,72 @@ def _read_columns(source: Any, split: str | None) -> tuple[dict[str, list], str]
         return {k: [r.get(k) for r in source] for k in keys}, "list"
     raise TypeError(f"Cannot read labelled data from {type(source).__name__}; pass a file path, a datasets.Dataset, "
                     "a list of dicts, a dict of lists or a pandas DataFrame.")
+
+
+SPLIT_FOLDERS = ("train", "validation", "valid", "dev", "test")
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+
+
+def _media_files(root: Path) -> list[Path]:
+    """Image and audio files under ``root``, in path order (hidden files and folders left out)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + AUDIO_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def _read_media_folder(path: Path, split: str | None) -> tuple[dict[str, list], str]:
+    """A folder of image or audio files as columns: every file is one row.
+
+    Labels are the names of the class sub-folders the files lie in (at one depth, two classes
+    at least); a ``metadata.csv`` / ``metadata.jsonl`` with a ``file_name`` column gives the
+    other columns instead. Top-level ``train/``, ``validation/``, ``test/``... folders are splits.
+    Unlike ``datasets``' imagefolder, a file's *name* never decides its split: a class folder
+    holding ``train-station.png`` and ``testing.png`` keeps both.
+    """
+    subs = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    root, name = path, str(path)
+    if subs and all(s in SPLIT_FOLDERS for s in subs) and not any((path / m).is_file() for m in METADATA_FILES):
+        chosen = split or "train"
+        if chosen not in subs:
+            raise ValueError(f"{path}: no {chosen!r} split folder; it has {', '.join(subs)}.")
+        root, name = path / chosen, f"{path}[{chosen}]"
+    elif split not in (None, "train"):
+        raise ValueError(f"{path}: split={split!r}, but the folder has no split sub-folders ({', '.join(SPLIT_FOLDERS)}); "
+                         "a folder of class sub-folders is one split.")
+    files = _media_files(root)
+    if not files:
+        raise ValueError(f"{name}: no image or audio files in the folder.")
+    kinds = {"image" if f.suffix.lower() in IMAGE_SUFFIXES else "audio" for f in files}
+    if len(kinds) > 1:
+        raise ValueError(f"{name}: holds both image and audio files; a data folder holds one kind.")
+    column = kinds.pop()
+    metadata = next((root / m for m in METADATA_FILES if (root / m).is_file()), None)
+    if metadata is not None:
+        return _metadata_columns(root, metadata, column), name
+    columns: dict[str, list] = {column: [str(f) for f in files]}
+    depths = {len(f.relative_to(root).parts) for f in files}
+    classes = {f.parent.name for f in files}
+    if len(depths) == 1 and depths != {1} and len(classes) > 1:
+        columns["label"] = [f.parent.name for f in files]
+    return columns, name
+
+
+def _metadata_columns(root: Path, metadata: Path, column: str) -> dict[str, list]:
+    """The columns of a folder's ``metadata.csv`` / ``.jsonl``; ``file_name`` becomes the media column (full paths)."""
+    import datasets as hf_datasets
+
+    fmt = "csv" if metadata.suffix == ".csv" else "json"
+    _check_text_file(metadata, str(metadata), fmt)
+    try:
+        columns = hf_datasets.load_dataset(fmt, data_files=str(metadata), split="train").to_dict()
+    except Exception as err:
+        raise ValueError(f"{metadata}: cannot read it as {fmt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    if "file_name" not in columns:
+        raise ValueError(f"{metadata}: no column 'file_name'; it has {', '.join(columns)}.")
+    files = columns.pop("file_name")
+    for i, f in enumerate(files):
+        if not isinstance(f, str) or not f or Path(f).is_absolute() or ".." in Path(f).parts:
+            raise ValueError(f"{metadata}: row {i}: file_name {f!r} must be a path inside the folder.")
+    return {column: [str(root / f) for f in files], **columns}
 
 
 def _class_folder(source: Any) -> str | None:

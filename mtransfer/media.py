@@ -257,6 +257,28 @@ def format_bad_inputs(bad: list[tuple[int, str]], total: int, source: str, limit
     return "\n".join(lines)
 
 
+def is_media_path(value: Any) -> bool:
+    """A string that names an image or audio file by its suffix (not a URL)."""
+    return (isinstance(value, str) and "\n" not in value and "://" not in value
+            and Path(value).suffix.lower() in IMAGE_SUFFIXES + AUDIO_SUFFIXES)
+
+
+def resolve_relative_paths(columns: dict[str, list], base: Path) -> dict[str, list]:
+    """Columns of media paths with relative paths taken against ``base`` (the table's own folder).
+
+    A column counts as one of paths when every value it holds is a string naming an image or
+    audio file; ``~`` is expanded and absolute paths stay as they are. Other columns are unchanged.
+    """
+    out = {}
+    for name, values in columns.items():
+        present = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+        if present and all(is_media_path(v) for v in present):
+            values = [v if not isinstance(v, str) else
+                      str(Path(v).expanduser() if Path(v).expanduser().is_absolute() else base / v) for v in values]
+        out[name] = values
+    return out
+
+
 def _array_bytes(array: Any) -> bytes:
     """An array's content with its shape and dtype: the same bytes in another shape or type are other inputs."""
     if isinstance(array, torch.Tensor):

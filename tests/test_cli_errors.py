@@ -110,6 +110,22 @@ CASES = {
                                  "bad.yaml: line 3, column 2: not valid YAML"),
     "push --repo-id 'bad id!!'": (lambda s: ["push", "--folder", str(s["run"] / "model"), "--repo-id", "bad id!!", "--dry-run"],
                                   "--repo-id 'bad id!!': not a valid Hub repo id"),
+    "rank-models --model of one name twice": (lambda s: ["rank-models", "--model", f"a={s['bert']}", "--model",
+                                                         f"a={s['bert']},pooling=cls", "--data", s["train"]],
+                                              "--model: the name 'a' is given twice; name each one once (NAME=PATH)."),
+    "rank-sources --target of one name twice": (lambda s: ["rank-sources", "--source", f"a={s['root'] / 'one_wav'}",
+                                                           "--source", f"b={s['root'] / 'one_wav'}", "--target",
+                                                           f"t={s['root'] / 'one_wav'}", "--target", f"t={s['root']}"],
+                                                "--target: the name 't' is given twice; name each one once (NAME=PATH)."),
+    "export into the model folder": (lambda s: ["export", "--model-dir", str(s["run"] / "model"), "--output",
+                                                str(s["run"] / "model"), "--overwrite"],
+                                     "model: is the model folder"),
+    "export inside the model folder": (lambda s: ["export", "--model-dir", str(s["run"] / "model"), "--output",
+                                                  str(s["run"] / "model" / "backbone"), "--overwrite"],
+                                       "backbone: is inside the model folder"),
+    "export into a folder holding the model": (lambda s: ["export", "--model-dir", str(s["run"] / "model"), "--output",
+                                                          str(s["run"]), "--overwrite"],
+                                               "contains the model folder"),
     "export into a non-empty folder": (lambda s: ["export", "--model-dir", str(s["run"] / "model"), "--output",
                                                   str(s["root"] / "export")],
                                        "export: the folder is not empty (notes.txt); pass --overwrite"),
@@ -133,6 +149,25 @@ def test_bad_input_is_one_line_and_exit_2(case, setup, capsys):
     assert expected in err, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert not (setup["root"] / "out").exists()  # nothing started: no run folder
+
+
+def test_export_over_its_own_model_folder_leaves_the_model_whole(setup, capsys):
+    """On the earlier main, --output RUN/model --overwrite replaced the model's config.json and model.safetensors, then
+    crashed (KeyError: 'adapter_type'): the model was gone."""
+    model_dir = setup["run"] / "model"
+    before = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+    for output in (model_dir, model_dir / "backbone", setup["run"]):
+        assert run_cli(["export", "--model-dir", str(model_dir), "--output", str(output), "--overwrite"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"mtransfer export: error: --output {model_dir}: is the model folder {model_dir} the export reads; "
+                      "writing there would replace the model's own files. Choose a folder outside it (e.g. a sibling "
+                      "'export').")
+    assert {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()} == before
+    with pytest.raises(ValueError, match="is inside the model folder"):  # the Python API refuses it too
+        from mtransfer.export import export_transformers
+
+        export_transformers(mt.TransferModel.from_pretrained(model_dir), model_dir / "x", overwrite=True)
+    assert not (model_dir / "x").exists()
 
 
 def test_export_never_deletes_what_it_did_not_write(setup, capsys):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,3 +115,47 @@ def test_a_dataframe_with_duplicate_column_names_is_named():
     frame = pd.DataFrame([["a", "x", "b"], ["c", "y", "d"]], columns=["text", "label", "text"])
     with pytest.raises(ValueError, match=r"DataFrame: duplicate column names \['text'\]; rename them"):
         load_labeled(frame)
+
+
+def test_a_folder_of_class_folders_keeps_every_file_whatever_it_is_called(tmp_path):
+    """On the earlier main, datasets' imagefolder took splits from file names: 5 PNGs, two named train-station.png and
+    training-day.png, loaded as 2 rows; a class tree holding *-testing.png failed with "Unknown split"."""
+    from PIL import Image
+
+    names = ["train-station", "training-day", "valid-point", "dev-notes", "my-testing", "test", "plain"]
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for n in names:
+            Image.new("RGB", (8, 8), (len(n) * 9, 0, 0)).save(tmp_path / "imgs" / cls / f"{n}.png")
+    data = load_labeled(str(tmp_path / "imgs"), input_column="image")
+    assert len(data) == 14 and data.label_names == ["cat", "dog"]
+    assert sorted(Path(x).name for x in data.inputs) == sorted(f"{n}.png" for n in names for _ in range(2))
+    assert [data.label_names[t] for t in data.targets.tolist()] == [Path(x).parent.name for x in data.inputs]
+    # a flat folder of 5 files (two named like splits) is one split of 5 unlabelled rows
+    (tmp_path / "flat").mkdir()
+    for n in names[:5]:
+        Image.new("RGB", (8, 8)).save(tmp_path / "flat" / f"{n}.png")
+    assert len(load_labeled(str(tmp_path / "flat"), input_column="image", label_column=None)) == 5
+    # split folders on top are splits
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "split" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "split" / split / cls / "train-x.png")
+    assert len(load_labeled(str(tmp_path / "split"), input_column="image", split="test")) == 2
+    with pytest.raises(ValueError, match="no 'validation' split folder; it has test, train"):
+        load_labeled(str(tmp_path / "split"), input_column="image", split="validation")
+
+
+def test_relative_media_paths_in_a_table_are_relative_to_the_table(tmp_path, monkeypatch):
+    """On the earlier main they resolved against the current directory."""
+    from PIL import Image
+
+    (tmp_path / "data" / "img").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (8, 8)).save(tmp_path / "data" / "img" / f"{i}.png")
+    (tmp_path / "data" / "train.csv").write_text("image,label,note\nimg/0.png,a,see x.png\nimg/1.png,b,plain\n")
+    monkeypatch.chdir(tmp_path)  # not the table's folder
+    data = load_labeled("data/train.csv", input_column="image")
+    assert data.inputs == [str(tmp_path / "data" / "img" / f"{i}.png") for i in range(2)]
+    notes = load_labeled("data/train.csv", input_column="note", label_column=None)
+    assert notes.inputs == ["see x.png", "plain"]  # a column that is not all paths is left as it is

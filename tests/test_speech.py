@@ -507,3 +507,24 @@ def test_predict_and_evaluate_decode_with_a_beam_from_the_cli(tiny_speech, tmp_p
     assert main(["predict", "--model-dir", str(tmp_path / "m"), "--input", str(csv),
                  "--lm", str(tmp_path / "missing.arpa")]) == 2
     assert "missing.arpa: no such KenLM file" in capsys.readouterr().err
+
+
+def test_cli_evaluate_encodes_transcripts_with_the_models_own_vocabulary(tiny_speech, tmp_path, capsys):
+    """On the earlier main, evaluate on a CTC model stopped with "eval_dataset has labels [...] but the model was built
+    for [...]" whenever the data held a subset of the model's characters, even the run's own validation set."""
+    from mtransfer.cli import main
+
+    data = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc", seed=0)
+    model.save_pretrained(tmp_path / "m")
+    subset = _wav_csv(tmp_path / "subset", texts=["ab ba", "ba", "a ab"])  # no 'c'
+    assert main(["evaluate", "--model-dir", str(tmp_path / "m"), "--data", str(subset), "--label-column", "text"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["eval_samples"] == 3 and out["unknown_units"] == 0
+    expected = mt.Trainer(model, mt.TrainingArguments(output_dir=str(tmp_path / "e"), report_to=[], progress_bar=False),
+                          eval_dataset=mt.load_labeled(str(subset), input_column="audio", label_column="text", task="ctc",
+                                                       vocabulary=model.vocabulary)).evaluate()
+    assert out["eval_cer"] == pytest.approx(expected["eval_cer"])
+    unknown = _wav_csv(tmp_path / "unknown", texts=["ab z", "zz"])  # 'z' is not in the model's vocabulary: [UNK]
+    assert main(["evaluate", "--model-dir", str(tmp_path / "m"), "--data", str(unknown), "--label-column", "text"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["unknown_units"] == 3
