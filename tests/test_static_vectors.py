@@ -163,3 +163,46 @@ def test_errors(tmp_path):
         load_vectors(bad)
     with pytest.raises(ValueError, match="pooling='attention'"):
         StaticVectorsAdapter(GLOVE, pooling="attention")
+
+
+class _RunsCode:
+    """What a crafted pickle does: calls a function of the attacker's choice when it is loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_kv_file_is_refused_without_an_opt_in_and_the_cache_holds_no_pickle(sentences, tmp_path, capsys):
+    """On the earlier main, a crafted .kv file ran code through `mtransfer train --modality static_vectors`, and the
+    cache's converted copies were pickles too."""
+    import pickle
+
+    from mtransfer.cli import main
+
+    marker = tmp_path / "ran.marker"
+    (tmp_path / "evil.kv").write_bytes(pickle.dumps(_RunsCode(str(marker))))
+    with pytest.raises(ValueError) as err:
+        load_vectors(tmp_path / "evil.kv")
+    assert str(err.value).startswith(f"{tmp_path / 'evil.kv'}: a gensim .kv file is a Python pickle, and loading one "
+                                     "runs whatever code it holds. Pass allow_pickle=True (--adapter allow_pickle=true)")
+    (tmp_path / "train.csv").write_text("text,label\nthe cat,a\nthe dog,b\n")
+    assert main(["train", "--modality", "static_vectors", "--model", str(tmp_path / "evil.kv"), "--train",
+                 str(tmp_path / "train.csv"), "--output-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "a gensim .kv file is a Python pickle" in capsys.readouterr().err
+    assert not marker.exists()
+    # a .kv file of one's own, with the opt-in; its converted copy (like every other) is .npy and JSON only
+    model = Word2Vec(sentences, vector_size=8, min_count=1, seed=0, workers=1)
+    model.wv.save(str(tmp_path / "own.kv"))
+    kv = load_vectors(tmp_path / "own.kv", allow_pickle=True)
+    assert kv.index_to_key == model.wv.index_to_key and isinstance(kv.vectors, np.memmap)
+    from mtransfer.adapters.static_vectors import _native_dir
+
+    native = _native_dir(tmp_path / "own.kv", "kv")
+    assert sorted(p.name for p in native.iterdir()) == ["keys.json", "vectors.json", "vectors.npy"]
+    with open(native / "vectors.npy", "rb") as fh:
+        assert fh.read(6) == b"\x93NUMPY"
+    # the next load reads the converted copy (no pickle read)
+    assert load_vectors(tmp_path / "own.kv", allow_pickle=True).index_to_key == model.wv.index_to_key

@@ -62,25 +62,70 @@ def detect_format(path: Path) -> str:
     return "glove"
 
 
+NATIVE_FORMAT = 2  # the cache's converted copies: .npy arrays and JSON, never a pickle (format 1 was gensim's .kv)
+
+
 def _native_dir(path: Path, fmt: str) -> Path:
     from mtransfer.cache import default_cache_dir
 
     st = path.stat()
     digest = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{fmt}".encode()).hexdigest()[:24]
-    return default_cache_dir().parent / "vectors" / digest
+    return default_cache_dir().parent / f"vectors-v{NATIVE_FORMAT}" / digest
 
 
-def load_vectors(path: str | os.PathLike, format: str = "auto", *, convert: bool = True) -> Any:
+def _write_native(kv: Any, folder: Path, source: Path, fmt: str) -> None:
+    """The vectors as ``.npy`` arrays (memory-mappable, no pickle) and their words as JSON."""
+    from gensim.models.fasttext import FastTextKeyedVectors
+
+    with atomic_directory(folder) as tmp:
+        meta: dict[str, Any] = {"format": NATIVE_FORMAT, "vector_size": int(kv.vector_size), "source": str(source.resolve()),
+                                "source_format": fmt}
+        np.save(tmp / "vectors.npy", np.ascontiguousarray(kv.vectors, dtype=np.float32), allow_pickle=False)
+        if isinstance(kv, FastTextKeyedVectors):
+            meta.update(fasttext=True, min_n=int(kv.min_n), max_n=int(kv.max_n), bucket=int(kv.bucket))
+            for name in ("vectors_vocab", "vectors_ngrams"):
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(kv, name), dtype=np.float32), allow_pickle=False)
+        (tmp / "keys.json").write_text(json.dumps([str(k) for k in kv.index_to_key], ensure_ascii=False), encoding="utf-8")
+        (tmp / "vectors.json").write_text(json.dumps(meta))
+
+
+def _read_native(folder: Path) -> Any:
+    """gensim ``KeyedVectors`` over the memory-mapped arrays :func:`_write_native` wrote."""
+    from gensim.models import KeyedVectors
+    from gensim.models.fasttext import FastTextKeyedVectors
+
+    from mtransfer.atomic import read_json
+
+    meta = read_json(folder / "vectors.json", "converted vectors description")
+    keys = read_json(folder / "keys.json", "converted vectors' words")
+    load = lambda name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
+    if meta.get("fasttext"):
+        kv = FastTextKeyedVectors(meta["vector_size"], meta["min_n"], meta["max_n"], meta["bucket"])
+        kv.vectors_vocab, kv.vectors_ngrams = load("vectors_vocab"), load("vectors_ngrams")
+    else:
+        kv = KeyedVectors(meta["vector_size"])
+    kv.vectors = load("vectors")
+    kv.index_to_key = keys
+    kv.key_to_index = {k: i for i, k in enumerate(keys)}
+    return kv
+
+
+def load_vectors(path: str | os.PathLike, format: str = "auto", *, convert: bool = True,
+                 allow_pickle: bool = False) -> Any:
     """gensim ``KeyedVectors`` (``FastTextKeyedVectors`` for fastText ``.bin``) from a vectors file.
 
     Args:
         path: The vectors file.
         format: One of ``auto``, ``glove``, ``word2vec``, ``word2vec_binary``, ``fasttext``, ``kv``.
-        convert: Keep a native copy under the cache and memory-map it on later loads.
+        convert: Keep a converted copy under the cache (``.npy`` arrays and JSON, no pickle) and
+            memory-map it on later loads.
+        allow_pickle: Read a gensim ``.kv`` file, which is a Python pickle: loading one runs
+            whatever code it holds, so only for a file you made or trust.
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: Unknown format, or a file that does not parse as that format (named).
+        ValueError: Unknown format, a ``.kv`` file without ``allow_pickle``, or a file that does not
+            parse as that format (named).
     """
     from gensim.models import KeyedVectors
     from gensim.models.fasttext import load_facebook_vectors
@@ -91,23 +136,25 @@ def load_vectors(path: str | os.PathLike, format: str = "auto", *, convert: bool
     if format not in FORMATS:
         raise ValueError(f"Vectors format {format!r}; expected one of {', '.join(FORMATS)}.")
     fmt = detect_format(path) if format == "auto" else format
-    if fmt == "kv":
-        return KeyedVectors.load(str(path), mmap="r")
+    if fmt == "kv" and not allow_pickle:
+        raise ValueError(f"{path}: a gensim .kv file is a Python pickle, and loading one runs whatever code it holds. "
+                         "Pass allow_pickle=True (--adapter allow_pickle=true) only for a file you made or trust, or "
+                         "give the vectors as word2vec / GloVe text or fastText .bin (KeyedVectors.save_word2vec_format).")
     native = _native_dir(path, fmt)
-    if convert and (native / "vectors.kv").is_file():
-        return KeyedVectors.load(str(native / "vectors.kv"), mmap="r")
+    if convert and (native / "vectors.json").is_file():
+        return _read_native(native)
     try:
-        if fmt == "fasttext":
+        if fmt == "kv":
+            kv = KeyedVectors.load(str(path))
+        elif fmt == "fasttext":
             kv = load_facebook_vectors(str(path))
         else:
             kv = KeyedVectors.load_word2vec_format(str(path), binary=fmt == "word2vec_binary", no_header=fmt == "glove")
     except Exception as err:
         raise ValueError(f"{path}: cannot read it as {fmt} vectors ({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from err
     if convert:
-        with atomic_directory(native) as tmp:
-            kv.save(str(tmp / "vectors.kv"), sep_limit=0)  # every array in its own .npy, so every load can mmap it
-            (tmp / "source.json").write_text(json.dumps({"path": str(path.resolve()), "format": fmt}))
-        return KeyedVectors.load(str(native / "vectors.kv"), mmap="r")
+        _write_native(kv, native, path, fmt)
+        return _read_native(native)
     return kv
 
 
@@ -152,6 +199,8 @@ class StaticVectorsAdapter(Adapter):
         encoder: None, ``cnn`` or ``bilstm``.
         encoder_dim: Output size of the encoder.
         seed: Seeds random OOV vectors and the encoder.
+        allow_pickle: Read a gensim ``.kv`` vectors file (a pickle: only one you trust; never saved
+            with the model).
 
     >>> adapter = StaticVectorsAdapter("glove.6B.100d.txt", vocab_texts=train.inputs)  # doctest: +SKIP
     """
@@ -164,7 +213,7 @@ class StaticVectorsAdapter(Adapter):
     def __init__(self, vectors: str | os.PathLike, *, vocab_texts: Sequence[str] | None = None, vocab_budget: int = 10_000,
                  format: str = "auto", lowercase: bool | None = None, token_pattern: str = TOKEN_PATTERN,
                  oov: str = "zero", pooling: str = "mean", sif_a: float = 1e-3, max_tokens: int = 256,
-                 encoder: str | None = None, encoder_dim: int = 128, seed: int = 0,
+                 encoder: str | None = None, encoder_dim: int = 128, seed: int = 0, allow_pickle: bool = False,
                  _vocabulary: list[str] | None = None, _dim: int | None = None) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -187,7 +236,7 @@ class StaticVectorsAdapter(Adapter):
             vocabulary, matrix = _vocabulary, torch.zeros(len(_vocabulary), int(_dim or 1))
             counts: Counter = Counter()
         else:
-            kv = load_vectors(vectors, format)
+            kv = load_vectors(vectors, format, allow_pickle=allow_pickle)
             if lowercase is None:
                 lowercase = not any(w != w.lower() for w in kv.index_to_key[:10_000])
             self.lowercase = bool(lowercase)
