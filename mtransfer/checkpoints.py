@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from mtransfer.atomic import fix_permissions
+from mtransfer.weight_files import refuse_unsafe_pickles
 
 STATE_FILE = "trainer_state.json"
 MODEL_WEIGHTS = "model.safetensors"  # what Accelerate's save_state writes for the (first) model
@@ -320,6 +321,25 @@ class Checkpoints:
                              "output_dir.")
         return state
 
+    def _check_random_states(self, path: Path) -> None:
+        """This process's random-number states must load: Accelerate skips a damaged file with an info-level note,
+        and the resumed run then draws other numbers than the uninterrupted one would have."""
+        import pickle
+
+        from accelerate.utils import load as accelerate_load
+
+        states = path / f"random_states_{self.accelerator.process_index}.pkl"
+        try:
+            accelerate_load(states, map_location="cpu")
+        except pickle.UnpicklingError:
+            raise ValueError(f"{states}: refused: it holds Python objects beyond the random-number states, which would "
+                             "run code when loaded. Do not trust this checkpoint.") from None
+        except Exception as err:  # noqa: BLE001  (missing, truncated: torch raises several types)
+            raise ValueError(
+                f"{states}: cannot read the random-number states ({type(err).__name__}); the file is missing or damaged. "
+                f"A run resumed without them would not end as the uninterrupted run: delete {path} to resume from the "
+                "checkpoint before it, or start the run again.") from None
+
     def resume(self, where: str, model: nn.Module) -> TrainerState:
         """Load the checkpoint (model, optimizer, scheduler, RNG states) into the run; return its trainer state.
 
@@ -334,7 +354,9 @@ class Checkpoints:
         for f in sorted(path.glob("*.safetensors")):
             check_safetensors(f)
         partial = self._check_unchanged(path, model)
-        self.accelerator.load_state(str(path), **({"strict": False} if partial else {}))
+        self._check_random_states(path)
+        with refuse_unsafe_pickles(path):
+            self.accelerator.load_state(str(path), **({"strict": False} if partial else {}))
         self.accelerator.print(f"resumed from {path} (epoch {state.epoch + 1} done, step {state.global_step})")
         return state
 

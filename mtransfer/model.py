@@ -23,6 +23,7 @@ from torch import nn
 from mtransfer.adapters.base import Adapter, LayerGroup, get_adapter_class, quiet_transformers
 from mtransfer.atomic import atomic_directory
 from mtransfer.heads import Head, HeadConfig
+from mtransfer.weight_files import refuse_unsafe_pickles
 
 FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapte
     name = model_name_or_path
     if isinstance(name, str):  # builtin:minilm -> its folder; anything else unchanged
         model_name_or_path = resolve_model(name, modality)
-    with quiet_transformers():
+    local = Path(model_name_or_path) if isinstance(model_name_or_path, (str, os.PathLike)) else None
+    with quiet_transformers(), refuse_unsafe_pickles(local):
         adapter = get_adapter_class(modality)(model_name_or_path, **adapter_kwargs)
     if isinstance(name, str) and name != model_name_or_path:
         adapter.model_name_or_path = name  # cards and run identities name the builtin, not a local folder
@@ -491,7 +493,7 @@ class TransferModel(nn.Module):
         """
         import inspect
 
-        from mtransfer.weight_files import load_safetensors
+        from mtransfer.weight_files import load_safetensors, refuse_unsafe_pickles
 
         folder = Path(folder).expanduser()
         config = read_model_config(folder)
@@ -501,7 +503,7 @@ class TransferModel(nn.Module):
         if not (folder / "backbone").is_dir():
             raise FileNotFoundError(f"{folder}: the model folder has no backbone/ sub-folder (written by save_pretrained "
                                     "with the backbone's weights); copy the whole folder.")
-        with quiet_transformers():
+        with quiet_transformers(), refuse_unsafe_pickles(folder / "backbone"):
             adapter = adapter_cls.from_pretrained(folder / "backbone", **{**config["adapter"], **adapter_overrides})
         vocabulary = None
         if config["head"].get("task") == "ctc":

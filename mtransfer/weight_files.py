@@ -7,10 +7,12 @@ declared sizes first, and :func:`load_safetensors` wraps the load with the file'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -51,3 +53,40 @@ def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, 
         return load_file(str(path), device=device)
     except Exception as err:  # noqa: BLE001  (safetensors raises its own error types, and panics)
         raise CorruptWeightsError(f"{path}: cannot read the weights ({type(err).__name__}: {err}).") from None
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuses_weights_only(path: Path) -> bool:
+    """Whether a torch-pickle file fails a weights-only load (Accelerate's allow-list of safe globals included)."""
+    import pickle
+
+    from accelerate.utils import load as accelerate_load
+
+    try:
+        accelerate_load(path, map_location="cpu", mmap=True)
+    except pickle.UnpicklingError:
+        return True
+    except Exception:  # noqa: BLE001  (truncated or foreign files fail otherwise: not what is sought here)
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def refuse_unsafe_pickles(folder: str | os.PathLike | None) -> Iterator[None]:
+    """Turn a weights-only refusal (``pickle.UnpicklingError``, whose text suggests ``weights_only=False``) inside
+    the block into one line naming the file of ``folder`` that holds code, and saying not to trust it."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError:
+        folder = Path(folder) if folder is not None else None
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES) \
+            if folder is not None and folder.is_dir() else []
+        culprit = next((p for p in files if _refuses_weights_only(p)), None)
+        where = str(culprit) if culprit is not None else f"a pickled file in {folder}"
+        raise CorruptWeightsError(
+            f"{where}: refused: it holds Python objects beyond tensors, which would run code when loaded. Do not trust "
+            "this file; load weights only from a source you trust (safetensors files hold no code).") from None
