@@ -200,6 +200,7 @@ class Checkpoints:
         accelerate_log.addFilter(quiet)
         try:
             acc.save_state(str(tmp), safe_serialization=True)
+            acc.wait_for_everyone()  # every process has written its part (its random states) before the rename
             if acc.is_main_process:
                 state.run_identity = self.identity
                 (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))

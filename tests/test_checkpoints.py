@@ -77,3 +77,18 @@ def test_a_crafted_pytorch_model_bin_in_a_model_folder_is_refused_in_one_line(ti
     assert main(["train", "--model", str(backbone), "--train", str(tmp_path / "t.csv"), "--output-dir",
                  str(tmp_path / "run"), "--no-progress"]) == 2
     assert "pytorch_model.bin: refused" in capsys.readouterr().err and not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_finish_writing_before_the_checkpoint_folder_is_renamed(tiny_bert, tmp_path):
+    from tests.test_multiprocess import launch_report, launch_two_cpu
+
+    out = tmp_path / "race"
+    proc = launch_two_cpu("tests/launch_checkpoint_race.py", tiny_bert, out, "2.0")
+    assert proc.returncode == 0, launch_report(proc)
+    assert all((out / f"rank{i}.json").is_file() for i in range(2))
+    for epoch in (1, 2):
+        names = {p.name for p in (out / "checkpoints" / f"epoch_{epoch}").iterdir()}
+        assert {"random_states_0.pkl", "random_states_1.pkl", "trainer_state.json"} <= names
+    assert not list((out / "checkpoints").glob(".*"))  # no temporary folder left
