@@ -298,7 +298,23 @@ def test_one_command_ranks_trains_on_the_best_source_adapts_reports_and_resumes(
     assert main(args) == 0 and runs == ["target", "baseline"]  # all done: nothing trains
     capsys.readouterr()
     assert main([*args, "--top-k", "2"]) == 2
-    assert "ranking.json was written with other settings (top_k differ)" in capsys.readouterr().err
+    assert "ranking.json was made by another run (top_k 1 -> 2); its result does not hold" in capsys.readouterr().err
+    # on the earlier main each of these exited 0 in seconds and printed the first run's results
+    target_flag = args.index("--target") + 1
+    other_target = [*args[:target_flag], files["hi"], *args[target_flag + 1:]]
+    other_epochs = [*args, "--target-epochs", "2"]
+    fewer_rows = tmp_path / "bn_train_short.csv"
+    lines = Path(files["bn"].split(",")[0]).read_text().splitlines()
+    fewer_rows.write_text("\n".join(lines[:-1]) + "\n")  # one source row deleted
+    bn_short = ",".join([str(fewer_rows), *files["bn"].split(",")[1:]])
+    other_source = [a.replace(f"bn={files['bn']}", f"bn={bn_short}") for a in args]
+    for argv, why in ((other_target, "target corpus changed"), (other_epochs, "target_epochs 1 -> 2"),
+                      (other_source, "source_data 'bn' changed")):
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and "was made by another run" in err and len(err.splitlines()) == 1, err
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
 
     assert main(["adapt-speech", "--source", f"bn={files['bn']}", "--target", files["as"], "--output-dir",
                  str(tmp_path / "x")]) == 2

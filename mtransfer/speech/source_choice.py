@@ -93,16 +93,53 @@ def _audio_only(corpus: Mapping[str, Any], where: str) -> list[Any]:
     return audio
 
 
+def corpus_fingerprint(corpus: Any) -> str:
+    """A digest of a corpus's content: each split's audio (files by path, size and time; arrays by bytes) and transcripts."""
+    import hashlib
+
+    from mtransfer.cache import text_fingerprint
+    from mtransfer.media import media_fingerprint
+
+    h = hashlib.sha256()
+    if isinstance(corpus, list):  # untranscribed audio
+        h.update(media_fingerprint(corpus).encode())
+        return h.hexdigest()[:16]
+    for split in SPLITS:
+        if split in corpus:
+            h.update(f"{split}|{media_fingerprint(corpus[split].inputs)}|{text_fingerprint(corpus[split].references)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key in sorted({*saved, *wanted}):
+        a, b = saved.get(key), wanted.get(key)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):  # corpus fingerprints by name
+            out += [f"{key} {name!r} changed" if name in a and name in b else
+                    f"{key} {name!r} {'added' if name in b else 'removed'}"
+                    for name in sorted({*a, *b}) if a.get(name) != b.get(name)]
+        elif key.endswith("_data"):
+            out.append(f"{key[:-len('_data')]} corpus changed")
+        else:
+            out.append(f"{key} {a!r} -> {b!r}")
+    return out
+
+
 def _stage(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """A finished stage's record, or None; a record written under other settings is an error, not a result."""
+    """A finished stage's record, or None; a record written by anything else (settings, corpora, target) is an error."""
+    from mtransfer.atomic import read_json
+
     if not path.is_file():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("settings") != settings:
-        changed = sorted(k for k in {*settings, *record.get("settings", {})}
-                         if settings.get(k) != record.get("settings", {}).get(k))
-        raise ValueError(f"{path} was written with other settings ({', '.join(changed)} differ); choose another "
-                         "output_dir or delete it to start again.")
+    record = read_json(path, "finished stage's record")
+    saved = record.get("settings") if isinstance(record, dict) else None
+    if saved != settings:
+        changed = _differences(saved if isinstance(saved, dict) else {}, settings)
+        raise ValueError(f"{path} was made by another run ({'; '.join(changed[:6])}); its result does not hold for this "
+                         "one. Rerun with that run's settings and corpora, choose another output_dir, or delete the "
+                         "folder to start again.")
     return record
 
 
@@ -160,8 +197,16 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda line: None)
-    settings = {"sources": sorted(sources), "scorer": str(scorer), "top_k": top_k, "model": str(model), "seed": seed,
-                "target_utterances": len(tgt["train"])}
+    # what made each stage: a stage is reused only when all of it is the same
+    data = {name: corpus_fingerprint(s) for name, s in src.items()}
+    target_data = corpus_fingerprint(tgt)
+    settings = {"sources": sorted(sources), "source_data": data, "target_data": target_data, "scorer": str(scorer),
+                "top_k": top_k, "model": str(model), "seed": seed, "target_utterances": len(tgt["train"]),
+                "batch_size": batch_size}
+    source_settings = {"source_epochs": source_epochs, "source_lr": source_lr, "source_patience": source_patience,
+                       "pretrain_epochs": pretrain_epochs}
+    target_settings = {"target_epochs": target_epochs, "target_lr": target_lr, "patience": patience}
+    scratch_settings = {"scratch_epochs": scratch_epochs, "scratch_lr": scratch_lr, "scratch_patience": scratch_patience}
 
     ranking = _stage(out / "ranking.json", settings)
     if ranking is None:
@@ -171,27 +216,29 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
                    "scorer": scores.featurizer}
         _write(out / "ranking.json", ranking)
     chosen = [r["source"] for r in ranking["ranking"][:top_k]]
+    made_source = {**settings, "chosen": chosen, **source_settings}
+    made_target = {**made_source, **target_settings}
+    made_scratch = {**settings, **scratch_settings}
+    # every finished stage is checked before any stage trains
+    source = _stage(out / "source.json", made_source)
+    target_run = _stage(out / "target.json", made_target)
+    scratch = _stage(out / "baseline.json", made_scratch) if baseline else None
     say(f"ranking ({scorer}): " + ", ".join(f"{r['source']} {r['score']:.3f}" for r in ranking["ranking"])
         + f" -> pretrain on {' + '.join(chosen)}")
     common = dict(batch_size=batch_size, seed=seed, progress=progress)
-    source = _stage(out / "source.json", {**settings, "chosen": chosen})
     if source is None:
-        source = {"settings": {**settings, "chosen": chosen},
+        source = {"settings": made_source,
                   "results": _train_source(chosen, src, out / "source", model, source_epochs, source_lr, source_patience,
                                            pretrain_epochs, common)}
         _write(out / "source.json", source)
-    target_run = _stage(out / "target.json", {**settings, "chosen": chosen})
     if target_run is None:
-        target_run = {"settings": {**settings, "chosen": chosen},
+        target_run = {"settings": made_target,
                       "results": _adapt(out, source["results"], tgt, target_epochs, target_lr, patience, common)}
         _write(out / "target.json", target_run)
-    scratch = None
-    if baseline:
-        scratch = _stage(out / "baseline.json", settings)
-        if scratch is None:
-            scratch = {"settings": settings, "results": _scratch(out, model, tgt, scratch_epochs, scratch_lr,
+    if baseline and scratch is None:
+        scratch = {"settings": made_scratch, "results": _scratch(out, model, tgt, scratch_epochs, scratch_lr,
                                                                  scratch_patience, common)}
-            _write(out / "baseline.json", scratch)
+        _write(out / "baseline.json", scratch)
     return _report(out, ranking, chosen, source["results"], target_run["results"],
                    scratch["results"] if scratch else None, len(tgt["train"]), "test" in tgt, say)
 
