@@ -20,22 +20,51 @@ extracts every ``num_processes``-th shard; readers see one cache in dataset orde
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from mtransfer.atomic import atomic_write_json
+from mtransfer.atomic import atomic_write_json, fix_permissions
 
+logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 DEFAULT_SHARD_SIZE = 4096
+
+
+def _intact(shard: Path) -> bool:
+    """Whether a shard file is there and whole (its safetensors header and declared sizes check out)."""
+    from mtransfer.weight_files import CorruptWeightsError, check_safetensors
+
+    if not shard.is_file():
+        return False
+    try:
+        check_safetensors(shard)
+    except CorruptWeightsError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _entry_lock(path: Path) -> Iterator[None]:
+    """Hold the entry's lock (``flock`` on ``.<entry>.lock`` beside it): a second process extracting the same entry
+    waits for the first."""
+    with open(path.parent / f".{path.name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def default_cache_dir() -> Path:
@@ -189,13 +218,30 @@ class FeatureCache:
         return self.root / digest
 
     def lookup(self, key: dict[str, Any]) -> CacheEntry | None:
-        """The complete entry for ``key``, or None."""
+        """The complete entry for ``key``, or None.
+
+        An entry with a damaged shard (truncated by a full disk, say) is not complete: the shard is
+        removed, with a warning naming it, so the next extraction writes it again.
+        """
         path = self.entry_path(key)
         meta_path = path / "meta.json"
         if not meta_path.is_file():
             return None
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{meta_path}: not a readable feature-cache record ({err}); the cache entry is damaged: "
+                             f"delete {path} and rerun (its features are extracted again).") from None
         if not meta.get("complete") or meta.get("key") != key:
+            return None
+        damaged = [s for s in range(int(meta.get("num_shards", 0))) if not _intact(path / f"shard_{s:05d}.safetensors")]
+        if damaged:
+            for s in damaged:
+                logger.warning("feature cache %s: shard %d is damaged; extracting it again", path, s)
+                (path / f"shard_{s:05d}.safetensors").unlink(missing_ok=True)
+            atomic_write_json(meta_path, {**meta, "complete": False})
             return None
         kind = FrameCacheEntry if meta.get("frames") else CacheEntry
         return kind(path, meta["num_rows"], meta["dim"], meta["shard_size"])
@@ -226,13 +272,27 @@ class FeatureCache:
         if found is not None:
             self.hits += 1
             return found
-        self.misses += 1
         path = self.entry_path(key)
         path.mkdir(parents=True, exist_ok=True)
+        if num_processes == 1:  # another process extracting this entry: wait for it, then read its shards
+            with _entry_lock(path):
+                found = self.lookup(key)
+                if found is not None:
+                    self.hits += 1
+                    return found
+                return self._fill(adapter, inputs, key, path, view, seed, batch_size, device, 0, 1, wait, on_shard,
+                                  progress, frames)
+        return self._fill(adapter, inputs, key, path, view, seed, batch_size, device, process_index, num_processes,
+                          wait, on_shard, progress, frames)
+
+    def _fill(self, adapter, inputs, key: dict[str, Any], path: Path, view: int, seed: int, batch_size: int, device,
+              process_index: int, num_processes: int, wait, on_shard, progress: bool, frames: bool) -> CacheEntry:
+        """Extract this process's missing shards of the entry at ``path``, then mark it complete."""
+        self.misses += 1
         n = len(inputs)
         num_shards = max(1, -(-n // self.shard_size))
         mine = [s for s in range(num_shards) if s % num_processes == process_index]
-        todo = [s for s in mine if not (path / f"shard_{s:05d}.safetensors").is_file()]
+        todo = [s for s in mine if not _intact(path / f"shard_{s:05d}.safetensors")]
         if todo:
             self._extract(adapter, inputs, path, todo, view, seed, batch_size, device, on_shard, progress, frames)
         if wait is not None:
@@ -286,6 +346,7 @@ class FeatureCache:
                     tensors["offsets"] = torch.tensor([0, *np.cumsum([len(c) for c in chunks])], dtype=torch.int64)
                 tmp = path / f".shard_{s:05d}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # unique per writer, threads too
                 save_file(tensors, str(tmp))
+                fix_permissions(tmp)  # safetensors creates private (0600) files; outputs follow the umask
                 os.replace(tmp, path / f"shard_{s:05d}.safetensors")
                 if on_shard is not None:
                     on_shard(s)

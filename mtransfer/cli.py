@@ -821,17 +821,20 @@ COMMANDS = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "pre
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures a user can fix (bad input, missing files, a locked folder, a full disk): one line, exit 2."""
+    from safetensors import SafetensorError
+
     from mtransfer.locks import OutputLockedError
 
-    return (ValueError, OSError, OutputLockedError)
+    return (ValueError, OSError, OutputLockedError, SafetensorError)
 
 
 def describe_error(err: BaseException) -> str:
     """One line for an expected failure."""
     import errno
 
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        where = f" while writing {err.filename}" if err.filename else ""
+    if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err):
+        filename = getattr(err, "filename", None)  # safetensors' writer raises its own error type, without a name
+        where = f" while writing {filename}" if filename else ""
         return f"disk full{where}; nothing half-written was kept: free some space or choose another folder."
     text = " ".join(str(err).split()) or type(err).__name__
     return text

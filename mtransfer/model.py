@@ -20,10 +20,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from mtransfer.adapters.base import Adapter, LayerGroup, get_adapter_class, quiet_transformers
+from mtransfer import __version__
+from mtransfer.adapters.base import Adapter, LayerGroup, check_adapter_settings, get_adapter_class, quiet_transformers
 from mtransfer.atomic import atomic_directory
 from mtransfer.heads import Head, HeadConfig
-from mtransfer.weight_files import refuse_unsafe_pickles
+from mtransfer.weight_files import check_safetensors, refuse_unsafe_pickles
 
 FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -80,9 +81,18 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or "mtransfer_format" not in config:
         raise ValueError(f"{config_path}: not an mtransfer config (no 'mtransfer_format' key); "
                          "for a plain transformers model use TransferModel.from_backbone.")
+    found = config["mtransfer_format"]
+    if not isinstance(found, int) or found > FORMAT_VERSION:
+        wrote = config.get("mtransfer_version", "a newer version")
+        raise ValueError(f"{config_path}: written by mtransfer {wrote} in model format {found!r}; this mtransfer "
+                         f"({__version__}) reads format {FORMAT_VERSION} at most. Upgrade mtransfer to open it.")
     missing = [k for k in ("adapter_type", "adapter", "head", "label_names") if k not in config]
     if missing:
         raise ValueError(f"{config_path}: incomplete mtransfer config (missing {', '.join(missing)}).")
+    if not isinstance(config["adapter"], dict):
+        raise ValueError(f"{config_path}: 'adapter' must be a mapping of adapter settings.")
+    check_adapter_settings(get_adapter_class(config["adapter_type"]).adapter_type,
+                           [k for k in config["adapter"] if k != "source"], str(config_path), prefix="adapter.")
     return config
 
 
@@ -455,6 +465,7 @@ class TransferModel(nn.Module):
     def get_config(self) -> dict[str, Any]:
         return {
             "mtransfer_format": FORMAT_VERSION,
+            "mtransfer_version": __version__,
             "adapter_type": self.adapter.adapter_type,
             "adapter": self.adapter.get_config(),
             "head": asdict(self.head.config),
@@ -503,6 +514,8 @@ class TransferModel(nn.Module):
         if not (folder / "backbone").is_dir():
             raise FileNotFoundError(f"{folder}: the model folder has no backbone/ sub-folder (written by save_pretrained "
                                     "with the backbone's weights); copy the whole folder.")
+        for weights in sorted((folder / "backbone").rglob("*.safetensors")):  # a cut-off file is named, not a Rust panic
+            check_safetensors(weights)
         with quiet_transformers(), refuse_unsafe_pickles(folder / "backbone"):
             adapter = adapter_cls.from_pretrained(folder / "backbone", **{**config["adapter"], **adapter_overrides})
         vocabulary = None

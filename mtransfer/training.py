@@ -513,7 +513,8 @@ class Trainer:
         """A fresh state, or the checkpoint's after checking it belongs to this run; trackers; callbacks."""
         args, accelerator = self.args, self.accelerator
         adapter = self.unwrapped.adapter
-        identity = run_identity(args.to_dict(), self.unwrapped.get_config(),
+        model_config = {k: v for k, v in self.unwrapped.get_config().items() if k != "mtransfer_version"}
+        identity = run_identity(args.to_dict(), model_config,
                                 {"train": _data_fingerprint(adapter, self.train_dataset),
                                  "eval": _data_fingerprint(adapter, self.eval_dataset)})
         self.checkpoints = Checkpoints(args.output_dir, accelerator, identity, args.save_total_limit)

@@ -260,4 +260,8 @@ def scatter(matrix, scores_by: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:  # bad settings, a folder trained under others: one line
+        print(f"transfer_matrix.py: error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)

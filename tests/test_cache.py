@@ -281,10 +281,74 @@ def test_an_augmented_view_restores_every_random_generator(tiny_bert, texts, tmp
         assert torch.equal(torch.cuda.get_rng_state(), cuda_before)
 
 
-def test_a_truncated_cache_shard_is_named_in_one_line(tiny_bert, texts, tmp_path):
+def test_a_truncated_cache_shard_is_extracted_again_not_failed_on_every_rerun(tiny_bert, texts, tmp_path, caplog):
+    """On the earlier main, a truncated shard failed the same way on every rerun."""
     cache = FeatureCache(tmp_path / "cache", shard_size=16)
     entry = cache.features(TextAdapter(tiny_bert), texts)
-    shard = entry.path / "shard_00000.safetensors"
+    expected = entry.all()
+    shard = entry.path / "shard_00001.safetensors"
     shard.write_bytes(shard.read_bytes()[:-40])
-    with pytest.raises(ValueError, match=r"shard_00000.safetensors: not a readable safetensors file \(truncated"):
-        cache.features(TextAdapter(tiny_bert), texts).all()
+    with pytest.raises(ValueError, match=r"shard_00001.safetensors: not a readable safetensors file \(truncated"):
+        type(entry)(entry.path, entry.num_rows, entry.dim, entry.shard_size).all()  # a reader names the file
+    written = []
+    again = cache.features(TextAdapter(tiny_bert), texts, on_shard=written.append)
+    assert written == [1]  # the damaged shard alone
+    assert torch.equal(again.all(), expected)
+    assert f"feature cache {entry.path}: shard 1 is damaged; extracting it again" in caplog.text
+
+
+def test_a_damaged_cache_record_is_one_line_naming_it(tiny_bert, texts, tmp_path):
+    cache = FeatureCache(tmp_path / "cache", shard_size=16)
+    entry = cache.features(TextAdapter(tiny_bert), texts)
+    (entry.path / "meta.json").write_text('{"key": ')
+    with pytest.raises(ValueError) as err:
+        cache.features(TextAdapter(tiny_bert), texts)
+    assert str(err.value).startswith(f"{entry.path / 'meta.json'}: not a readable feature-cache record (")
+    assert str(err.value).endswith(f"the cache entry is damaged: delete {entry.path} and rerun (its features are "
+                                   "extracted again).")
+
+
+def test_cache_shards_follow_the_umask(tiny_bert, texts, tmp_path):
+    """On the earlier main, shards were written 0600 under umask 022 (every other output follows the umask)."""
+    old = os.umask(0o022)
+    try:
+        entry = FeatureCache(tmp_path / "cache", shard_size=16).features(TextAdapter(tiny_bert), texts)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in entry.path.iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+def _extract_in_a_process(bert: str, root: str, log: str) -> None:
+    """Run in a spawned process: extract the shared entry, recording each shard this process wrote."""
+    from mtransfer.adapters.text import TextAdapter as Text
+
+    import time
+
+    written: list[int] = []
+
+    def slowly(shard: int) -> None:  # extraction long enough for the two processes to overlap
+        written.append(shard)
+        time.sleep(0.5)
+
+    FeatureCache(root, shard_size=8).features(Text(bert), extraction_texts(), batch_size=5, on_shard=slowly)
+    Path(log).write_text(",".join(map(str, written)))
+
+
+def test_a_second_process_extracting_the_same_entry_waits_and_reads_the_first_ones_shards(tiny_bert, tmp_path):
+    """On the earlier main, two processes extracting one entry both did the whole work (168 s each on a real corpus)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_extract_in_a_process, args=(str(tiny_bert), str(tmp_path / "cache"),
+                                                             str(tmp_path / f"written{i}.txt"))) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    written = sorted((tmp_path / f"written{i}.txt").read_text() for i in range(2))
+    assert written == ["", "0,1,2,3,4,5,6"]  # one process wrote every shard, the other none
+    alone = FeatureCache(tmp_path / "alone", shard_size=8).features(TextAdapter(tiny_bert), extraction_texts(), batch_size=5)
+    shared = FeatureCache(tmp_path / "cache", shard_size=8).features(TextAdapter(tiny_bert), extraction_texts())
+    assert torch.equal(shared.all(), alone.all())
