@@ -48,6 +48,17 @@ def setup(tiny_bert, topic_data, tmp_path_factory):
     (root / "badconfig" / "config.json").write_text('{"mtransfer_format": 1, "adapter_type": ')
     weights = (root / "corrupt" / "model.safetensors").read_bytes()
     (root / "corrupt" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    for name in ("truncated_backbone", "unknown_key", "newer"):
+        shutil.copytree(run / "model", root / name)
+    weights = root / "truncated_backbone" / "backbone" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    for name, change in (("unknown_key", {"adapter": {"max_lenght": 8}}),
+                         ("newer", {"mtransfer_format": 2, "mtransfer_version": "0.4.0"})):
+        config = json.loads((root / name / "config.json").read_text())
+        config.update({k: {**config[k], **v} if isinstance(v, dict) else v for k, v in change.items()})
+        (root / name / "config.json").write_text(json.dumps(config))
+    (root / "matrix").mkdir()
+    (root / "matrix" / "settings.json").write_text(json.dumps({"target_epochs": 3}))
     (root / "export").mkdir()
     (root / "export" / "notes.txt").write_text("mine")
     relabelled = [dict(r, label=r["label"] + "x") for r in topic_data[0]]
@@ -126,6 +137,18 @@ CASES = {
     "export into a folder holding the model": (lambda s: ["export", "--model-dir", str(s["run"] / "model"), "--output",
                                                           str(s["run"]), "--overwrite"],
                                                "contains the model folder"),
+    "truncated backbone/model.safetensors": (lambda s: ["predict", "--model-dir", str(s["root"] / "truncated_backbone"),
+                                                        "--input", "-"],
+                                             "truncated_backbone/backbone/model.safetensors: not a readable safetensors "
+                                             "file (truncated"),
+    "unknown key under adapter in config.json": (lambda s: ["predict", "--model-dir", str(s["root"] / "unknown_key"),
+                                                            "--input", "-"],
+                                                 "unknown_key/config.json: unknown key adapter.max_lenght for the text "
+                                                 "adapter (did you mean adapter.max_length?)"),
+    "a model format newer than this version": (lambda s: ["evaluate", "--model-dir", str(s["root"] / "newer"), "--data",
+                                                          s["train"]],
+                                               "newer/config.json: written by mtransfer 0.4.0 in model format 2; this "
+                                               "mtransfer (0.1.0) reads format 1 at most. Upgrade mtransfer to open it."),
     "export into a non-empty folder": (lambda s: ["export", "--model-dir", str(s["run"] / "model"), "--output",
                                                   str(s["root"] / "export")],
                                        "export: the folder is not empty (notes.txt); pass --overwrite"),
@@ -215,3 +238,37 @@ def test_disk_full_is_one_line_and_leaves_no_hidden_files(setup, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("mtransfer train: error: disk full") and len(err.splitlines()) == 1
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no hidden .tmp left, lock released
+
+
+def test_a_full_disk_under_safetensors_is_one_line(setup, tmp_path, capsys, monkeypatch):
+    """safetensors' own error (SafetensorError ... No space left on device) is not an OSError: it printed a traceback."""
+    from safetensors import SafetensorError
+
+    import mtransfer.cache
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space "
+                              "left on device\" })")
+
+    monkeypatch.setattr(mtransfer.cache, "save_file", full)
+    argv = _train(setup, "--train", setup["train"], "--set", f"cache_dir={tmp_path / 'cache'}")
+    argv[argv.index("--output-dir") + 1] = str(tmp_path / "full")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("mtransfer train: error: disk full; nothing half-written was kept: free some space or choose another "
+                   "folder.")
+    assert not list((tmp_path / "cache").rglob("*.safetensors")) and not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_the_matrix_scripts_own_refusals_are_one_line(setup):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "transfer_matrix.py"), "--output-dir",
+                           str(setup["root"] / "matrix")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"transfer_matrix.py: error: {setup['root'] / 'matrix'} holds a "
+                                                          "matrix trained with other settings (")
+    assert "target_epochs: 3 there, 30 now" in err
