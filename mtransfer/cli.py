@@ -216,7 +216,9 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--strategy", default="two_stage", help="frozen, last_n, full, two_stage, gradual_unfreezing, chain_thaw")
     train.add_argument("--epochs", type=positive_int, default=3)
     train.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of fine-tuning")
-    train.add_argument("--head-lr", type=float, default=None, help="learning rate of head-only phases (default 5e-3, whatever --lr is)")
+    train.add_argument("--head-lr", type=float, default=None, help="learning rate of every head-only phase: frozen, and the first phase of two_stage, "
+                            "gradual_unfreezing and chain_thaw (default: 5e-3 for two_stage and chain_thaw, --lr for "
+                            "frozen and gradual_unfreezing)")
     train.add_argument("--last-n", type=positive_int, default=None)
     train.add_argument("--head-epochs", type=positive_int, default=None, help="two_stage: epochs of the head-only stage")
     train.add_argument("--num-threads", type=positive_int, default=None,

@@ -49,8 +49,9 @@ class TrainingArguments:
             ``chain_thaw`` (see :mod:`mtransfer.strategies`).
         num_epochs: Epochs in all, over every phase of the strategy.
         learning_rate: Peak LR of fine-tuning (and of the head, but for head-only phases).
-        head_learning_rate: Peak LR of the head-only phases of ``two_stage`` and ``chain_thaw``
-            (default 5e-3, independent of ``learning_rate``).
+        head_learning_rate: Peak LR of every head-only phase (``frozen``, and the first phase of
+            ``two_stage``, ``gradual_unfreezing`` and ``chain_thaw``); None: 5e-3 for ``two_stage``
+            and ``chain_thaw``, ``learning_rate`` for ``frozen`` and ``gradual_unfreezing``.
         last_n: Top adapter groups trained by ``last_n`` and by ``two_stage``'s second stage.
         head_epochs: Epochs of ``two_stage``'s head-only stage.
         unfreeze_every: Epochs between unfreezings under ``gradual_unfreezing``.

@@ -206,3 +206,23 @@ def test_help_imports_neither_torch_nor_transformers():
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_head_lr_sets_the_rate_of_a_frozen_run_through_the_cli(tiny_bert, topic_data, tmp_path, capsys):
+    """On the earlier main, --head-lr was ignored by --strategy frozen: losses identical with and without it."""
+    train = write_csv(tmp_path / "train.csv", topic_data[0])
+    base = ["train", "--model", str(tiny_bert), "--train", str(train), "--output-dir", None, "--epochs", "2",
+            "--strategy", "frozen", "--lr", "1e-5", "--no-progress", "--set", "report_to=none", "--set", "plot=false",
+            "--set", "save_checkpoints=false"]
+    losses = {}
+    for name, extra in (("lr only", []), ("head lr", ["--head-lr", "5e-2"]), ("same as --lr", ["--head-lr", "1e-5"])):
+        argv = list(base)
+        argv[argv.index("--output-dir") + 1] = str(tmp_path / name)
+        assert main([*argv, *extra]) == 0
+        capsys.readouterr()
+        record = json.loads((tmp_path / name / "metrics.json").read_text())
+        losses[name] = [h["train_loss"] for h in record["history"]]
+        if name == "head lr":
+            assert record["args"]["head_learning_rate"] == 5e-2
+    assert losses["head lr"] != losses["lr only"]
+    assert losses["same as --lr"] == losses["lr only"]  # the flag is the head's rate, nothing else

@@ -118,3 +118,27 @@ def test_efficientnet_lite0_follows_every_plan(strategy, shapes, tmp_path):
     assert names[-2:] == ["conv_head", "head"]
     train_and_reload(model, train, val, strategy, tmp_path, val.inputs[:3], cache_features=False,
                      discriminative_lr_decay=2.0)
+
+
+def test_train_init_from_a_folder_naming_code_takes_trust_remote_code(shape_data, tmp_path, capsys):
+    """On the earlier main, the --init-from refusal suggested --trust-remote-code, which train did not accept."""
+    from PIL import Image
+
+    from mtransfer.cli import main
+
+    train_rows, _ = shape_data
+    train = mt.load_labeled(train_rows, input_column="image")
+    mt.TransferModel.from_backbone("torch", "tests.tiny:make_small_cnn", labels=train.label_names,
+                                   image_size=32).save_pretrained(tmp_path / "m")
+    lines = ["image,label"]
+    for i, row in enumerate(train_rows[:12]):
+        Image.fromarray(row["image"]).save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.png,{row['label']}")
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    argv = ["train", "--init-from", str(tmp_path / "m"), "--train", str(tmp_path / "train.csv"), "--output-dir",
+            str(tmp_path / "run"), "--epochs", "1", "--strategy", "frozen", "--no-progress", "--set", "report_to=none"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "names the code 'tests.tiny:make_small_cnn" in err and "--trust-remote-code" in err
+    assert main([*argv, "--trust-remote-code"]) == 0
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
