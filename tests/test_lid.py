@@ -175,3 +175,19 @@ def test_ties_are_reported_as_ties_not_by_listing_order():
         assert out["top1_hit"] == "tie" and set(out["predicted_best"].split(", ")) == {"a", "b"}
     assert correlate({"a": 0.5, "b": 0.5, "c": 0.1}, {"a": 0.9, "b": 0.9, "c": 0.2})["top1_hit"] is True
     assert correlate({"a": 0.1, "b": 0.5, "c": 0.5}, {"a": 0.9, "b": 0.4, "c": 0.2})["top1_hit"] is False
+
+
+def test_an_interval_from_too_few_target_inputs_is_undefined_not_a_point(caplog):
+    """On the earlier main, one target utterance gave the interval [0.61, 0.61]."""
+    from mtransfer.ranking.lid import MIN_INTERVAL_INPUTS
+
+    rng = np.random.default_rng(0)
+    src = {"a": [(rng.normal(size=800) * 0.1, 16000) for _ in range(12)],
+           "b": [(np.sin(np.arange(800) * 0.3) * 0.5 + rng.normal(size=800) * 0.01, 16000) for _ in range(12)]}
+    tgt = {"one": src["a"][:1], "few": src["a"][:MIN_INTERVAL_INPUTS - 1], "enough": src["a"][:MIN_INTERVAL_INPUTS]}
+    scores = rank_sources(src, tgt, bootstrap=200)
+    by = {r.target: r.ranking for r in scores.rankings}
+    assert all(row["ci"] is None for t in ("one", "few") for row in by[t])
+    assert all(row["ci"][0] <= row["score"] <= row["ci"][1] for row in by["enough"])
+    assert "target one: 1 input(s), fewer than the 5 a bootstrap interval needs; its interval is undefined" in caplog.text
+    assert json.loads(json.dumps(scores.to_dict()))["targets"][0]["ranking"][0]["ci"] is None  # valid JSON, no NaN

@@ -15,6 +15,7 @@ filterbank statistics through torchaudio).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ FBANK = "fbank"
 MFCC = "mfcc"
 MFCC_FRAMES = "mfcc-frames"
 DEFAULT_SCORER = MFCC
+MIN_INTERVAL_INPUTS = 5  # fewer target inputs than this: the bootstrap interval is reported as undefined
+logger = logging.getLogger(__name__)
 
 
 def _waveform(item: Any, sampling_rate: int) -> torch.Tensor:
@@ -138,7 +141,11 @@ def resolve_inputs(data: Any, input_column: str = "audio") -> list[Any]:
 
 @dataclass
 class SourceRanking:
-    """One target's scores: the average posterior of each source, with a bootstrap confidence interval."""
+    """One target's scores: the average posterior of each source, with a bootstrap confidence interval.
+
+    ``ci`` rows are NaN (``ranking``'s ``"ci"`` None) where no interval was asked for or the target has
+    fewer than ``MIN_INTERVAL_INPUTS`` inputs, too few for a resampled interval to mean anything.
+    """
 
     target: str
     sources: list[str]
@@ -150,7 +157,8 @@ class SourceRanking:
     def ranking(self) -> list[dict[str, Any]]:
         order = np.argsort(-self.scores, kind="stable")
         return [{"source": self.sources[i], "score": round(float(self.scores[i]), 6),
-                 "ci": [round(float(self.ci[i, 0]), 6), round(float(self.ci[i, 1]), 6)]} for i in order]
+                 "ci": None if np.isnan(self.ci[i]).any() else [round(float(self.ci[i, 0]), 6), round(float(self.ci[i, 1]), 6)]}
+                for i in order]
 
     @property
     def best(self) -> str:
@@ -330,13 +338,16 @@ def _ranking(target: str, post: np.ndarray, names: list[str], bootstrap: int, co
         post: ``(n_target, sources)``.
     """
     scores = post.mean(0)
-    if bootstrap:
+    if bootstrap and len(post) < MIN_INTERVAL_INPUTS:
+        logger.warning("target %s: %d input(s), fewer than the %d a bootstrap interval needs; its interval is undefined",
+                       target, len(post), MIN_INTERVAL_INPUTS)
+    if bootstrap and len(post) >= MIN_INTERVAL_INPUTS:
         alpha = (1 - confidence) / 2
         idx = rng.integers(0, len(post), size=(bootstrap, len(post)))
         means = post[idx].mean(1)  # (bootstrap, sources)
         ci = np.stack([np.quantile(means, alpha, axis=0), np.quantile(means, 1 - alpha, axis=0)], axis=1)
-    else:
-        ci = np.stack([scores, scores], axis=1)
+    else:  # no interval: not asked for, or too few inputs to resample (one utterance gave [0.61, 0.61])
+        ci = np.full((len(scores), 2), np.nan)
     return SourceRanking(target, names, scores, ci, len(post))
 
 

@@ -316,9 +316,12 @@ def _report(out: Path, ranking: dict[str, Any], chosen: list[str], source: dict[
               "baseline_results": scratch, "model_dir": target["model_dir"]}
     rows = ranking["ranking"]
     lead = rows[0]
+    interval = lambda r: "undefined" if r["ci"] is None else f"{r['ci'][0]:.3f}-{r['ci'][1]:.3f}"  # noqa: E731
     why = (f"{lead['source']} has the highest average posterior of the source classifier on the target's audio "
-           f"({lead['score']:.3f}, 95% bootstrap interval {lead['ci'][0]:.3f}-{lead['ci'][1]:.3f})")
-    if len(rows) > 1:
+           f"({lead['score']:.3f}, 95% bootstrap interval {interval(lead)})")
+    if len(rows) > 1 and lead["ci"] is None:
+        why += f"; {rows[1]['source']} is next ({rows[1]['score']:.3f}), with too few target utterances for an interval."
+    elif len(rows) > 1:
         second = rows[1]
         overlap = second["ci"][1] >= lead["ci"][0]
         why += (f"; {second['source']} is next ({second['score']:.3f}), "
@@ -326,7 +329,7 @@ def _report(out: Path, ranking: dict[str, Any], chosen: list[str], source: dict[
     lines = ["# Source choice and transfer", "",
              f"Scorer: `{ranking['scorer']}` (source classifier held-out accuracy {ranking['lid_accuracy']:.3f}).", "",
              "| source | average posterior | interval |", "|---|---|---|",
-             *[f"| {r['source']} | {r['score']:.3f} | {r['ci'][0]:.3f}-{r['ci'][1]:.3f} |" for r in rows], "",
+             *[f"| {r['source']} | {r['score']:.3f} | {interval(r)} |" for r in rows], "",
              f"Chosen: **{' + '.join(chosen)}**: {why}", "",
              f"Target ({train_utterances} training utterances), scored on its {scored_on} split:", "",
              "| start | CER | WER | best epoch |", "|---|---|---|---|",
