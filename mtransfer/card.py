@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mtransfer.atomic import read_json
-from mtransfer.record import RECORD_FILE, RunRecord
+from mtransfer.record import RECORD_FILE, RunRecord, mtransfer_version
 
 
 def _fmt(value: Any) -> str:
@@ -42,8 +42,7 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    from mtransfer import __version__
-
+    __version__ = mtransfer_version()
     run = Path(run_dir)
     record = RunRecord.load(run / RECORD_FILE)
     metrics = record.to_dict()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtransfer.builtins import DATA, DEFAULT_SCORER, MODELS, TABLES  # a registry of names: imports no torch
 
 
 def int_at_least(minimum: int):
@@ -73,8 +74,6 @@ TRUST_HELP = ("allow the model folder to import the code it names (a torch backb
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mtransfer.builtins import DATA, MODELS, TABLES  # a registry of names: imports nothing heavy
-
     parser = OneLineParser(prog="mtransfer", description="Transfer learning across images, text and speech.",
                            epilog="Shipped models and data, usable wherever a model or data path goes: "
                                   + ", ".join(MODELS) + " (models); " + ", ".join(DATA) + " (data); "
@@ -105,8 +104,6 @@ def _add_demo(sub: Any) -> None:
 
 def _add_tabular(sub: Any) -> None:
     """The ``tabular`` verb: deep features beside a table's columns, gradient boosting."""
-    from mtransfer.builtins import TABLES
-
     tab = sub.add_parser("tabular", help="gradient boosting on a table's columns plus backbone features of its text/media columns",
                          description="Cross-validate three models (the table's columns only, the deep features only, both), "
                                      "print the comparison, then fit 'both' on all rows and save it (no pickle).")
@@ -135,41 +132,8 @@ def _add_tabular(sub: Any) -> None:
     tab.add_argument("--no-progress", action="store_true")
 
 
-def _model_pair(value: str | None, flag: str) -> tuple[str, str] | None:
-    if value is None:
-        return None
-    modality, sep, model = value.partition(":")
-    if not sep or not model:
-        raise ValueError(f"{flag} {value!r}: expected MODALITY:MODEL, e.g. sentence:builtin:minilm.")
-    return modality, model
-
-
-def tabular_settings(a: argparse.Namespace) -> tuple[str, str, dict[str, list[str]], dict[str, Any]]:
-    """``(target, task, column roles, TabularModel settings)`` from the flags and a builtin table's defaults.
-
-    Shared by ``mtransfer tabular`` and ``recipes/tabular.py`` (the same flags under ``accelerate launch``).
-    """
-    from mtransfer.builtins import TABLES
-
-    table = TABLES.get(a.train)
-    columns = dict(text_columns=a.text_column, image_columns=a.image_column, audio_columns=a.audio_column,
-                   numeric_columns=a.numeric_column, categorical_columns=a.categorical_column)
-    models = {"text_model": a.text_model, "image_model": a.image_model, "audio_model": a.audio_model}
-    if table is not None:
-        if not any(columns.values()):
-            columns.update(table.columns)
-        models.update({k: v for k, v in table.models.items() if models[k] is None})
-    target = a.target or (table.target if table else None)
-    if target is None:
-        raise ValueError("--target: which column to predict? (required for a table file)")
-    task = a.task or (table.task if table and target == table.target else "regression")
-    settings = {k: _model_pair(v, "--" + k.replace("_", "-")) for k, v in models.items()}
-    settings.update(dim=a.dim, booster=a.booster, progress=not a.no_progress)
-    return target, task, columns, settings
-
-
 def cmd_tabular(a: argparse.Namespace) -> int:
-    from mtransfer.tabular import comparison_table, read_table, run_comparison
+    from mtransfer.tabular import comparison_table, read_table, run_comparison, tabular_settings
 
     target, task, columns, settings = tabular_settings(a)
     frame = read_table(a.train, a.limit, a.seed, "--train")
@@ -365,7 +329,6 @@ def _add_publish(sub: Any) -> None:
     push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded and stop")
 
 
-DEFAULT_SCORER = "mfcc"  # mtransfer.ranking.lid.DEFAULT_SCORER (kept here: --help imports no torch)
 
 
 def _inverse_strength(text: str) -> float | str:

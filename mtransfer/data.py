@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from mtransfer.heads import TASKS
 from mtransfer.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, resolve_relative_paths
+from mtransfer.speech.data import encode_transcripts
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -330,8 +332,6 @@ def load_labeled(
         ValueError: Missing column, empty data, missing values, unknown labels, bad targets;
             the message names the source, the column and the row.
     """
-    from mtransfer.heads import TASKS
-
     if task not in TASKS:
         raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}.")
     if isinstance(source, str) and source.startswith("builtin:"):
@@ -362,13 +362,27 @@ def load_labeled(
     if len(label_cols) != 1:
         raise ValueError(f"{name}: classification takes one label column, got {label_cols}.")
     if task == "ctc":
-        from mtransfer.speech.data import transcripts_dataset
-
-        return transcripts_dataset(inputs, columns[label_cols[0]], label_cols[0], name, vocabulary,
-                                   bad_transcripts, unknown_units)
+        return _transcripts_dataset(inputs, columns[label_cols[0]], label_cols[0], name, vocabulary, bad_transcripts,
+                                    unknown_units)
     encode = _multi_label_targets if task == "multi_label_classification" else _class_targets
     targets, names = encode(columns[label_cols[0]], label_cols[0], name, label_names, label_separator)
     return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
+
+
+def _transcripts_dataset(inputs: list, raw: list, col: str, name: str, vocabulary: Any, bad_transcripts: str,
+                         unknown_units: str) -> LabeledDataset:
+    """A ``ctc`` dataset: transcripts encoded in a vocabulary (built, or given), rows checked."""
+    for i, v in enumerate(raw):
+        if _is_missing(v) or not isinstance(v, str):
+            raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; expected a transcript (text).")
+    encoded = encode_transcripts(raw, col, name, vocabulary, bad_transcripts, unknown_units)
+    dataset = LabeledDataset([inputs[i] for i in encoded.rows], encoded.targets, task="ctc",
+                             label_names=encoded.vocabulary.symbols, source=name)
+    dataset.vocabulary = encoded.vocabulary
+    dataset.references = encoded.references
+    dataset.reference_units = encoded.reference_units
+    dataset.unknown_units = encoded.unknown_units
+    return dataset
 
 
 def _regression_targets(columns: dict[str, list], label_cols: list[str], name: str) -> torch.Tensor:

@@ -10,20 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-def folded_linear(head: Any, allow_hidden: bool = False) -> tuple[Any, Any]:
-    """The head's output layer with regression statistics folded in: logits in the targets' units."""
-    import torch
-
-    if head.config.hidden_sizes and not allow_hidden:
-        raise ValueError("an MLP head has no transformers-native form (its hidden layers have no place in "
-                         "the architecture's classifier); keep the mtransfer folder (TransferModel.from_pretrained).")
-    weight = head.out.weight.detach().clone()
-    bias = head.out.bias.detach().clone()
-    if head.task == "regression":
-        weight = weight * head.target_std[:, None]
-        bias = bias * head.target_std + head.target_mean
-    return weight.to(torch.float32), bias.to(torch.float32)
-
+from mtransfer.heads import folded_linear
 
 def _native_model(model: Any) -> tuple[Any, Any, Any]:
     """``(transformers model with the head mapped onto its classifier, preprocessor, a sample batch)``."""

@@ -231,3 +231,16 @@ def tune_thresholds(probs: torch.Tensor, labels: torch.Tensor, grid: int = 19) -
         best = torch.where(better, t, best)
         best_f1 = torch.where(better, f1, best_f1)
     return best
+
+
+def folded_linear(head: Head, allow_hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's output layer with regression statistics folded in: logits in the targets' units."""
+    if head.config.hidden_sizes and not allow_hidden:
+        raise ValueError("an MLP head has no transformers-native form (its hidden layers have no place in "
+                         "the architecture's classifier); keep the mtransfer folder (TransferModel.from_pretrained).")
+    weight = head.out.weight.detach().clone()
+    bias = head.out.bias.detach().clone()
+    if head.task == "regression":
+        weight = weight * head.target_std[:, None]
+        bias = bias * head.target_std + head.target_mean
+    return weight.to(torch.float32), bias.to(torch.float32)

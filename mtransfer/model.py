@@ -20,10 +20,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from mtransfer import __version__
-from mtransfer.adapters.base import Adapter, LayerGroup, check_adapter_settings, get_adapter_class, quiet_transformers
+from mtransfer.adapters.base import (Adapter, LayerGroup, build_adapter, check_adapter_settings, get_adapter_class,
+                                     quiet_transformers)
 from mtransfer.atomic import atomic_directory
 from mtransfer.heads import Head, HeadConfig
+from mtransfer.record import mtransfer_version
 from mtransfer.weight_files import check_safetensors, refuse_unsafe_pickles
 
 FORMAT_VERSION = 1
@@ -85,7 +86,7 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     if not isinstance(found, int) or found > FORMAT_VERSION:
         wrote = config.get("mtransfer_version", "a newer version")
         raise ValueError(f"{config_path}: written by mtransfer {wrote} in model format {found!r}; this mtransfer "
-                         f"({__version__}) reads format {FORMAT_VERSION} at most. Upgrade mtransfer to open it.")
+                         f"({mtransfer_version()}) reads format {FORMAT_VERSION} at most. Upgrade mtransfer to open it.")
     missing = [k for k in ("adapter_type", "adapter", "head", "label_names") if k not in config]
     if missing:
         raise ValueError(f"{config_path}: incomplete mtransfer config (missing {', '.join(missing)}).")
@@ -94,22 +95,6 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     check_adapter_settings(get_adapter_class(config["adapter_type"]).adapter_type,
                            [k for k in config["adapter"] if k != "source"], str(config_path), prefix="adapter.")
     return config
-
-
-def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapter_kwargs: Any) -> Adapter:
-    """Build the adapter registered as ``modality`` (``"text"``, ...)."""
-    import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
-    from mtransfer.builtins import resolve_model
-
-    name = model_name_or_path
-    if isinstance(name, str):  # builtin:minilm -> its folder; anything else unchanged
-        model_name_or_path = resolve_model(name, modality)
-    local = Path(model_name_or_path) if isinstance(model_name_or_path, (str, os.PathLike)) else None
-    with quiet_transformers(), refuse_unsafe_pickles(local):
-        adapter = get_adapter_class(modality)(model_name_or_path, **adapter_kwargs)
-    if isinstance(name, str) and name != model_name_or_path:
-        adapter.model_name_or_path = name  # cards and run identities name the builtin, not a local folder
-    return adapter
 
 
 def _labels(labels: Any, task: str) -> tuple[Any, list[str]]:
@@ -465,7 +450,7 @@ class TransferModel(nn.Module):
     def get_config(self) -> dict[str, Any]:
         return {
             "mtransfer_format": FORMAT_VERSION,
-            "mtransfer_version": __version__,
+            "mtransfer_version": mtransfer_version(),
             "adapter_type": self.adapter.adapter_type,
             "adapter": self.adapter.get_config(),
             "head": asdict(self.head.config),

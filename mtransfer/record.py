@@ -15,6 +15,16 @@ RECORD_FORMAT = 1
 RECORD_FILE = "metrics.json"
 
 
+def mtransfer_version() -> str:
+    """The installed mtransfer's version (``importlib.metadata``), as records, configs and cards state it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mtransfer")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 @dataclass
 class BestEpoch:
     """The epoch that scored best on the evaluation data."""

@@ -29,7 +29,7 @@ _ADAPTERS: dict[str, Any] = {}  # (modality, model, settings) -> adapter, so clo
 
 
 def _adapter(modality: str, model: str, settings: dict[str, Any]) -> Any:
-    from mtransfer.model import build_adapter
+    from mtransfer.adapters.base import build_adapter
 
     key = json.dumps([modality, str(model), settings], sort_keys=True, default=str)
     if key not in _ADAPTERS:

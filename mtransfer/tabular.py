@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mtransfer.builtins import PREFIX, TABLES
+
 FORMAT = 1
 BOOSTERS = ("lightgbm", "xgboost", "hist")
 TASKS = ("regression", "classification")
@@ -423,6 +425,37 @@ def _check_spec(spec: Any, path: Path, trust_remote_code: bool) -> None:
                              "trust the folder.")
 
 
+def _model_pair(value: str | None, flag: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    modality, sep, model = value.partition(":")
+    if not sep or not model:
+        raise ValueError(f"{flag} {value!r}: expected MODALITY:MODEL, e.g. sentence:builtin:minilm.")
+    return modality, model
+
+
+def tabular_settings(a: Any) -> tuple[str, str, dict[str, list[str]], dict[str, Any]]:
+    """``(target, task, column roles, TabularModel settings)`` from the flags and a builtin table's defaults.
+
+    Shared by ``mtransfer tabular`` and ``recipes/tabular.py`` (the same flags under ``accelerate launch``).
+    """
+    table = TABLES.get(a.train)
+    columns = dict(text_columns=a.text_column, image_columns=a.image_column, audio_columns=a.audio_column,
+                   numeric_columns=a.numeric_column, categorical_columns=a.categorical_column)
+    models = {"text_model": a.text_model, "image_model": a.image_model, "audio_model": a.audio_model}
+    if table is not None:
+        if not any(columns.values()):
+            columns.update(table.columns)
+        models.update({k: v for k, v in table.models.items() if models[k] is None})
+    target = a.target or (table.target if table else None)
+    if target is None:
+        raise ValueError("--target: which column to predict? (required for a table file)")
+    task = a.task or (table.task if table and target == table.target else "regression")
+    settings = {k: _model_pair(v, "--" + k.replace("_", "-")) for k, v in models.items()}
+    settings.update(dim=a.dim, booster=a.booster, progress=not a.no_progress)
+    return target, task, columns, settings
+
+
 def check_target_not_a_feature(target: str, columns: dict[str, Sequence[str]]) -> None:
     """Refuse the target column, or a column named after it (``price_log`` for ``price``), among the features."""
     import re
@@ -515,8 +548,6 @@ def read_table(source: str, limit: int | None = None, seed: int = 0, what: str =
     ``limit`` rows are sampled with ``seed`` (a builtin table has its own default size).
     """
     import pandas as pd
-
-    from mtransfer.builtins import PREFIX, TABLES
 
     if source.startswith(PREFIX):
         if source not in TABLES:

@@ -19,7 +19,8 @@ def main(argv=None) -> int:
     import torch
     from accelerate import Accelerator
 
-    from mtransfer.cli import tabular_settings, build_parser, cmd_tabular
+    from mtransfer.cli import build_parser, cmd_tabular
+    from mtransfer.tabular import tabular_settings
     from mtransfer.tabular import TabularModel, read_table
 
     argv = list(sys.argv[1:] if argv is None else argv)

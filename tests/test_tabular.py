@@ -207,7 +207,8 @@ def test_the_digit_scan_table_writes_its_images_once(tmp_path):
 
 
 def test_a_builtin_table_brings_its_target_task_columns_and_models():
-    from mtransfer.cli import build_parser, tabular_settings
+    from mtransfer.cli import build_parser
+    from mtransfer.tabular import tabular_settings
 
     a = build_parser().parse_args(["tabular", "--train", "builtin:digit-scans"])
     target, task, columns, settings = tabular_settings(a)

@@ -28,6 +28,9 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 import torch
 from torch import nn
 
+from mtransfer.builtins import resolve_model
+from mtransfer.weight_files import refuse_unsafe_pickles
+
 ADAPTERS: dict[str, type[Adapter]] = {}
 T = TypeVar("T")
 
@@ -68,6 +71,20 @@ def adapter_settings(name: str) -> tuple[list[str], bool]:
     allowed = [n for n, p in params.items() if n not in ("self", source_param) and not n.startswith("_")
                and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     return allowed, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def build_adapter(modality: str, model_name_or_path: str | os.PathLike, **adapter_kwargs: Any) -> Adapter:
+    """Build the adapter registered as ``modality`` (``"text"``, ...) around a model name, ``builtin:`` name or folder."""
+    name = model_name_or_path
+    if isinstance(name, str):  # builtin:minilm -> its folder; anything else unchanged
+        model_name_or_path = resolve_model(name, modality)
+    local = Path(model_name_or_path) if isinstance(model_name_or_path, (str, os.PathLike)) else None
+    adapter_cls = get_adapter_class(modality)
+    with quiet_transformers(), refuse_unsafe_pickles(local):
+        adapter = adapter_cls(model_name_or_path, **adapter_kwargs)
+    if isinstance(name, str) and name != model_name_or_path:
+        adapter.model_name_or_path = name  # cards and run identities name the builtin, not a local folder
+    return adapter
 
 
 def check_adapter_settings(name: str, settings: Sequence[str], where: str, prefix: str = "") -> None:

@@ -198,7 +198,7 @@ class TextAdapter(Adapter):
 
     def custom_transformers_model(self, model: Any) -> tuple[Any, Any, dict[str, torch.Tensor]] | None:
         """The registered custom head (:mod:`mtransfer.hf_custom`) for mean or CLS pooling and MLP heads."""
-        from mtransfer.export import folded_linear
+        from mtransfer.heads import folded_linear
         from mtransfer.hf_custom import MTransferForSequenceClassification, MTransferTextConfig
 
         head = model.head

@@ -1,4 +1,4 @@
-"""Shipped models and corpora by name, and the experiments built on them (the demo, comparisons).
+"""Shipped models, corpora and tables by name, and their builders.
 
 One list of ``builtin:`` names, read by every entry point (recipe configs, ``mtransfer train``):
 
@@ -14,7 +14,9 @@ One list of ``builtin:`` names, read by every entry point (recipe configs, ``mtr
   column beside numeric and categorical ones) and ``builtin:digit-scans`` (scikit-learn's digit
   scans as image files beside columns measured on each scan).
 
-The core library never imports this package at import time: it only resolves these names.
+The registry imports nothing heavy (the builders load on first use), so the core reads it at
+import time and ``mtransfer --help`` lists it without torch. The experiments built on these
+names (the demo, comparisons, the transfer matrix) live in :mod:`mtransfer.experiments`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Callable
 from mtransfer.builtins import debian_packages, digit_scans  # column lists only: both import nothing heavy
 
 PREFIX = "builtin:"
+DEFAULT_SCORER = "mfcc"  # the language-ID scorer rank-sources and adapt-speech use by default (mtransfer.ranking.lid)
 
 
 def minilm_path() -> str:

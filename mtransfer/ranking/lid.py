@@ -24,10 +24,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from mtransfer.builtins import DEFAULT_SCORER
+
 FBANK = "fbank"
 MFCC = "mfcc"
 MFCC_FRAMES = "mfcc-frames"
-DEFAULT_SCORER = MFCC
+assert DEFAULT_SCORER in (MFCC, MFCC_FRAMES, FBANK)
 MIN_INTERVAL_INPUTS = 5  # fewer target inputs than this: the bootstrap interval is reported as undefined
 logger = logging.getLogger(__name__)
 
@@ -266,7 +268,7 @@ def _featurizer(backbone: Any, modality: str, adapter_kwargs: Mapping[str, Any] 
         made = FbankFeaturizer() if backbone == FBANK else MfccFeaturizer(frame_level=backbone == MFCC_FRAMES)
         return made, backbone
     if isinstance(backbone, (str, os.PathLike)):
-        from mtransfer.model import build_adapter
+        from mtransfer.adapters.base import build_adapter
 
         return build_adapter(modality, backbone, **dict(adapter_kwargs or {})).eval(), str(backbone)
     return backbone.eval(), getattr(backbone, "model_name_or_path", type(backbone).__name__)

@@ -99,7 +99,7 @@ def _check_estimators(estimators: Sequence[str]) -> list[str]:
 def candidate_features(candidate: Candidate, inputs: Sequence[Any], cache: Any = None, batch_size: int = 32) -> np.ndarray:
     """The candidate's pooled features of ``inputs`` through the feature cache. Shape: ``(n, dim)``."""
     from mtransfer.cache import FeatureCache
-    from mtransfer.model import build_adapter
+    from mtransfer.adapters.base import build_adapter
 
     adapter = build_adapter(candidate.modality, candidate.name_or_path, **candidate.adapter).eval()
     adapter.validate_inputs(inputs, source=candidate.name)

@@ -1,8 +1,10 @@
-"""Transcribed audio as a :class:`~mtransfer.data.LabeledDataset` for the ``ctc`` task."""
+"""Transcripts as CTC targets (the ``ctc`` task's side of :func:`mtransfer.data.load_labeled`), and their check
+against the audio's length."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -29,24 +31,33 @@ def as_vocabulary(spec: Any, texts: Sequence[str]) -> tuple[Vocabulary, bool]:
     raise ValueError(f"vocabulary={spec!r}: expected a Vocabulary, 'characters' or 'phones:<espeak voice>' (e.g. phones:hi).")
 
 
-def transcripts_dataset(inputs: Sequence[Any], raw: Sequence[Any], column: str, name: str, vocabulary: Any,
-                        bad_transcripts: str = "error", unknown_units: str = "count") -> Any:
+@dataclass
+class EncodedTranscripts:
+    """Transcripts as padded CTC targets, with what evaluation needs (the rows kept, the references).
+
+    Shape:
+        targets: ``(len(rows), longest)`` symbol ids, padded with ``LABEL_PAD`` (-100).
+    """
+
+    rows: list[int]  # the input rows kept, in order
+    targets: torch.Tensor
+    vocabulary: Vocabulary
+    references: list[str]  # normalised transcripts (WER / CER references)
+    reference_units: list[list[str]]  # their units (PER references for phones)
+    unknown_units: int  # units outside a given vocabulary, encoded as [UNK]
+
+
+def encode_transcripts(texts: Sequence[str], column: str, name: str, vocabulary: Any,
+                       bad_transcripts: str = "error", unknown_units: str = "count") -> EncodedTranscripts:
     """Encode transcripts as padded CTC targets (-100 padding), checking each row.
 
     Raises:
-        ValueError: A missing or empty transcript (``bad_transcripts="error"``), units outside a
-            given vocabulary (``unknown_units="error"``), or nothing left to train on.
+        ValueError: An empty transcript (``bad_transcripts="error"``), units outside a given
+            vocabulary (``unknown_units="error"``), or nothing left to train on.
     """
-    from mtransfer.data import LabeledDataset, _is_missing
-
     for key, value in (("bad_transcripts", bad_transcripts), ("unknown_units", unknown_units)):
         if value not in CHOICES[key]:
             raise ValueError(f"{key}={value!r}; expected one of {', '.join(CHOICES[key])}.")
-    texts = []
-    for i, v in enumerate(raw):
-        if _is_missing(v) or not isinstance(v, str):
-            raise ValueError(f"{name}: column {column!r} row {i} is {v!r}; expected a transcript (text).")
-        texts.append(v)
     vocab, built = as_vocabulary(vocabulary, texts)
     units = vocab.units_of(texts)
     keep, empty, unknown_rows, unknown_total = [], [], [], 0
@@ -83,14 +94,10 @@ def transcripts_dataset(inputs: Sequence[Any], raw: Sequence[Any], column: str, 
     targets = torch.full((len(encoded), width), LABEL_PAD, dtype=torch.long)
     for j, ids in enumerate(encoded):
         targets[j, :len(ids)] = torch.tensor(ids)
-    dataset = LabeledDataset([inputs[i] for i in keep], targets, task="ctc", label_names=vocab.symbols, source=name)
-    dataset.vocabulary = vocab
-    dataset.references = [" ".join("".join(units[i]).replace("|", " ").split()) for i in keep]
-    dataset.reference_units = [units[i] for i in keep]
-    dataset.unknown_units = unknown_total
     if built:
         logger.info("%s: %s vocabulary of %d units from %d transcripts", name, vocab.kind, len(vocab), len(keep))
-    return dataset
+    return EncodedTranscripts(keep, targets, vocab, [" ".join("".join(units[i]).replace("|", " ").split()) for i in keep],
+                              [units[i] for i in keep], unknown_total)
 
 
 def check_transcript_lengths(adapter: Any, dataset: Any, where: str) -> None:
