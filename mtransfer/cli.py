@@ -133,7 +133,8 @@ def _add_tabular(sub: Any) -> None:
 
 
 def cmd_tabular(a: argparse.Namespace) -> int:
-    from mtransfer.tabular import comparison_table, read_table, run_comparison, tabular_settings
+    from mtransfer.experiments.tabular_comparison import comparison_table, run_comparison
+    from mtransfer.tabular import read_table, tabular_settings
 
     target, task, columns, settings = tabular_settings(a)
     frame = read_table(a.train, a.limit, a.seed, "--train")
@@ -227,19 +228,19 @@ def _add_pretrain(sub: Any) -> None:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> int:
-    import mtransfer as mt
+    from mtransfer.data import load_labeled
     from mtransfer.media import AUDIO_SUFFIXES
     from mtransfer.speech.pretrain import PretrainArguments, continue_pretraining
 
     source = Path(a.audio).expanduser()
     if a.audio.startswith("builtin:"):
-        audio = mt.load_labeled(a.audio, split="train", label_column=None).inputs
+        audio = load_labeled(a.audio, split="train", label_column=None).inputs
     elif source.is_dir():
         audio = sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         if not audio:
             raise ValueError(f"--audio {a.audio}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in the folder.")
     else:
-        audio = mt.load_labeled(a.audio, input_column=a.input_column, label_column=None).inputs
+        audio = load_labeled(a.audio, input_column=a.input_column, label_column=None).inputs
     args = PretrainArguments(a.output_dir, num_epochs=a.epochs, learning_rate=a.lr, batch_size=a.batch_size,
                              max_duration=a.max_duration, seed=a.seed, progress_bar=not a.no_progress,
                              resume_from_checkpoint="latest" if a.resume else None)
@@ -395,7 +396,7 @@ def _corpus(value: str, flag: str) -> Any:
 
 
 def cmd_adapt_speech(a: argparse.Namespace) -> int:
-    from mtransfer.speech.source_choice import adapt_from_best_source
+    from mtransfer.experiments.source_choice import adapt_from_best_source
 
     named = [_named(s, "--source") for s in a.source]
     names = [n for n, _ in named]
@@ -458,13 +459,13 @@ def _add_ranking(sub: Any) -> None:
 
 
 def _version() -> str:
-    from mtransfer import __version__
+    from mtransfer.record import mtransfer_version
 
-    return __version__
+    return mtransfer_version()
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from mtransfer.builtins.demo import run_demo
+    from mtransfer.experiments.demo import run_demo
 
     run_demo(a.output_dir, model=a.model, seed=a.seed, epochs_scale=a.epochs_scale, progress_bar=not a.no_progress)
     return 0
@@ -542,19 +543,21 @@ def _is_tabular(folder: str) -> bool:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    import mtransfer as mt
+    from mtransfer.data import load_labeled
+    from mtransfer.model import TransferModel
+    from mtransfer.training import Trainer, TrainingArguments
 
     if _is_tabular(a.model_dir):
         return _evaluate_tabular(a)
-    model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+    model = TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     column = a.input_column or model.adapter.default_input_column
     label_names = None if model.task in ("regression", "ctc") else model.label_names
     extra = {"vocabulary": model.vocabulary} if model.task == "ctc" else {}  # transcripts in the model's own units
-    data = mt.load_labeled(a.data, input_column=column, label_column=a.label_column or "label", task=model.task,
-                           label_names=label_names, label_separator=a.label_separator, **extra)
+    data = load_labeled(a.data, input_column=column, label_column=a.label_column or "label", task=model.task,
+                        label_names=label_names, label_separator=a.label_separator, **extra)
     decoder = _decoder(a, model)
-    args = mt.TrainingArguments(output_dir=a.model_dir, eval_batch_size=a.batch_size, report_to=[], progress_bar=False)
-    metrics = mt.Trainer(model, args, eval_dataset=data).evaluate(decoder=decoder)
+    args = TrainingArguments(output_dir=a.model_dir, eval_batch_size=a.batch_size, report_to=[], progress_bar=False)
+    metrics = Trainer(model, args, eval_dataset=data).evaluate(decoder=decoder)
     if model.task == "ctc":
         metrics["unknown_units"] = data.unknown_units
     print(json.dumps({**metrics, **(decoder.describe() if decoder is not None else {})}))
@@ -606,7 +609,7 @@ def _predict_tabular(a: argparse.Namespace) -> int:
 
 def _predict_inputs(source: str, column: str, adapter: Any) -> list[Any]:
     """What ``predict --input`` names: stdin lines, a table column, media files (a file or a folder) or text lines."""
-    import mtransfer as mt
+    from mtransfer.data import load_labeled
 
     adapter_type, suffixes = adapter.adapter_type, (adapter.media_suffixes or None)
     if source == "-":
@@ -622,7 +625,7 @@ def _predict_inputs(source: str, column: str, adapter: Any) -> list[Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--input {source}: no such file or folder.")
     if path.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet"):
-        return mt.load_labeled(str(path), input_column=column, label_column=None).inputs
+        return load_labeled(str(path), input_column=column, label_column=None).inputs
     if suffixes is not None and path.suffix.lower() in suffixes:
         return [str(path)]
     try:
@@ -633,11 +636,11 @@ def _predict_inputs(source: str, column: str, adapter: Any) -> list[Any]:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    import mtransfer as mt
+    from mtransfer.model import TransferModel
 
     if _is_tabular(a.model_dir):
         return _predict_tabular(a)
-    model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+    model = TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     decoder = _decoder(a, model)  # before reading the inputs: a bad --lm stops here
     inputs = _predict_inputs(a.input, a.input_column or model.adapter.default_input_column, model.adapter)
     if model.task == "ctc":  # speech recognition: one transcript per input
@@ -672,11 +675,11 @@ def _named(spec: str, what: str) -> tuple[str, str]:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    import mtransfer as mt
+    from mtransfer.model import TransferModel
     from mtransfer.export import check_apart, export_transformers
 
     check_apart(Path(a.output), Path(a.model_dir))  # before anything is read or written
-    model = mt.TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
+    model = TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     folder = export_transformers(model, a.output, overwrite=a.overwrite)
     print(folder)
     run_dir = Path(a.model_dir).resolve().parent
@@ -744,8 +747,8 @@ def cmd_rank_sources(a: argparse.Namespace) -> int:
 
 
 def cmd_rank_models(a: argparse.Namespace) -> int:
-    import mtransfer as mt
-    from mtransfer.ranking.validate import parse_candidate, rank_models
+    from mtransfer.data import load_labeled
+    from mtransfer.ranking.backbones import parse_candidate, rank_models
 
     defaults = {"pooling": a.pooling, "max_length": a.max_length}
     candidates = [parse_candidate(m, a.modality, defaults) for m in a.model]
@@ -756,7 +759,7 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
     from mtransfer.adapters.base import get_adapter_class
 
     column = a.input_column or get_adapter_class(candidates[0].modality).default_input_column
-    data = mt.load_labeled(a.data, input_column=column, label_column=a.label_column, task=a.task)
+    data = load_labeled(a.data, input_column=column, label_column=a.label_column, task=a.task)
     scores = rank_models(candidates, data, estimators=estimators)
     if a.json:
         print(json.dumps({"data": a.data, "scores": scores}))

@@ -25,7 +25,14 @@ from typing import Any, Sequence
 
 import yaml
 
-from mtransfer.training import TrainingArguments
+from mtransfer.adapters.base import check_adapter_settings, get_adapter_class
+from mtransfer.builtins import PREFIX
+from mtransfer.data import load_labeled
+from mtransfer.heads import HeadConfig
+from mtransfer.model import TransferModel
+from mtransfer.record import RunRecord
+from mtransfer.training import Trainer, TrainingArguments
+
 
 SECTIONS = ("model", "data", "training")
 
@@ -33,7 +40,6 @@ SECTIONS = ("model", "data", "training")
 @dataclass
 class ModelSettings:
     """The ``model`` section."""
-
     modality: str = "text"
     name_or_path: str = "builtin:minilm"
     adapter: dict[str, Any] = field(default_factory=dict)
@@ -46,7 +52,6 @@ class ModelSettings:
 @dataclass
 class DataSettings:
     """The ``data`` section."""
-
     train: str = "builtin:fortunes"
     validation: str | None = None
     test: str | None = None
@@ -211,9 +216,6 @@ def check_model_settings(model: ModelSettings, source: str) -> None:
 
     Runs before any data is loaded or corpus built, so a misspelt key fails at once.
     """
-    from mtransfer.adapters.base import check_adapter_settings, get_adapter_class
-    from mtransfer.heads import HeadConfig
-
     try:
         get_adapter_class(model.modality)
     except ValueError as err:
@@ -234,25 +236,22 @@ def _did_you_mean(key: str, names: Sequence[str], prefix: str) -> str:
 
 
 def _dataset(source: str | None, split: str, data: DataSettings, label_names: list[str] | None, vocabulary: Any = None):
-    import mtransfer as mt
-    from mtransfer.builtins import PREFIX
-
     if source is None:
         return None
     if source.startswith(PREFIX) and data.task != "ctc":
-        return mt.load_labeled(source, split=split, label_names=label_names)
+        return load_labeled(source, split=split, label_names=label_names)
     if data.task == "ctc":
         builtin = {"split": split} if source.startswith(PREFIX) else {"input_column": data.input_column,
                                                                         "label_column": data.label_column}
-        return mt.load_labeled(source, **builtin, task="ctc",
-                               vocabulary=vocabulary if vocabulary is not None else data.vocabulary,
-                               bad_transcripts=data.bad_transcripts, unknown_units=data.unknown_units)
+        return load_labeled(source, **builtin, task="ctc",
+                            vocabulary=vocabulary if vocabulary is not None else data.vocabulary,
+                            bad_transcripts=data.bad_transcripts, unknown_units=data.unknown_units)
     label_column: str | list[str] = data.label_column
     if data.task == "regression" and "," in label_column:  # several regression targets: "price,size"
         label_column = [c.strip() for c in label_column.split(",")]
-    return mt.load_labeled(source, input_column=data.input_column, label_column=label_column, task=data.task,
-                           label_names=None if data.task == "regression" else label_names,
-                           label_separator=data.label_separator)
+    return load_labeled(source, input_column=data.input_column, label_column=label_column, task=data.task,
+                        label_names=None if data.task == "regression" else label_names,
+                        label_separator=data.label_separator)
 
 
 def run_recipe(config: RecipeConfig) -> dict[str, Any]:
@@ -260,8 +259,6 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
 
     The one path from settings to a trained model, shared by ``recipes/train.py`` and ``mtransfer train``.
     """
-    import mtransfer as mt
-
     d = config.data
     start = _init_model(config)
     if d.task == "ctc" and d.vocabulary == "model":
@@ -279,7 +276,6 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
         model = start.with_new_head(labels, task=d.task, head=config.model.head or None, seed=config.model.seed)
         return _train_and_test(config, model, train, valid, test)
     adapter = dict(config.model.adapter)
-    from mtransfer.adapters.base import get_adapter_class
 
     adapter_cls = get_adapter_class(config.model.modality)
     setting = adapter_cls.training_texts_setting
@@ -287,37 +283,32 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
         adapter.setdefault(setting, train.inputs)
     if config.model.trust_remote_code and "trust_remote_code" in inspect.signature(adapter_cls.__init__).parameters:
         adapter.setdefault("trust_remote_code", True)
-    model = mt.TransferModel.from_backbone(config.model.modality, config.model.name_or_path,
-                                           labels=train.vocabulary if d.task == "ctc" else train.label_names,
-                                           task=d.task, head=config.model.head, seed=config.model.seed, **adapter)
+    model = TransferModel.from_backbone(config.model.modality, config.model.name_or_path,
+                                        labels=train.vocabulary if d.task == "ctc" else train.label_names,
+                                        task=d.task, head=config.model.head, seed=config.model.seed, **adapter)
     return _train_and_test(config, model, train, valid, test)
 
 
 def _init_model(config: RecipeConfig) -> Any:
     """The model of ``model.init_from`` (trained backbone, old head), or None."""
-    import mtransfer as mt
-
     folder = config.model.init_from
     if folder is None:
         return None
     try:
-        return mt.TransferModel.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code,
-                                                **config.model.adapter)
+        return TransferModel.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code,
+                                             **config.model.adapter)
     except (FileNotFoundError, ValueError) as err:
         raise ValueError(f"{config.source}: model.init_from: {err}") from None
 
 
 def _train_and_test(config: RecipeConfig, model: Any, train: Any, valid: Any, test: Any) -> dict[str, Any]:
-    import mtransfer as mt
-
-    trainer = mt.Trainer(model, config.training, train, valid)
+    trainer = Trainer(model, config.training, train, valid)
     result = trainer.train()
     out = {"model_dir": result.model_dir, "metrics": result.metrics_path, "best_epoch": result.best_epoch,
            "final": result.final_metrics}
     if test is not None:
         out["test"] = trainer.evaluate(test)
         if trainer.accelerator.is_main_process:  # the record (and so the model card) carries the test metrics
-            from mtransfer.record import RunRecord
 
             record = RunRecord.load(result.metrics_path)
             record.test = out["test"]

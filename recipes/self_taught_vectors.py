@@ -5,7 +5,7 @@
 Trains word2vec (gensim) on every English fortune except the labelled task's validation and
 test texts, then fine-tunes the same static-vector classifier (two-stage: head, then vectors)
 from random vectors and from the self-taught ones, and compares both with a frozen
-sentence-transformers encoder. The experiment lives in mtransfer.builtins.self_taught_comparison.
+sentence-transformers encoder. The experiment lives in mtransfer.experiments.self_taught_comparison.
 """
 
 import argparse
@@ -16,7 +16,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtransfer.builtins.self_taught_comparison import compare_self_taught  # noqa: E402
+from mtransfer.experiments.self_taught_comparison import compare_self_taught  # noqa: E402
 
 
 def main() -> int:

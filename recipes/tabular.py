@@ -20,8 +20,7 @@ def main(argv=None) -> int:
     from accelerate import Accelerator
 
     from mtransfer.cli import build_parser, cmd_tabular
-    from mtransfer.tabular import tabular_settings
-    from mtransfer.tabular import TabularModel, read_table
+    from mtransfer.tabular import TabularModel, read_table, tabular_settings
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

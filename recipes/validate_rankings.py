@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mtransfer as mt  # noqa: E402
 from mtransfer.builtins.corpora import fortunes_splits  # noqa: E402
 from mtransfer.builtins import minilm_path  # noqa: E402
-from mtransfer.ranking.validate import Candidate, validate_rankings  # noqa: E402
+from mtransfer.experiments.validate_rankings import validate_rankings  # noqa: E402
+from mtransfer.ranking import Candidate  # noqa: E402
 
 
 def candidates() -> list[Candidate]:

@@ -23,8 +23,8 @@ def one_target(matrix_dir: str, target: str, out: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from mtransfer.speech.matrix import TransferMatrix, espeak_corpus
-    from mtransfer.speech.source_choice import adapt_from_best_source
+    from mtransfer.experiments.transfer_matrix import TransferMatrix, espeak_corpus
+    from mtransfer.experiments.source_choice import adapt_from_best_source
 
     matrix = TransferMatrix.load(matrix_dir)
     s = matrix.settings

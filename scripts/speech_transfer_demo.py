@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mtransfer.builtins.speech_demo import results_table, run_speech_demo
+from mtransfer.experiments.speech_demo import results_table, run_speech_demo
 
 
 def main() -> None:

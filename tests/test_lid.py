@@ -7,7 +7,8 @@ import pytest
 
 from mtransfer.cli import main
 from mtransfer.ranking import SourceScores, rank_sources
-from mtransfer.ranking.validate import Candidate, correlate, parse_candidate, rank_models, validate_rankings
+from mtransfer.experiments.validate_rankings import validate_rankings
+from mtransfer.ranking.backbones import Candidate, correlate, parse_candidate, rank_models
 
 SOURCES = ["bn", "hi", "tr", "ru", "de"]
 

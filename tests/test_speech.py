@@ -339,11 +339,11 @@ def test_a_preset_built_on_first_use_does_not_change_what_the_seed_draws(tmp_pat
 
 
 def test_continued_pretraining_lowers_the_loss_resumes_exactly_and_trains_a_ctc_head(tiny_speech, tmp_path):
-    from mtransfer.speech.pretrain import PretrainArguments, _Batches, _load, continue_pretraining
+    from mtransfer.speech.pretrain import PretrainArguments, _Batches, continue_pretraining, load_for_pretraining
 
     clips = [clip(i, 1.0 + 0.1 * i) for i in range(8)]
     # the loss falls on a fixed batch (fixed masks and negatives)
-    model, extractor = _load(str(tiny_speech("wav2vec2")))
+    model, extractor = load_for_pretraining(str(tiny_speech("wav2vec2")))
     batch = _Batches(model, extractor, PretrainArguments(str(tmp_path / "x"), mask_time_length=2))(
         [(c, i) for i, c in enumerate(clips[:4])])
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)

@@ -79,7 +79,7 @@ def test_bad_tables_are_named_before_extraction(tiny_bert, houses, tmp_path, tex
 
 
 def test_the_three_way_comparison_extracts_once_and_reports_every_fold(tiny_bert, houses, tmp_path, text_backbone_calls):
-    from mtransfer.tabular import compare, comparison_table
+    from mtransfer.experiments.tabular_comparison import compare, comparison_table
 
     rows = compare(houses, "price", text_columns=["description"], numeric_columns=["area"],
                    categorical_columns=["city"], folds=3, text_model=("text", str(tiny_bert)), dim=8,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtransfer.speech import matrix as matrix_module
-from mtransfer.speech.matrix import (CEILING, POOLED, SCRATCH, Cell, CorpusFolder, MatrixSettings, TransferMatrix,
+from mtransfer.experiments import transfer_matrix as matrix_module
+from mtransfer.experiments.transfer_matrix import (CEILING, POOLED, SCRATCH, Cell, CorpusFolder, MatrixSettings, TransferMatrix,
                                      pooled_model_path, run_transfer_matrix, work_cells)
 
 
@@ -287,13 +287,13 @@ def test_one_command_ranks_trains_on_the_best_source_adapts_reports_and_resumes(
     assert adapted.task == "ctc" and isinstance(adapted.transcribe(tiny_corpus("as")["test"][0]["audio"]), str)
 
     # interrupted after the source stage: a rerun trains the target and the baseline only
-    from mtransfer.speech import matrix as matrix_module
-
     for name in ("target.json", "baseline.json", "adapt.json"):
         (out / name).unlink()
     runs = []
-    real = matrix_module.train_ctc_run
-    monkeypatch.setattr(matrix_module, "train_ctc_run", lambda *a, **k: (runs.append(Path(a[4]).name), real(*a, **k))[1])
+    from mtransfer.experiments import source_choice
+
+    real = source_choice.train_ctc_run
+    monkeypatch.setattr(source_choice, "train_ctc_run", lambda *a, **k: (runs.append(Path(a[4]).name), real(*a, **k))[1])
     assert main(args) == 0 and runs == ["target", "baseline"]
     assert main(args) == 0 and runs == ["target", "baseline"]  # all done: nothing trains
     capsys.readouterr()
@@ -325,10 +325,10 @@ def test_one_command_ranks_trains_on_the_best_source_adapts_reports_and_resumes(
 
 
 def test_bad_sources_and_targets_stop_before_any_training(tiny_corpus, tiny_speech, tmp_path, monkeypatch):
-    from mtransfer.speech import matrix as matrix_module
-    from mtransfer.speech.source_choice import adapt_from_best_source
+    from mtransfer.experiments import source_choice
+    from mtransfer.experiments.source_choice import adapt_from_best_source
 
-    monkeypatch.setattr(matrix_module, "train_ctc_run", lambda *a, **k: pytest.fail("trained before the input was checked"))
+    monkeypatch.setattr(source_choice, "train_ctc_run", lambda *a, **k: pytest.fail("trained before the input was checked"))
     split = lambda lang: {s: [{"audio": r["audio"], "transcript": r["transcript"]} for r in rows]  # noqa: E731
                           for s, rows in tiny_corpus(lang).items()}
     bn, hi, target = split("bn"), split("hi"), split("as")
@@ -360,7 +360,7 @@ def test_untranscribed_audio_at_other_rates_is_resampled_pretrained_on_and_adapt
     import torchaudio.functional as AF
 
     from mtransfer.media import load_audio
-    from mtransfer.speech.source_choice import adapt_from_best_source
+    from mtransfer.experiments.source_choice import adapt_from_best_source
 
     split = lambda lang: {s: [{"audio": r["audio"], "transcript": r["transcript"]} for r in rows]  # noqa: E731
                           for s, rows in tiny_corpus(lang).items()}

@@ -146,7 +146,8 @@ class _Indexed(torch.utils.data.Dataset):
         return self.audio[i], i
 
 
-def _load(model_name_or_path: str) -> tuple[Any, Any]:
+def load_for_pretraining(model_name_or_path: str) -> tuple[Any, Any]:
+    """``(Wav2Vec2ForPreTraining, feature extractor)`` of a wav2vec2 encoder; a model of another kind is refused."""
     from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForPreTraining
 
     from mtransfer.adapters.base import load_pretrained, quiet_transformers
@@ -186,7 +187,7 @@ def continue_pretraining(model_name_or_path: str | os.PathLike, audio: Sequence[
         raise ValueError("continue_pretraining needs at least one audio clip.")
     out = Path(args.output_dir)
     set_seed(args.seed)  # weights the checkpoint lacks (a new quantizer) are initialised from it
-    model, extractor = _load(str(model_name_or_path))
+    model, extractor = load_for_pretraining(str(model_name_or_path))
     model.config.mask_time_prob = args.mask_time_prob
     model.config.mask_time_length = args.mask_time_length
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

@@ -15,7 +15,7 @@ matrix resumes where it stopped and a finished one is only read. :class:`Transfe
 the results: the target x source table (mean ± spread), the CER reduction over random
 initialisation, a heatmap, a JSON of every run, and :meth:`TransferMatrix.check_ranker`, which
 compares any source ranking (the language-ID scorer's posteriors, typological distances...)
-with the measured reductions through :func:`mtransfer.ranking.validate.correlate`.
+with the measured reductions through :func:`mtransfer.ranking.correlate`.
 
 >>> settings = MatrixSettings(sources=("bn", "hi"), targets=("as",), seeds=(0,))  # doctest: +SKIP
 >>> matrix = run_transfer_matrix(settings, "outputs/matrix")  # doctest: +SKIP
@@ -31,6 +31,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from mtransfer.atomic import atomic_write_bytes, atomic_write_json
+from mtransfer.builtins.speech_corpus import build_speech_corpus, corpus_splits
+from mtransfer.cache import default_cache_dir
+from mtransfer.data import load_labeled
+from mtransfer.locks import OutputLockedError, acquire
+from mtransfer.model import TransferModel
+from mtransfer.plots import save_figure
+from mtransfer.ranking.backbones import correlate
+from mtransfer.training import Trainer, TrainingArguments
 
 KINDS = ("source", "pooled", "scratch", "transfer", "ceiling")
 SCRATCH, CEILING = "random init", "large budget"
@@ -77,7 +87,6 @@ class MatrixSettings:
     10 random-init runs) are sized for about 45 minutes on 2 CPU cores with ``workers=2``; the README
     gives the measured time.
     """
-
     sources: Sequence[str] = ("bn", "hi", "tr", "ru", "de", "es")
     targets: Sequence[str] = ("as", "mr", "ne", "it", "pt")
     seeds: Sequence[int] = (0, 1)
@@ -132,7 +141,6 @@ class MatrixSettings:
 @dataclass
 class Cell:
     """One run: which kind, on which target (or source), from which start, with which seed, and its results."""
-
     kind: str
     language: str
     init: str
@@ -158,8 +166,6 @@ class CorpusFolder:
         self._splits: dict[str, list[dict]] | None = None
 
     def __call__(self, language: str) -> dict[str, list[dict]]:
-        from mtransfer.builtins.speech_corpus import corpus_splits
-
         if self._splits is None:
             self._splits = corpus_splits(self.folder)
         return {s: [r for r in rows if r["label"] == language] for s, rows in self._splits.items()}
@@ -175,9 +181,6 @@ def espeak_corpus(languages: Sequence[str], per_language: int = 400, build: bool
     8 pseudo-speakers per language (6 train, 1 validation, 1 test), noise at 10-30 dB SNR.
     ``build=False`` waits (up to ``timeout`` seconds) for another process to finish building it.
     """
-    from mtransfer.builtins.speech_corpus import build_speech_corpus
-    from mtransfer.cache import default_cache_dir
-
     size = "" if per_language == 400 else f"-n{per_language}"
     folder = default_cache_dir().parent / "speech" / ("espeak-matrix-v1-" + "-".join(languages) + size)
     if build:
@@ -195,7 +198,6 @@ def espeak_corpus(languages: Sequence[str], per_language: int = 400, build: bool
 
 class TransferMatrix:
     """The results of :func:`run_transfer_matrix`: every cell, and the views of them."""
-
     def __init__(self, settings: MatrixSettings, cells: list[Cell]) -> None:
         self.settings, self.cells = settings, cells
 
@@ -266,8 +268,6 @@ class TransferMatrix:
         targets: mean tau and rho, top-1 rate and mean regret, each with a bootstrap interval
         over targets (95%).
         """
-        from mtransfer.ranking.validate import correlate
-
         per_target: dict[str, dict[str, Any]] = {}
         for t in self.settings.targets:
             achieved = self.reduction(t, metric)
@@ -300,7 +300,6 @@ class TransferMatrix:
         """A heatmap of the table (targets x sources, random init, ceiling) as a PNG."""
         from matplotlib.figure import Figure
 
-        from mtransfer.plots import save_figure
 
         m = self.mean_matrix(metric)
         cols = self.columns()
@@ -346,8 +345,6 @@ def _plan(settings: MatrixSettings) -> list[Cell]:
 
 def _datasets(cell: Cell, settings: MatrixSettings, corpus: Corpus) -> tuple[Any, Any, Any]:
     """The cell's training subset (drawn with its seed), validation and test sets, with one vocabulary."""
-    import mtransfer as mt
-
     if cell.kind == "pooled":  # an even share of every source, validated and tested on all of them
         share = -(-cell.train_utterances // len(settings.sources))
         parts = [_datasets_rows(Cell("source", src, "random", cell.seed, share), corpus) for src in settings.sources]
@@ -360,7 +357,7 @@ def _datasets(cell: Cell, settings: MatrixSettings, corpus: Corpus) -> tuple[Any
         if cell.kind in ("transfer", "scratch"):  # a small target's development set is small too
             splits = {**splits, "validation": splits["validation"][:settings.target_validation]}
         vocabulary = f"phones:{cell.language}" if settings.units == "phones" else None
-    load = lambda rows, vocab: mt.load_labeled([{"audio": r["audio"], "transcript": r["transcript"]} for r in rows],  # noqa: E731
+    load = lambda rows, vocab: load_labeled([{"audio": r["audio"], "transcript": r["transcript"]} for r in rows],  # noqa: E731
                                                input_column="audio", label_column="transcript", task="ctc",
                                                vocabulary=vocab)
     train = load(train_rows, vocabulary)
@@ -397,7 +394,6 @@ def pooled_model_path(output_dir: str | Path, settings: MatrixSettings) -> Path:
 
 def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, progress: bool,
               num_threads: int | None = None) -> dict[str, Any]:
-    import mtransfer as mt
 
     s = settings
     train, valid, test = _datasets(cell, s, corpus)
@@ -410,9 +406,9 @@ def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, p
                             "transfer": (s.target_epochs, s.target_lr, s.patience)}[cell.kind]
     if cell.kind == "transfer":
         start = out / "sources" / cell.init / f"seed{cell.seed}" / "model"
-        model = mt.TransferModel.from_pretrained(start).with_new_head(train.vocabulary, seed=cell.seed)
+        model = TransferModel.from_pretrained(start).with_new_head(train.vocabulary, seed=cell.seed)
     else:
-        model = mt.TransferModel.from_backbone("audio", s.model, labels=train.vocabulary, task="ctc", seed=cell.seed)
+        model = TransferModel.from_backbone("audio", s.model, labels=train.vocabulary, task="ctc", seed=cell.seed)
     # a source model is where transfer cells find it; other runs mirror their cell's path
     run_dir = _run_dir(cell, out)
     results = train_ctc_run(model, train, valid, test, run_dir, epochs=epochs, lr=lr, patience=patience,
@@ -429,14 +425,12 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
     warmup), the epoch with the best validation CER is kept (``patience`` epochs without a better one
     end it, though not before ``min_epochs``), then the test set is scored. Returns test CER / WER, best
     epoch, epochs run, best validation CER and training seconds."""
-    import mtransfer as mt
-
-    args = mt.TrainingArguments(output_dir=str(run_dir), strategy="full", num_epochs=epochs, learning_rate=lr,
-                                lr_schedule="linear", warmup_ratio=0.1, batch_size=batch_size, eval_batch_size=16,
-                                metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
-                                progress_bar=progress, report_to=[], plot=plot, show_transcripts=False,
-                                overwrite_output_dir=True, num_threads=num_threads, min_epochs=min_epochs)
-    trainer = mt.Trainer(model, args, train, valid)
+    args = TrainingArguments(output_dir=str(run_dir), strategy="full", num_epochs=epochs, learning_rate=lr,
+                             lr_schedule="linear", warmup_ratio=0.1, batch_size=batch_size, eval_batch_size=16,
+                             metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
+                             progress_bar=progress, report_to=[], plot=plot, show_transcripts=False,
+                             overwrite_output_dir=True, num_threads=num_threads, min_epochs=min_epochs)
+    trainer = Trainer(model, args, train, valid)
     began = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - began
@@ -455,8 +449,6 @@ def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
     """Record the run settings in ``output_dir/settings.json``, or refuse a folder whose cells were trained with
     others (naming each field that differs). Languages, seeds, ``ceiling`` and ``pooled`` may change: they only
     add or leave out cells."""
-    from mtransfer.atomic import atomic_write_json
-
     path = Path(output_dir) / "settings.json"
     wanted = {k: getattr(settings, k) for k in RUN_FIELDS}
     if path.is_file():
@@ -472,8 +464,6 @@ def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
 
 def _claim(out: Path, cell: Cell) -> Path | None:
     """Take ``cell`` for this process (a lock file with its pid; a dead holder's lock is taken over), or None."""
-    from mtransfer.locks import OutputLockedError, acquire
-
     try:
         return acquire(out / "claims" / Path(cell.path).with_suffix(""))
     except OutputLockedError:
@@ -496,8 +486,6 @@ def work_cells(settings: MatrixSettings, output_dir: str | Path, corpus: Corpus,
     until its source model is written, and a finished cell is never trained again. A process
     that waits on cells others hold polls every ``poll`` seconds.
     """
-    from mtransfer.atomic import atomic_write_json
-
     out = Path(output_dir)
     check_settings(settings, out)
     cells, trained = _plan(settings), 0
@@ -579,8 +567,6 @@ def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, cor
         wait: Wait for cells other processes hold (launched alongside, see :func:`work_cells`) before
             writing the outputs.
     """
-    from mtransfer.atomic import atomic_write_bytes, atomic_write_json
-
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"run_transfer_matrix workers={workers!r}: expected an integer >= 1.")
     out = Path(output_dir)

@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtransfer.atomic import atomic_write_json
+from mtransfer.atomic import atomic_write_bytes, atomic_write_json
 from mtransfer.builtins import MODELS, minilm_path
 from mtransfer.builtins.corpora import DEFAULT_TOPICS, fortunes_splits
+from mtransfer.cache import FeatureCache
 from mtransfer.data import load_labeled
+from mtransfer.linear import fit_linear_probe
 from mtransfer.model import TransferModel
 from mtransfer.training import Trainer, TrainingArguments
+
 
 MINILM_ID = MODELS["builtin:minilm"].hub_id
 
@@ -98,9 +101,6 @@ def run_demo(output_dir: str | Path = "outputs/demo", *, model: str | None = Non
 
 def _linear_probe_run(backbone: str, train, valid, test, out: Path, seed: int, max_length: int) -> DemoRun:
     """Logistic regression on cached features (those of the frozen probe's run: no new forward pass for them)."""
-    from mtransfer.cache import FeatureCache
-    from mtransfer.linear import fit_linear_probe
-
     run = DemoRun("logistic regression (cached)", "linear", True, {}, {"kind": "logistic", "cv": 5})
     print(f"\n== {run.name} (scikit-learn on the frozen encoder's cached features)")
     start = time.perf_counter()
@@ -151,7 +151,6 @@ def _plot(runs: list[DemoRun], path: Path, num_classes: int) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from mtransfer.atomic import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
     import textwrap

@@ -1,10 +1,10 @@
-"""Ranking backbones by transferability estimators, and checking the estimators against real fine-tuning.
+"""Ranking backbones by transferability estimators, and comparing any scores with achieved results.
 
 :func:`rank_models` scores candidate backbones for a labelled target from their cached
-features (no fine-tuning). :func:`validate_rankings` also fine-tunes every candidate on the
-target with a short budget and reports, per estimator, Kendall's tau, Spearman's rho and
-whether its top choice is the best fine-tuned model; :func:`correlate` does the same for any
-scores (e.g. the language-ID source scorer's) against achieved metrics.
+features (no fine-tuning). :func:`correlate` gives Kendall's tau, Spearman's rho and the top-1
+hit of any scores (an estimator's, the language-ID source scorer's) against achieved metrics;
+:func:`mtransfer.experiments.validate_rankings.validate_rankings` fine-tunes every candidate to
+check the estimators that way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
+from mtransfer.adapters.base import (adapter_settings, build_adapter, check_adapter_settings, get_adapter_class,
+                                     list_modalities)
+from mtransfer.cache import FeatureCache
 from mtransfer.ranking.transferability import ESTIMATORS, hscore, knn_accuracy, logme
 
 
@@ -38,8 +41,6 @@ class Candidate:
     adapter: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from mtransfer.adapters.base import check_adapter_settings
-
         check_adapter_settings(self.modality, list(self.adapter), f"candidate {self.name!r}")
 
 
@@ -53,8 +54,6 @@ def parse_candidate(spec: str, modality: str = "text", defaults: Mapping[str, An
     as YAML scalars; ``defaults`` fill the settings a candidate does not give, where its adapter
     takes them (``max_length`` stands for the adapter's own length setting, e.g. ``max_tokens``).
     """
-    from mtransfer.adapters.base import adapter_settings, get_adapter_class, list_modalities
-
     parts = spec.split(",")
     split = len(parts)
     while split > 1 and _OPTION.match(parts[split - 1]):
@@ -86,7 +85,7 @@ def parse_candidate(spec: str, modality: str = "text", defaults: Mapping[str, An
 FEATURE_ESTIMATORS = {"logme": logme, "hscore": hscore, "knn": knn_accuracy}
 
 
-def _check_estimators(estimators: Sequence[str]) -> list[str]:
+def check_estimators(estimators: Sequence[str]) -> list[str]:
     out = list(estimators)
     unknown = [e for e in out if e not in FEATURE_ESTIMATORS]
     if unknown:
@@ -98,9 +97,6 @@ def _check_estimators(estimators: Sequence[str]) -> list[str]:
 
 def candidate_features(candidate: Candidate, inputs: Sequence[Any], cache: Any = None, batch_size: int = 32) -> np.ndarray:
     """The candidate's pooled features of ``inputs`` through the feature cache. Shape: ``(n, dim)``."""
-    from mtransfer.cache import FeatureCache
-    from mtransfer.adapters.base import build_adapter
-
     adapter = build_adapter(candidate.modality, candidate.name_or_path, **candidate.adapter).eval()
     adapter.validate_inputs(inputs, source=candidate.name)
     cache = cache if cache is not None else FeatureCache()
@@ -114,9 +110,7 @@ def rank_models(candidates: Sequence[Candidate], data: Any, *, estimators: Seque
     Returns:
         ``{candidate name: {estimator: score}}``.
     """
-    from mtransfer.cache import FeatureCache
-
-    estimators = _check_estimators(estimators)
+    estimators = check_estimators(estimators)
     if data.targets is None:
         raise ValueError(f"{data.source}: rank_models needs labelled data.")
     if data.task == "multi_label_classification":
@@ -163,97 +157,3 @@ def correlate(scores: Mapping[str, float], achieved: Mapping[str, float]) -> dic
             "spearman_rho": None if np.isnan(rho) else round(float(rho), 4),
             "top1_hit": hits.pop() if len(hits) == 1 else "tie", "predicted_best": ", ".join(top),
             "actual_best": ", ".join(best)}
-
-
-@dataclass
-class ValidationReport:
-    """Estimator scores, fine-tuned results and their agreement."""
-
-    scores: dict[str, dict[str, float]]
-    achieved: dict[str, float]
-    metric: str
-    agreement: dict[str, dict[str, Any]]
-
-    def __repr__(self) -> str:
-        return f"ValidationReport(metric={self.metric!r})\n{self.table()}"
-
-    def table(self) -> str:
-        estimators = sorted({e for row in self.scores.values() for e in row})
-        width = max(10, *(len(n) for n in self.scores))
-        lines = ["candidate".ljust(width) + "".join(e.rjust(11) for e in estimators) + self.metric.rjust(16)]
-        for name, row in self.scores.items():
-            lines.append(name.ljust(width) + "".join(f"{row.get(e, float('nan')):11.4f}" for e in estimators)
-                         + f"{self.achieved[name]:16.4f}")
-        lines.append("")
-        lines.append("estimator   kendall_tau  spearman_rho  top1_hit")
-        for e, a in self.agreement.items():
-            lines.append(f"{e:<12}{a['kendall_tau']!s:>11}{a['spearman_rho']!s:>14}{a['top1_hit']!s:>10}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "scores": self.scores, "achieved": self.achieved, "agreement": self.agreement}
-
-    def plot(self, path: str | os.PathLike) -> Path:
-        """One scatter per estimator: score vs achieved metric, candidates labelled."""
-        from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
-
-        estimators = list(self.agreement)
-        fig = Figure(figsize=(3.6 * len(estimators), 3.2))
-        axes = fig.subplots(1, len(estimators), squeeze=False)
-        for ax, e in zip(axes[0], estimators):
-            names = [n for n in self.scores if e in self.scores[n]]
-            xs = [self.scores[n][e] for n in names]
-            ys = [self.achieved[n] for n in names]
-            ax.scatter(xs, ys)
-            for n, x, y in zip(names, xs, ys):
-                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            a = self.agreement[e]
-            ax.set_title(f"{e}: tau={a['kendall_tau']}", fontsize=9)
-            ax.set_xlabel(f"{e} score")
-            ax.set_ylabel(self.metric)
-        fig.tight_layout()
-        from mtransfer.plots import save_figure
-
-        return save_figure(fig, path, dpi=120)
-
-
-def validate_rankings(candidates: Sequence[Candidate], train: Any, evaluation: Any, *,
-                      estimators: Sequence[str] = ("logme", "hscore", "knn"), training: Mapping[str, Any] | None = None,
-                      metric: str = "eval_accuracy", output_dir: str | os.PathLike = "outputs/validate_rankings",
-                      seed: int = 0) -> ValidationReport:
-    """Score each candidate on ``train`` with the estimators, fine-tune it (short budget) and
-    evaluate on ``evaluation``; report how well each estimator's ranking predicts the result.
-
-    Args:
-        candidates: Backbones to compare.
-        train, evaluation: Labelled target data (the estimators read ``train`` only).
-        estimators: Feature-based estimators to check.
-        training: :class:`~mtransfer.training.TrainingArguments` settings for the fine-tuning runs
-            (default: a 10-epoch frozen probe on cached features).
-        metric: The achieved metric to rank by (``eval_accuracy``, ``eval_f1``, ``eval_r2``...).
-        output_dir: Each candidate's run goes to ``output_dir/<name>``; the report to ``report.json``.
-    """
-    import mtransfer as mt
-
-    settings = {"strategy": "frozen", "num_epochs": 10, "learning_rate": 1e-2, "batch_size": 16, "report_to": [],
-                "plot": False, "save_checkpoints": False, "progress_bar": False, "seed": seed}
-    settings.update(training or {})
-    scores = rank_models(candidates, train, estimators=estimators)
-    achieved = {}
-    out = Path(output_dir)
-    for c in candidates:
-        model = mt.TransferModel.from_backbone(c.modality, c.name_or_path, labels=train.label_names, task=train.task,
-                                               seed=seed, **c.adapter)
-        trainer = mt.Trainer(model, mt.TrainingArguments(output_dir=str(out / c.name), **settings), train)
-        trainer.train()
-        achieved[c.name] = float(trainer.evaluate(evaluation)[metric])
-    agreement = {e: correlate({n: s[e] for n, s in scores.items() if e in s}, achieved)
-                 for e in _check_estimators(estimators) if any(e in s for s in scores.values())}
-    report = ValidationReport(scores, achieved, metric, agreement)
-    out.mkdir(parents=True, exist_ok=True)
-    from mtransfer.atomic import atomic_write_json
-
-    atomic_write_json(out / "report.json", report.to_dict())
-    report.plot(out / "agreement.png")
-    return report
-

@@ -30,6 +30,18 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from mtransfer.atomic import atomic_write_bytes, atomic_write_json, read_json
+from mtransfer.builtins import DATA
+from mtransfer.cache import text_fingerprint
+from mtransfer.card import write_model_card
+from mtransfer.data import load_labeled
+from mtransfer.experiments.transfer_matrix import train_ctc_run
+from mtransfer.media import media_fingerprint
+from mtransfer.model import TransferModel
+from mtransfer.ranking import rank_sources
+from mtransfer.ranking.lid import resolve_inputs
+from mtransfer.speech.pretrain import PretrainArguments, continue_pretraining, load_for_pretraining
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -39,13 +51,10 @@ def ctc_splits(corpus: Any, where: str, vocabulary: Any = None, train_utterances
 
     ``train_utterances`` keeps that many training utterances (drawn with ``seed``): the small budget.
     """
-    import mtransfer as mt
-
     if isinstance(corpus, str):
         if not corpus.startswith("builtin:"):
             raise ValueError(f"{where} {corpus!r}: give a builtin:espeak-asr-LANG name or a mapping of splits "
                              "({'train': ..., 'validation': ...}).")
-        from mtransfer.builtins import DATA
 
         if corpus not in DATA or DATA[corpus].task != "ctc":
             raise ValueError(f"{where} {corpus!r}: not a transcribed builtin corpus; expected one of "
@@ -59,7 +68,7 @@ def ctc_splits(corpus: Any, where: str, vocabulary: Any = None, train_utterances
         if isinstance(data, (list, tuple)) and not data:
             raise ValueError(f"{where}: the {split} split has no utterances (no audio).")
         try:
-            out = mt.load_labeled(data, input_column="audio", label_column="transcript", task="ctc", vocabulary=vocab)
+            out = load_labeled(data, input_column="audio", label_column="transcript", task="ctc", vocabulary=vocab)
         except (ValueError, FileNotFoundError) as e:
             raise type(e)(f"{where}, {split} split: {e}") from None
         if not len(out):
@@ -85,8 +94,6 @@ def _unlabelled(corpus: Any) -> bool:
 
 
 def _audio_only(corpus: Mapping[str, Any], where: str) -> list[Any]:
-    from mtransfer.ranking.lid import resolve_inputs
-
     audio = resolve_inputs(corpus["audio"]) if len(corpus["audio"]) else []
     if not audio:
         raise ValueError(f"{where}: no audio (expected files, arrays or (wave, rate) pairs).")
@@ -97,8 +104,6 @@ def corpus_fingerprint(corpus: Any) -> str:
     """A digest of a corpus's content: each split's audio (files by path, size and time; arrays by bytes) and transcripts."""
     import hashlib
 
-    from mtransfer.cache import text_fingerprint
-    from mtransfer.media import media_fingerprint
 
     h = hashlib.sha256()
     if isinstance(corpus, list):  # untranscribed audio
@@ -129,8 +134,6 @@ def _differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[st
 
 def _stage(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     """A finished stage's record, or None; a record written by anything else (settings, corpora, target) is an error."""
-    from mtransfer.atomic import read_json
-
     if not path.is_file():
         return None
     record = read_json(path, "finished stage's record")
@@ -172,8 +175,6 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
             an untranscribed source without ``unlabelled="pretrain"``, or an ``output_dir`` written
             with other settings: each before any training.
     """
-    from mtransfer.ranking import rank_sources
-
     if len(sources) < 2:
         raise ValueError(f"adapt_from_best_source needs at least two candidate sources; got {list(sources)}.")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(sources):
@@ -188,9 +189,7 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
                          "unlabelled='pretrain' (--unlabelled pretrain) to continue a wav2vec2 encoder's "
                          "self-supervised pretraining on its audio.")
     if untranscribed:
-        from mtransfer.speech.pretrain import _load
-
-        _load(model)  # a model continued pretraining cannot train stops here
+        load_for_pretraining(model)  # a model continued pretraining cannot train stops here
     tgt = ctc_splits(target, "target", train_utterances=target_utterances, seed=seed)  # checked before any training
     src = {name: (_audio_only(c, f"source {name!r}") if _unlabelled(c) else ctc_splits(c, f"source {name!r}"))
            for name, c in sources.items()}
@@ -244,20 +243,13 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:
-    from mtransfer.atomic import atomic_write_json
-
     atomic_write_json(path, record)
 
 
 def _train_source(chosen: list[str], src: dict[str, Any], run_dir: Path, model: str, epochs: int, lr: float,
                   patience: int, pretrain_epochs: int, common: dict[str, Any]) -> dict[str, Any]:
     """The source stage: continued pretraining on untranscribed audio, or a CTC run on the (pooled) transcribed data."""
-    import mtransfer as mt
-    from mtransfer.speech.matrix import train_ctc_run
-
     if any(isinstance(src[n], list) for n in chosen):
-        from mtransfer.speech.pretrain import PretrainArguments, continue_pretraining
-
         audio = [a for n in chosen for a in (src[n] if isinstance(src[n], list) else src[n]["train"].inputs)]
         done = continue_pretraining(model, audio, PretrainArguments(str(run_dir), num_epochs=pretrain_epochs,
                                                                     batch_size=common["batch_size"], seed=common["seed"],
@@ -268,7 +260,7 @@ def _train_source(chosen: list[str], src: dict[str, Any], run_dir: Path, model: 
                     for a, t in zip(src[n][split].inputs, src[n][split].references)]
             for split in ("train", "validation", "test") if all(split in src[n] for n in chosen)}
     data = ctc_splits(rows, "the chosen sources")
-    start = mt.TransferModel.from_backbone("audio", model, labels=data["train"].vocabulary, task="ctc", seed=common["seed"])
+    start = TransferModel.from_backbone("audio", model, labels=data["train"].vocabulary, task="ctc", seed=common["seed"])
     results = train_ctc_run(start, data["train"], data["validation"], data.get("test", data["validation"]), run_dir,
                             epochs=epochs, lr=lr, patience=patience, **common)
     return {"kind": "CTC", "utterances": len(data["train"]), "model_dir": str(run_dir / "model"), **results}
@@ -276,16 +268,13 @@ def _train_source(chosen: list[str], src: dict[str, Any], run_dir: Path, model: 
 
 def _adapt(out: Path, source: dict[str, Any], tgt: dict[str, Any], epochs: int, lr: float, patience: int,
            common: dict[str, Any]) -> dict[str, Any]:
-    import mtransfer as mt
-    from mtransfer.card import write_model_card
-    from mtransfer.speech.matrix import train_ctc_run
 
     vocab = tgt["train"].vocabulary
     if source["kind"] == "CTC":
-        model = mt.TransferModel.from_pretrained(source["model_dir"]).with_new_head(vocab, seed=common["seed"])
+        model = TransferModel.from_pretrained(source["model_dir"]).with_new_head(vocab, seed=common["seed"])
         copied = model.copied_rows
     else:  # a pretrained encoder: a new CTC head on it
-        model = mt.TransferModel.from_backbone("audio", source["model_dir"], labels=vocab, task="ctc", seed=common["seed"])
+        model = TransferModel.from_backbone("audio", source["model_dir"], labels=vocab, task="ctc", seed=common["seed"])
         copied = 0
     results = train_ctc_run(model, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "target",
                             epochs=epochs, lr=lr, patience=patience, **common)
@@ -295,10 +284,8 @@ def _adapt(out: Path, source: dict[str, Any], tgt: dict[str, Any], epochs: int, 
 
 def _scratch(out: Path, model: str, tgt: dict[str, Any], epochs: int, lr: float, patience: int,
              common: dict[str, Any]) -> dict[str, Any]:
-    import mtransfer as mt
-    from mtransfer.speech.matrix import train_ctc_run
 
-    start = mt.TransferModel.from_backbone("audio", model, labels=tgt["train"].vocabulary, task="ctc", seed=common["seed"])
+    start = TransferModel.from_backbone("audio", model, labels=tgt["train"].vocabulary, task="ctc", seed=common["seed"])
     return train_ctc_run(start, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "baseline",
                          epochs=epochs, lr=lr, patience=patience, **common)
 
@@ -307,8 +294,6 @@ def _report(out: Path, ranking: dict[str, Any], chosen: list[str], source: dict[
             scratch: dict[str, Any] | None, train_utterances: int, has_test: bool,
             say: Callable[[str], None]) -> dict[str, Any]:
     """``adapt.json`` and ``report.md``: the ranking and why it chose as it did, and what the source was worth."""
-    from mtransfer.atomic import atomic_write_bytes
-
     scored_on = "test" if has_test else "validation"
     report = {"ranking": ranking["ranking"], "scorer": ranking["scorer"], "lid_accuracy": ranking["lid_accuracy"],
               "source": " + ".join(chosen), "chosen": chosen, "source_results": source,

@@ -10,22 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from mtransfer.atomic import atomic_write_json
+from mtransfer.builtins import minilm_path
+from mtransfer.builtins.corpora import fortunes_corpus, fortunes_splits
+from mtransfer.data import load_labeled
+from mtransfer.model import TransferModel
 from mtransfer.self_taught import random_vectors_like, train_word_vectors
+from mtransfer.training import Trainer, TrainingArguments
 
 
 def compare_self_taught(output_dir: str | Path = "outputs/self_taught", *, train_per_topic: int = 48, seed: int = 0,
                         epochs: int = 20, vector_size: int = 100, w2v_epochs: int = 10,
                         progress_bar: bool = False) -> list[dict[str, Any]]:
     """Random vs self-taught word vectors vs a sentence-transformers encoder on fortunes topics."""
-    import mtransfer as mt
-    from mtransfer.builtins import minilm_path
-    from mtransfer.builtins.corpora import fortunes_corpus, fortunes_splits
-
     out = Path(output_dir)
     splits = fortunes_splits(train_per_topic=train_per_topic, seed=seed)
-    train = mt.load_labeled(splits["train"])
-    valid = mt.load_labeled(splits["validation"], label_names=train.label_names)
-    test = mt.load_labeled(splits["test"], label_names=train.label_names)
+    train = load_labeled(splits["train"])
+    valid = load_labeled(splits["validation"], label_names=train.label_names)
+    test = load_labeled(splits["test"], label_names=train.label_names)
     held_out = [r["text"] for r in splits["validation"] + splits["test"]]
     start = time.perf_counter()
     corpus = fortunes_corpus(exclude_texts=held_out)
@@ -41,15 +42,15 @@ def compare_self_taught(output_dir: str | Path = "outputs/self_taught", *, train
                     learning_rate=3e-3, batch_size=16, seed=seed, progress_bar=progress_bar, report_to=[], plot=False,
                     save_checkpoints=False, lr_schedule="linear", warmup_ratio=0.1)
     for name, path in (("random embeddings", random_file), ("self-taught word2vec", vectors)):
-        model = mt.TransferModel.from_backbone("static_vectors", path, labels=train.label_names, seed=seed,
-                                               vocab_texts=train.inputs, vocab_budget=20_000, pooling="mean")
-        trainer = mt.Trainer(model, mt.TrainingArguments(output_dir=str(out / name.split()[0]), **settings), train, valid)
+        model = TransferModel.from_backbone("static_vectors", path, labels=train.label_names, seed=seed,
+                                            vocab_texts=train.inputs, vocab_budget=20_000, pooling="mean")
+        trainer = Trainer(model, TrainingArguments(output_dir=str(out / name.split()[0]), **settings), train, valid)
         result = trainer.train()
         rows.append({"backbone": name, "valid_accuracy": result.final_metrics["eval_accuracy"],
                      "test_accuracy": trainer.evaluate(test)["eval_accuracy"], "seconds": result.train_seconds})
-    model = mt.TransferModel.from_backbone("sentence", minilm_path(), labels=train.label_names, seed=seed)
+    model = TransferModel.from_backbone("sentence", minilm_path(), labels=train.label_names, seed=seed)
     probe = {**settings, "strategy": "frozen", "num_epochs": 8, "learning_rate": 2e-2, "head_epochs": 1}
-    trainer = mt.Trainer(model, mt.TrainingArguments(output_dir=str(out / "sentence"), **probe), train, valid)
+    trainer = Trainer(model, TrainingArguments(output_dir=str(out / "sentence"), **probe), train, valid)
     result = trainer.train()
     rows.append({"backbone": "sentence-transformers MiniLM-L6 (frozen)", "valid_accuracy": result.final_metrics["eval_accuracy"],
                  "test_accuracy": trainer.evaluate(test)["eval_accuracy"], "seconds": result.train_seconds})

@@ -23,11 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtransfer.data import load_labeled
+from mtransfer.experiments.transfer_matrix import train_ctc_run
+from mtransfer.model import TransferModel
+
 
 @dataclass
 class SpeechRun:
     """One run's settings and results."""
-
     name: str
     language: str
     train_utterances: int
@@ -39,7 +42,6 @@ class SpeechRun:
 
 def _train(name: str, model: Any, train: Any, valid: Any, test: Any, out: Path, *, epochs: int, lr: float,
            patience: int, batch_size: int, progress_bar: bool, seed: int) -> dict[str, Any]:
-    from mtransfer.speech.matrix import train_ctc_run
 
     results = train_ctc_run(model, train, valid, test, out / name, epochs=epochs, lr=lr, patience=patience,
                             batch_size=batch_size, seed=seed, progress=progress_bar, plot=True)
@@ -60,18 +62,16 @@ def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: s
     the CER stays at 1.0, after about 15 epochs, and its best epoch was the 33rd of 53); ``only`` reruns some of the runs, keeping
     the others' results from an earlier ``results.json`` in ``output_dir``.
     """
-    import mtransfer as mt
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    load = lambda lang, split, **kw: mt.load_labeled(f"builtin:espeak-asr-{lang}", split=split, task="ctc", **kw)  # noqa: E731
+    load = lambda lang, split, **kw: load_labeled(f"builtin:espeak-asr-{lang}", split=split, task="ctc", **kw)  # noqa: E731
     src_train = load(source, "train")
     src_valid, src_test = (load(source, s, vocabulary=src_train.vocabulary) for s in ("validation", "test"))
     full_target = load(target, "train")
     keep = sorted(random.Random(seed).sample(range(len(full_target)), max(1, round(fraction * len(full_target)))))
     # the small set's own vocabulary: the characters of its transcripts only
-    small = mt.load_labeled([{"audio": full_target.inputs[i], "transcript": full_target.references[i]} for i in keep],
-                            input_column="audio", label_column="transcript", task="ctc")
+    small = load_labeled([{"audio": full_target.inputs[i], "transcript": full_target.references[i]} for i in keep],
+                         input_column="audio", label_column="transcript", task="ctc")
     tgt_valid, tgt_test = (load(target, s, vocabulary=small.vocabulary) for s in ("validation", "test"))
     common = dict(batch_size=batch_size, progress_bar=progress_bar, seed=seed, patience=patience)
     earlier = {r["name"]: r for r in json.loads((out / "results.json").read_text())} if (out / "results.json").is_file() else {}
@@ -79,7 +79,7 @@ def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: s
 
     run = SpeechRun(f"{source} from scratch", source, len(src_train), "random", source_epochs, source_lr)
     if "source" in only:
-        scratch = mt.TransferModel.from_backbone("audio", model, labels=src_train.vocabulary, task="ctc", seed=seed)
+        scratch = TransferModel.from_backbone("audio", model, labels=src_train.vocabulary, task="ctc", seed=seed)
         run.results = _train("source_scratch", scratch, src_train, src_valid, src_test, out, epochs=source_epochs,
                              lr=source_lr, **common)
     runs.append(_kept(run, earlier))
@@ -87,7 +87,7 @@ def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: s
     run = SpeechRun(f"{target} {fraction:.0%}, init from {source}", target, len(small), f"{source} model",
                     target_epochs, target_lr)
     if "transfer" in only:
-        transfer = mt.TransferModel.from_pretrained(out / "source_scratch" / "model").with_new_head(small.vocabulary,
+        transfer = TransferModel.from_pretrained(out / "source_scratch" / "model").with_new_head(small.vocabulary,
                                                                                                    seed=seed)
         run.results = _train("target_transfer", transfer, small, tgt_valid, tgt_test, out, epochs=target_epochs,
                              lr=target_lr, **common)
@@ -96,7 +96,7 @@ def run_speech_demo(output_dir: str | Path = "outputs/speech_demo", *, source: s
 
     run = SpeechRun(f"{target} {fraction:.0%}, random init", target, len(small), "random", scratch_epochs, scratch_lr)
     if "scratch" in only:
-        alone = mt.TransferModel.from_backbone("audio", model, labels=small.vocabulary, task="ctc", seed=seed)
+        alone = TransferModel.from_backbone("audio", model, labels=small.vocabulary, task="ctc", seed=seed)
         run.results = _train("target_scratch", alone, small, tgt_valid, tgt_test, out, epochs=scratch_epochs,
                              lr=scratch_lr, **{**common, "patience": scratch_patience})
     runs.append(_kept(run, earlier))
