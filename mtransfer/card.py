@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from mtransfer.atomic import read_json
 from mtransfer.record import RECORD_FILE, RunRecord, mtransfer_version
+from mtransfer.tasks import get_task
 
 
 def _fmt(value: Any) -> str:
@@ -52,7 +53,8 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
     adapter_type = config["adapter_type"]
     hub_base, base = _base_model(config["adapter"].get("source"))
     final = _scores(metrics.get("final_eval"))
-    pipeline_tag = "automatic-speech-recognition" if config["task"] == "ctc" else _pipeline_tag(adapter_type)
+    transcribes = get_task(config["task"]).transcribes
+    pipeline_tag = "automatic-speech-recognition" if transcribes else _pipeline_tag(adapter_type)
     data = ModelCardData(
         base_model=hub_base,
         library_name="transformers" if export is not None else "mtransfer", pipeline_tag=pipeline_tag,

@@ -16,6 +16,9 @@ from typing import Any, Sequence
 
 from mtransfer.builtins import DATA, DEFAULT_SCORER, MODELS, TABLES  # a registry of names: imports no torch
 
+# the task registry's names, kept here so that --help imports no torch (tests/test_cli.py checks they match)
+TASK_NAMES = ["single_label_classification", "multi_label_classification", "regression", "ctc"]
+
 
 def int_at_least(minimum: int):
     """argparse type: an integer >= ``minimum``."""
@@ -169,7 +172,7 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--test", default=None, help="test data (same formats): evaluated after training, in the output")
     _add_data_args(train)
     train.add_argument("--task", default="single_label_classification",
-                       choices=["single_label_classification", "multi_label_classification", "regression", "ctc"],
+                       choices=TASK_NAMES,
                        help="ctc: speech recognition (an audio model; --label-column names the transcripts)")
     train.add_argument("--vocabulary", default=None,
                        help="ctc: characters (default), phones:VOICE (espeak-ng IPA, e.g. phones:hi), or model "
@@ -285,7 +288,7 @@ def _decoder(a: argparse.Namespace, model: Any) -> Any:
     """The beam-search decoder ``--beam-width`` / ``--lm`` ask for, or None (greedy)."""
     if a.beam_width is None and a.lm is None:
         return None
-    if model.task != "ctc":
+    if not model.head.kind.transcribes:
         raise ValueError(f"--beam-width / --lm are for speech recognition (CTC) models; this one does {model.task}.")
     from mtransfer.speech.decoding import BeamSearchDecoder
 
@@ -551,14 +554,15 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         return _evaluate_tabular(a)
     model = TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     column = a.input_column or model.adapter.default_input_column
-    label_names = None if model.task in ("regression", "ctc") else model.label_names
-    extra = {"vocabulary": model.vocabulary} if model.task == "ctc" else {}  # transcripts in the model's own units
+    task = model.head.kind
+    label_names = model.label_names if task.has_class_names and not task.transcribes else None
+    extra = {"vocabulary": model.vocabulary} if task.transcribes else {}  # transcripts in the model's own units
     data = load_labeled(a.data, input_column=column, label_column=a.label_column or "label", task=model.task,
                         label_names=label_names, label_separator=a.label_separator, **extra)
     decoder = _decoder(a, model)
     args = TrainingArguments(output_dir=a.model_dir, eval_batch_size=a.batch_size, report_to=[], progress_bar=False)
     metrics = Trainer(model, args, eval_dataset=data).evaluate(decoder=decoder)
-    if model.task == "ctc":
+    if task.transcribes:
         metrics["unknown_units"] = data.unknown_units
     print(json.dumps({**metrics, **(decoder.describe() if decoder is not None else {})}))
     return 0
@@ -643,13 +647,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     model = TransferModel.from_pretrained(a.model_dir, trust_remote_code=a.trust_remote_code)
     decoder = _decoder(a, model)  # before reading the inputs: a bad --lm stops here
     inputs = _predict_inputs(a.input, a.input_column or model.adapter.default_input_column, model.adapter)
-    if model.task == "ctc":  # speech recognition: one transcript per input
+    if model.head.kind.transcribes:  # speech recognition: one transcript per input
         for x, text in zip(inputs, model.transcribe(inputs, batch_size=a.batch_size, decoder=decoder)):
             print(json.dumps({"input": x, "transcript": text}, ensure_ascii=False))
         return 0
     outputs = model.predict_outputs(inputs, batch_size=a.batch_size)  # one pass: predictions and scores
     preds = model.decode(outputs)
-    scores = None if model.task == "regression" else model.head.scores(outputs)
+    scores = model.head.scores(outputs) if model.head.kind.has_class_names else None
     for i, (x, p) in enumerate(zip(inputs, preds)):
         row: dict[str, Any] = {"input": x, "prediction": p}
         if scores is not None:

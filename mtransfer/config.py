@@ -31,6 +31,7 @@ from mtransfer.data import load_labeled
 from mtransfer.heads import HeadConfig
 from mtransfer.model import TransferModel
 from mtransfer.record import RunRecord
+from mtransfer.tasks import get_task
 from mtransfer.training import Trainer, TrainingArguments
 
 
@@ -40,6 +41,7 @@ SECTIONS = ("model", "data", "training")
 @dataclass
 class ModelSettings:
     """The ``model`` section."""
+
     modality: str = "text"
     name_or_path: str = "builtin:minilm"
     adapter: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +54,7 @@ class ModelSettings:
 @dataclass
 class DataSettings:
     """The ``data`` section."""
+
     train: str = "builtin:fortunes"
     validation: str | None = None
     test: str | None = None
@@ -238,12 +241,13 @@ def _did_you_mean(key: str, names: Sequence[str], prefix: str) -> str:
 def _dataset(source: str | None, split: str, data: DataSettings, label_names: list[str] | None, vocabulary: Any = None):
     if source is None:
         return None
-    if source.startswith(PREFIX) and data.task != "ctc":
+    task = get_task(data.task)
+    if source.startswith(PREFIX) and not task.transcribes:
         return load_labeled(source, split=split, label_names=label_names)
-    if data.task == "ctc":
+    if task.transcribes:
         builtin = {"split": split} if source.startswith(PREFIX) else {"input_column": data.input_column,
                                                                         "label_column": data.label_column}
-        return load_labeled(source, **builtin, task="ctc",
+        return load_labeled(source, **builtin, task=data.task,
                             vocabulary=vocabulary if vocabulary is not None else data.vocabulary,
                             bad_transcripts=data.bad_transcripts, unknown_units=data.unknown_units)
     label_column: str | list[str] = data.label_column
@@ -261,8 +265,9 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     """
     d = config.data
     start = _init_model(config)
-    if d.task == "ctc" and d.vocabulary == "model":
-        if start is None or start.task != "ctc":
+    task = get_task(d.task)
+    if task.transcribes and d.vocabulary == "model":
+        if start is None or not start.head.kind.transcribes:
             raise ValueError(f"{config.source}: data.vocabulary=model takes the vocabulary of model.init_from, "
                              "which must be a CTC model.")
         train = _dataset(d.train, "train", d, None, start.vocabulary)
@@ -272,7 +277,7 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     valid = _dataset(d.validation, "validation", d, names, train.vocabulary)
     test = _dataset(d.test, "test", d, names, train.vocabulary)
     if start is not None:
-        labels = train.vocabulary if d.task == "ctc" else train.label_names
+        labels = train.vocabulary if task.transcribes else train.label_names
         model = start.with_new_head(labels, task=d.task, head=config.model.head or None, seed=config.model.seed)
         return _train_and_test(config, model, train, valid, test)
     adapter = dict(config.model.adapter)
@@ -284,7 +289,7 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     if config.model.trust_remote_code and "trust_remote_code" in inspect.signature(adapter_cls.__init__).parameters:
         adapter.setdefault("trust_remote_code", True)
     model = TransferModel.from_backbone(config.model.modality, config.model.name_or_path,
-                                        labels=train.vocabulary if d.task == "ctc" else train.label_names,
+                                        labels=train.vocabulary if task.transcribes else train.label_names,
                                         task=d.task, head=config.model.head, seed=config.model.seed, **adapter)
     return _train_and_test(config, model, train, valid, test)
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from mtransfer.heads import TASKS
+from mtransfer.tasks import get_task
+from mtransfer.tasks.ctc import CTC
 from mtransfer.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, resolve_relative_paths
 from mtransfer.speech.data import encode_transcripts
 
@@ -332,8 +333,7 @@ def load_labeled(
         ValueError: Missing column, empty data, missing values, unknown labels, bad targets;
             the message names the source, the column and the row.
     """
-    if task not in TASKS:
-        raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}.")
+    kind = get_task(task)
     if isinstance(source, str) and source.startswith("builtin:"):
         source, input_column, own_label = _builtin_split(source, split)
         label_column = own_label if label_column == "label" else label_column
@@ -356,15 +356,15 @@ def load_labeled(
         return LabeledDataset(inputs, None, task=task, label_names=list(label_names or []), source=name)
 
     label_cols = [label_column] if isinstance(label_column, str) else list(label_column)
-    if task == "regression":
+    if not kind.has_class_names:  # regression: the label columns are the targets
         return LabeledDataset(inputs, _regression_targets(columns, label_cols, name), task=task, label_names=label_cols,
                               source=name)
     if len(label_cols) != 1:
         raise ValueError(f"{name}: classification takes one label column, got {label_cols}.")
-    if task == "ctc":
+    if kind.transcribes:
         return _transcripts_dataset(inputs, columns[label_cols[0]], label_cols[0], name, vocabulary, bad_transcripts,
                                     unknown_units)
-    encode = _multi_label_targets if task == "multi_label_classification" else _class_targets
+    encode = _multi_label_targets if kind.multi_label else _class_targets
     targets, names = encode(columns[label_cols[0]], label_cols[0], name, label_names, label_separator)
     return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
 
@@ -376,7 +376,7 @@ def _transcripts_dataset(inputs: list, raw: list, col: str, name: str, vocabular
         if _is_missing(v) or not isinstance(v, str):
             raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; expected a transcript (text).")
     encoded = encode_transcripts(raw, col, name, vocabulary, bad_transcripts, unknown_units)
-    dataset = LabeledDataset([inputs[i] for i in encoded.rows], encoded.targets, task="ctc",
+    dataset = LabeledDataset([inputs[i] for i in encoded.rows], encoded.targets, task=CTC.name,
                              label_names=encoded.vocabulary.symbols, source=name)
     dataset.vocabulary = encoded.vocabulary
     dataset.references = encoded.references

@@ -76,7 +76,7 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
     if getattr(model, "loaded_from", None) is not None:
         check_apart(folder, model.loaded_from)
     check_output_folder(folder, overwrite)
-    if model.task == "ctc":
+    if model.head.kind.transcribes:  # the encoder's own *ForCTC class
         native, processor, sample = _ctc_model(model)
         _check_ctc(model, native, sample, atol)
         return _write(native, processor, folder)

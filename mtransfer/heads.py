@@ -1,6 +1,7 @@
 """Heads: pooled features -> logits or regression values, with their losses and predictions.
 
-One :class:`Head` class serves the three tasks, named as in transformers' ``problem_type``:
+One :class:`Head` class serves every task; what its outputs mean (loss, decisions, scores) is the
+task object's (:mod:`mtransfer.tasks`), named as in transformers' ``problem_type``:
 
 * ``single_label_classification``: softmax over ``num_outputs`` classes, cross-entropy loss;
 * ``multi_label_classification``: one sigmoid per label, binary cross-entropy, per-label
@@ -26,9 +27,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.nn import functional as F
 
-TASKS = ("single_label_classification", "multi_label_classification", "regression", "ctc")
+from mtransfer.tasks import Task, get_task, task_names
+
+TASKS = tuple(task_names())  # the task registry's names (mtransfer.tasks)
 LABEL_PAD = -100  # padding of CTC label sequences (the transformers convention)
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -60,12 +62,7 @@ class HeadConfig:
             raise ValueError(f"HeadConfig.task={self.task!r} is not a task; expected one of {', '.join(TASKS)}.")
         if self.num_outputs < 1:
             raise ValueError(f"HeadConfig.num_outputs must be >= 1, got {self.num_outputs}.")
-        if self.task == "ctc" and self.hidden_sizes:
-            raise ValueError("HeadConfig.hidden_sizes: a CTC head is one linear layer over the frames (no MLP).")
-        if self.task == "ctc" and self.num_outputs < 2:
-            raise ValueError(f"a CTC head needs the blank and at least one symbol, got num_outputs={self.num_outputs}.")
-        if self.task == "single_label_classification" and self.num_outputs < 2:
-            raise ValueError(f"single_label_classification needs num_outputs >= 2 classes, got {self.num_outputs}.")
+        get_task(self.task).check_head(self)
         if self.input_dim < 1:
             raise ValueError(f"HeadConfig.input_dim must be the adapter's feature size (>= 1), got {self.input_dim}.")
         if any(h < 1 for h in self.hidden_sizes):
@@ -105,6 +102,11 @@ class Head(nn.Module):
     def task(self) -> str:
         return self.config.task
 
+    @property
+    def kind(self) -> Task:
+        """The task object that gives these outputs their meaning (loss, decisions, scores)."""
+        return get_task(self.config.task)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logits (classification, CTC) or standardized values (regression).
 
@@ -139,15 +141,7 @@ class Head(nn.Module):
             regression, ``(batch, max_label_length)`` symbol ids padded with -100 for CTC.
             mask: ``(batch, frames)`` valid frames (CTC).
         """
-        if self.task == "ctc":
-            return ctc_loss(outputs, labels, mask)
-        if self.task == "single_label_classification":
-            return F.cross_entropy(outputs.float(), labels.long())
-        if self.task == "multi_label_classification":
-            return F.binary_cross_entropy_with_logits(outputs.float(), labels.to(outputs.device).float())
-        mean, std = self.target_mean.to(outputs.device), self.target_std.to(outputs.device)
-        target = (labels.to(outputs.device).float().reshape(outputs.shape) - mean) / std
-        return F.mse_loss(outputs.float(), target)
+        return self.kind.loss(outputs, labels, self, mask)
 
     @torch.no_grad()
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -156,20 +150,12 @@ class Head(nn.Module):
         Returns class ids ``(batch,)``, 0/1 label indicators ``(batch, num_outputs)`` (from the
         thresholds) or regression values in the targets' original units ``(batch, num_outputs)``.
         """
-        if self.task in ("single_label_classification", "ctc"):
-            return outputs.argmax(dim=-1)
-        if self.task == "multi_label_classification":  # the outputs may sit on another device (gathered on the CPU)
-            return (torch.sigmoid(outputs.float()) >= self.thresholds.to(outputs.device)).long()
-        return outputs.float() * self.target_std.to(outputs.device) + self.target_mean.to(outputs.device)
+        return self.kind.decisions(outputs, self)
 
     @torch.no_grad()
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities (softmax / sigmoid) or regression values in original units."""
-        if self.task in ("single_label_classification", "ctc"):
-            return torch.softmax(outputs.float(), dim=-1)
-        if self.task == "multi_label_classification":
-            return torch.sigmoid(outputs.float())
-        return self.predict(outputs)
+        return self.kind.scores(outputs, self)
 
     def reset(self, num_outputs: int) -> Head:
         """A fresh head of the same shape with ``num_outputs`` outputs (timm's ``reset_classifier``)."""
@@ -188,26 +174,6 @@ class Head(nn.Module):
         head = cls(HeadConfig(**json.loads((folder / "config.json").read_text())))
         head.load_state_dict(load_file(str(folder / "model.safetensors")))
         return head
-
-
-def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean CTC loss per utterance, normalised by label length (blank 0, ``zero_infinity``).
-
-    Shape:
-        logits: ``(batch, frames, vocab)``. labels: ``(batch, max_label_length)``, padded with
-        -100. mask: ``(batch, frames)``, 1 for the encoder's real output frames.
-    """
-    if logits.dim() != 3:
-        raise ValueError(f"a CTC head's outputs are (batch, frames, vocab); got shape {tuple(logits.shape)}.")
-    batch, frames = logits.shape[:2]
-    input_lengths = mask.sum(1).long() if mask is not None else torch.full((batch,), frames, dtype=torch.long)
-    valid = labels >= 0
-    target_lengths = valid.sum(1)
-    targets = labels[valid].long()  # concatenated, as ctc_loss takes them
-    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
-    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC needs int32 lengths on the CPU, and is not deterministic
-        return F.ctc_loss(log_probs, targets, input_lengths.cpu(), target_lengths.cpu(), blank=0, reduction="mean",
-                          zero_infinity=True)
 
 
 def tune_thresholds(probs: torch.Tensor, labels: torch.Tensor, grid: int = 19) -> torch.Tensor:
@@ -240,7 +206,7 @@ def folded_linear(head: Head, allow_hidden: bool = False) -> tuple[torch.Tensor,
                          "the architecture's classifier); keep the mtransfer folder (TransferModel.from_pretrained).")
     weight = head.out.weight.detach().clone()
     bias = head.out.bias.detach().clone()
-    if head.task == "regression":
+    if not head.kind.has_class_names:  # regression: the targets' statistics folded in
         weight = weight * head.target_std[:, None]
         bias = bias * head.target_std + head.target_mean
     return weight.to(torch.float32), bias.to(torch.float32)

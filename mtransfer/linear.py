@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from mtransfer.heads import Head, HeadConfig
-from mtransfer.metrics import DEFAULT_METRICS, compute_metrics
+from mtransfer.metrics import compute_metrics
+from mtransfer.tasks import get_task
 
 KINDS = ("logistic", "linear_svm", "ridge", "knn")
 
@@ -70,7 +71,7 @@ class LinearProbe:
         refs = _numpy(targets)
         if self.task == "regression":
             refs = refs.reshape(len(refs), -1)
-        names = list(metrics or DEFAULT_METRICS[self.task])
+        names = list(metrics or get_task(self.task).metrics)
         return {f"eval_{k}": v for k, v in compute_metrics(self.task, names, preds, refs).items()}
 
     def to_head(self, dropout: float = 0.1) -> Head:

@@ -22,10 +22,13 @@ from torch import nn
 
 from mtransfer.adapters.base import (Adapter, LayerGroup, build_adapter, check_adapter_settings, get_adapter_class,
                                      quiet_transformers)
-from mtransfer.atomic import atomic_directory
+from mtransfer.atomic import atomic_directory, read_json
 from mtransfer.heads import Head, HeadConfig
 from mtransfer.record import mtransfer_version
-from mtransfer.weight_files import check_safetensors, refuse_unsafe_pickles
+from mtransfer.speech.ctc import greedy_ids
+from mtransfer.speech.vocabulary import Vocabulary
+from mtransfer.tasks import get_task
+from mtransfer.weight_files import check_safetensors, load_safetensors, refuse_unsafe_pickles
 
 FORMAT_VERSION = 1
 logger = logging.getLogger(__name__)
@@ -70,8 +73,6 @@ def _as_list(inputs: Any) -> list[Any]:
 
 def read_model_config(folder: Path) -> dict[str, Any]:
     """The ``config.json`` of an mtransfer model folder, checked; one-line errors naming the file."""
-    from mtransfer.atomic import read_json
-
     config_path = folder / "config.json"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder.")
@@ -97,38 +98,17 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _labels(labels: Any, task: str) -> tuple[Any, list[str]]:
-    """``(vocabulary or None, label names)`` from what a caller passes as ``labels``."""
-    if task == "ctc":
-        from mtransfer.speech.vocabulary import Vocabulary
-
-        if isinstance(labels, Vocabulary):
-            return labels, list(labels.symbols)
-        if isinstance(labels, dict):
-            vocab = Vocabulary.from_dict(labels)
-            return vocab, list(vocab.symbols)
-        if isinstance(labels, int) or labels is None:
-            raise ValueError("task='ctc' needs its vocabulary as labels (e.g. labels=train.vocabulary).")
-        vocab = Vocabulary([str(x) for x in labels])
-        return vocab, list(vocab.symbols)
-    if isinstance(labels, int):
-        return None, [str(i) for i in range(labels)]
-    return None, [str(x) for x in labels]
-
-
 def _head_input_dim(adapter: Adapter, task: str) -> int:
-    """The width the head reads: the pooled feature, or the frame features for CTC."""
-    if task != "ctc":
+    """The width the head reads: the pooled feature, or the frame features for a task that reads frames (CTC)."""
+    if not get_task(task).reads_frames:
         return adapter.embedding_dim
     if not hasattr(adapter, "frame_mask"):
-        raise ValueError(f"task='ctc' needs frame features from an audio adapter; the {adapter.adapter_type} adapter "
+        raise ValueError(f"task={task!r} needs frame features from an audio adapter; the {adapter.adapter_type} adapter "
                          "gives pooled features only.")
     return int(adapter.backbone.config.hidden_size)
 
 
 def _ctc_vocabulary(adapter: Adapter, vocabulary: Any, label_names: Sequence[str] | None) -> Any:
-    from mtransfer.speech.vocabulary import Vocabulary
-
     if getattr(adapter, "eval_chunking", False):
         raise ValueError("a CTC model reads every frame: set eval_chunking=False on its audio adapter.")
     adapter.whole_inputs = True
@@ -155,7 +135,7 @@ class TransferModel(nn.Module):
         super().__init__()
         self.adapter = adapter
         self.head = head
-        if head.task == "ctc":
+        if head.kind.transcribes:
             vocabulary = _ctc_vocabulary(adapter, vocabulary, label_names)
             label_names = vocabulary.symbols
         self.vocabulary = vocabulary
@@ -191,7 +171,7 @@ class TransferModel(nn.Module):
             seed: Seeds the head's initialisation (and a random-init backbone's).
             **adapter_kwargs: Passed to the adapter (``max_length``, ``pooling``, ``pretrained``...).
         """
-        vocabulary, names = _labels(labels, task)
+        vocabulary, names = get_task(task).labels(labels)
         if seed is not None:
             torch.manual_seed(seed)
         adapter = build_adapter(modality, model_name_or_path, **adapter_kwargs)
@@ -219,16 +199,17 @@ class TransferModel(nn.Module):
             seed: Seeds the new head's initialisation.
         """
         task = task or self.task
-        vocabulary, names = _labels(labels, task)
+        kind = get_task(task)
+        vocabulary, names = kind.labels(labels)
         if seed is not None:
             torch.manual_seed(seed)
         settings = {k: v for k, v in asdict(self.head.config).items() if k in ("hidden_sizes", "dropout", "activation")}
-        if task == "ctc" or self.task == "ctc":
+        if kind.reads_frames or self.head.kind.reads_frames:  # a frame head is one linear layer
             settings["hidden_sizes"] = []
         settings.update(asdict(head) if isinstance(head, HeadConfig) else dict(head or {}))
         settings.update(task=task, num_outputs=len(names), input_dim=_head_input_dim(self.adapter, task))
         new = Head(HeadConfig(**settings)).to(next(self.head.parameters()).device)
-        if copy_shared_rows and task == "ctc" and self.task == "ctc":
+        if copy_shared_rows and kind.transcribes and self.head.kind.transcribes:
             old = {s: i for i, s in enumerate(self.label_names)}
             pairs = [(j, old[s]) for j, s in enumerate(names) if s in old]
             with torch.no_grad():
@@ -238,11 +219,11 @@ class TransferModel(nn.Module):
             logger.info("with_new_head: copied %d of %d output rows (symbols both vocabularies share)", len(pairs), len(names))
             self.copied_rows = len(pairs)
         self.head = new
-        if task == "ctc":
+        if kind.transcribes:
             vocabulary = _ctc_vocabulary(self.adapter, vocabulary, names)
         self.vocabulary = vocabulary
         self.label_names = names
-        self.adapter.whole_inputs = task == "ctc"
+        self.adapter.whole_inputs = kind.reads_frames
         return self
 
     def reset_head(self, labels: Sequence[str] | int) -> None:
@@ -332,7 +313,7 @@ class TransferModel(nn.Module):
         Shape:
             features: ``(batch, embedding_dim)``; CTC: ``(batch, frames, dim)`` and ``frame_mask`` ``(batch, frames)``.
         """
-        if self.task == "ctc":
+        if self.head.kind.reads_frames:
             return self._forward_ctc(inputs, labels, features, frame_mask)
         if features is None:
             if inputs is None:
@@ -366,7 +347,7 @@ class TransferModel(nn.Module):
     @torch.no_grad()
     def _ctc_outputs(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int) -> Iterator[ModelOutput]:
         """CTC models: frame logits and masks of ``inputs``, a batch at a time, in eval mode."""
-        if self.task != "ctc":
+        if not self.head.kind.transcribes:
             raise ValueError(f"transcribe is for CTC models; this one does {self.task}.")
         inputs = _as_list(inputs)
         self.adapter.validate_inputs(inputs)
@@ -382,8 +363,6 @@ class TransferModel(nn.Module):
 
     def transcribe_ids(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16) -> list[list[int]]:
         """CTC models: the greedy best symbol id of every valid frame, per input (not collapsed)."""
-        from mtransfer.speech.ctc import greedy_ids
-
         return [ids for res in self._ctc_outputs(inputs, batch_size) for ids in greedy_ids(res.logits, res.mask)]
 
     def transcribe(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 16,
@@ -407,7 +386,7 @@ class TransferModel(nn.Module):
         inputs = _as_list(inputs)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1.")
-        if self.task == "ctc":
+        if self.head.kind.reads_frames:
             raise ValueError("a CTC model's outputs differ in length per input: use transcribe / transcribe_ids.")
         self.adapter.validate_inputs(inputs)
         was_training = self.training
@@ -425,23 +404,18 @@ class TransferModel(nn.Module):
 
     def decode(self, outputs: torch.Tensor) -> list[Any]:
         """Predictions from raw head outputs: label names, lists of label names, or values in original units."""
-        decisions = self.head.predict(outputs)
-        if self.task == "single_label_classification":
-            return [self.label_names[i] for i in decisions.tolist()]
-        if self.task == "multi_label_classification":
-            return [[self.label_names[j] for j, on in enumerate(row) if on] for row in decisions.tolist()]
-        return [row[0] if len(row) == 1 else row for row in decisions.tolist()]
+        return self.head.kind.decode(self.head.predict(outputs).tolist(), self.label_names)
 
     def predict(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 32) -> list[Any] | Any:
         """Predictions for raw inputs (see :meth:`decode`; transcripts for CTC); a single text or path gives a single prediction."""
-        if self.task == "ctc":
+        if self.head.kind.transcribes:
             return self.transcribe(inputs, batch_size)
         preds = self.decode(self.predict_outputs(inputs, batch_size))
         return preds[0] if _is_single(inputs) else preds
 
     def predict_proba(self, inputs: Sequence[Any] | str | os.PathLike, batch_size: int = 32) -> torch.Tensor:
         """Class probabilities (softmax, or per-label sigmoid for multi-label). Shape: ``(n, labels)``, or ``(labels,)`` for a single input."""
-        if self.task == "regression":
+        if not self.head.kind.has_class_names:
             raise ValueError("predict_proba is for classification; this model does regression (use predict).")
         scores = self.head.scores(self.predict_outputs(inputs, batch_size))
         return scores[0] if _is_single(inputs) else scores
@@ -456,7 +430,7 @@ class TransferModel(nn.Module):
             "head": asdict(self.head.config),
             "task": self.task,
             "label_names": self.label_names,
-            **({"vocabulary": self.vocabulary.to_dict()} if self.task == "ctc" else {}),
+            **({"vocabulary": self.vocabulary.to_dict()} if self.head.kind.transcribes else {}),
         }
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -489,7 +463,6 @@ class TransferModel(nn.Module):
         """
         import inspect
 
-        from mtransfer.weight_files import load_safetensors, refuse_unsafe_pickles
 
         folder = Path(folder).expanduser()
         config = read_model_config(folder)
@@ -504,9 +477,7 @@ class TransferModel(nn.Module):
         with quiet_transformers(), refuse_unsafe_pickles(folder / "backbone"):
             adapter = adapter_cls.from_pretrained(folder / "backbone", **{**config["adapter"], **adapter_overrides})
         vocabulary = None
-        if config["head"].get("task") == "ctc":
-            from mtransfer.speech.vocabulary import Vocabulary
-
+        if get_task(config["head"].get("task", "single_label_classification")).transcribes:
             vocabulary = Vocabulary.from_dict(config.get("vocabulary") or {"symbols": config["label_names"]})
         model = cls(adapter, Head(HeadConfig(**config["head"])), config["label_names"], vocabulary)
         state = load_safetensors(folder / "model.safetensors")

@@ -26,10 +26,11 @@ import torch
 from mtransfer.checkpoints import Checkpoints, TrainerState, run_identity
 from mtransfer.data import CachedFeatureDataset, CachedFrameDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
 from mtransfer.heads import tune_thresholds
-from mtransfer.metrics import DEFAULT_METRICS, compute_metrics, greater_is_better
+from mtransfer.metrics import compute_metrics, greater_is_better
 from mtransfer.model import TransferModel
 from mtransfer.record import RECORD_FILE, BestEpoch, RunRecord
 from mtransfer.schedules import SCHEDULES, get_schedule
+from mtransfer.speech.data import check_transcript_lengths
 from mtransfer.strategies import STRATEGIES, TrainingPlan, plan_strategy
 
 logger = logging.getLogger(__name__)
@@ -351,8 +352,9 @@ class Trainer:
 
     def _choose_metrics(self) -> None:
         args, eval_dataset = self.args, self.eval_dataset
-        self.metric_names = list(args.metrics or DEFAULT_METRICS[self.model.task])
-        if self.model.task == "ctc":  # one pass gives every error rate; PER exists for phone vocabularies
+        task = self.model.head.kind
+        self.metric_names = list(args.metrics or task.metrics)
+        if task.transcribes:  # one pass gives every error rate; PER exists for phone vocabularies
             self.metric_names = ["wer", "cer"] + (["per"] if self.model.vocabulary.kind == "phones" else [])
         best = args.metric_for_best_model or (self.metric_names[0] if eval_dataset is not None else "loss")
         self.best_metric = "eval_" + best.removeprefix("eval_")
@@ -362,7 +364,7 @@ class Trainer:
         self.greater_is_better = args.greater_is_better if args.greater_is_better is not None else greater_is_better(best)
         if args.early_stopping_patience is not None and eval_dataset is None:
             raise ValueError("TrainingArguments.early_stopping_patience needs an eval_dataset to watch.")
-        if args.tune_thresholds and (self.model.task != "multi_label_classification" or eval_dataset is None):
+        if args.tune_thresholds and (not task.multi_label or eval_dataset is None):
             raise ValueError("TrainingArguments.tune_thresholds is for multi-label classification with an eval_dataset.")
 
     def _drop_bad(self, ds: LabeledDataset | None, role: str) -> LabeledDataset | None:
@@ -390,22 +392,21 @@ class Trainer:
             raise ValueError(f"{role} ({ds.source}) has no labels; load it with a label_column.")
         if ds.task != self.model.task:
             raise ValueError(f"{role} ({ds.source}) is labelled for {ds.task!r} but the model's head does {self.model.task!r}.")
-        if ds.task != "regression" and list(ds.label_names) != list(self.model.label_names):
+        task = self.model.head.kind
+        if task.has_class_names and list(ds.label_names) != list(self.model.label_names):
             raise ValueError(f"{role} ({ds.source}) has labels {ds.label_names[:10]} but the model was built for "
                              f"{self.model.label_names[:10]}; load it with label_names=model.label_names.")
-        if ds.task == "ctc" and ds.references is None:
+        if task.transcribes and ds.references is None:
             raise ValueError(f"{role} ({ds.source}) has CTC targets but no reference transcripts; load it with "
                              "mt.load_labeled(..., task='ctc').")
-        if ds.task == "regression" and ds.targets.shape[1] != self.model.head.config.num_outputs:
+        if not task.has_class_names and ds.targets.shape[1] != self.model.head.config.num_outputs:
             raise ValueError(f"{role} ({ds.source}) has {ds.targets.shape[1]} regression targets but the head has "
                              f"{self.model.head.config.num_outputs} outputs.")
         if id(ds) not in self._readable:
             from mtransfer.media import SKIP_HINT
 
             self.model.adapter.validate_inputs(ds.inputs, source=f"{role} ({ds.source})", hint=SKIP_HINT)
-            if ds.task == "ctc":
-                from mtransfer.speech.data import check_transcript_lengths
-
+            if task.transcribes:
                 check_transcript_lengths(self.model.adapter, ds, f"{role} ({ds.source})")
 
     # --- learning rates -----------------------------------------------------------------
@@ -465,7 +466,7 @@ class Trainer:
         from mtransfer.strategies import optimizer_param_groups
 
         args, model, accelerator = self.args, self.model, self.accelerator
-        if model.task == "regression":
+        if not model.head.kind.has_class_names:  # regression: the head learns standardised targets
             model.head.set_target_stats(self.train_dataset.targets)
         loaders = [DataLoader(self.train_dataset, batch_size=args.batch_size,
                               sampler=EpochShuffleSampler(len(self.train_dataset), args.seed),
@@ -654,7 +655,7 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         args, accelerator = self.args, self.accelerator
-        frames = self.unwrapped.task == "ctc"  # a CTC head reads every frame: cache the frames, not a pooled vector
+        frames = self.unwrapped.head.kind.reads_frames  # a CTC head reads every frame: cache them, not a pooled vector
         entry = self._feature_cache().features(
             self.unwrapped.adapter, dataset.inputs, view=view, seed=args.seed, batch_size=args.eval_batch_size,
             device=accelerator.device, process_index=accelerator.process_index,
@@ -810,7 +811,7 @@ class Trainer:
 
     def _evaluate(self, model, dataloader, decoder: Any = None) -> dict[str, float]:
         head = self.accelerator.unwrap_model(model).head
-        if head.task == "ctc":
+        if head.kind.transcribes:
             return self._evaluate_ctc(model, dataloader, decoder)
         if decoder is not None:
             raise ValueError(f"a decoder is for CTC models; this one does {head.task}.")

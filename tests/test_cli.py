@@ -226,3 +226,10 @@ def test_head_lr_sets_the_rate_of_a_frozen_run_through_the_cli(tiny_bert, topic_
             assert record["args"]["head_learning_rate"] == 5e-2
     assert losses["head lr"] != losses["lr only"]
     assert losses["same as --lr"] == losses["lr only"]  # the flag is the head's rate, nothing else
+
+
+def test_the_cli_task_choices_are_the_task_registry():
+    from mtransfer.cli import TASK_NAMES
+    from mtransfer.tasks import task_names
+
+    assert TASK_NAMES == task_names()

@@ -41,6 +41,7 @@ from mtransfer.model import TransferModel
 from mtransfer.ranking import rank_sources
 from mtransfer.ranking.lid import resolve_inputs
 from mtransfer.speech.pretrain import PretrainArguments, continue_pretraining, load_for_pretraining
+from mtransfer.tasks import get_task
 
 SPLITS = ("train", "validation", "test")
 
@@ -56,7 +57,7 @@ def ctc_splits(corpus: Any, where: str, vocabulary: Any = None, train_utterances
             raise ValueError(f"{where} {corpus!r}: give a builtin:espeak-asr-LANG name or a mapping of splits "
                              "({'train': ..., 'validation': ...}).")
 
-        if corpus not in DATA or DATA[corpus].task != "ctc":
+        if corpus not in DATA or not get_task(DATA[corpus].task).transcribes:
             raise ValueError(f"{where} {corpus!r}: not a transcribed builtin corpus; expected one of "
                              f"{', '.join(k for k, v in DATA.items() if v.task == 'ctc')}.")
         corpus = DATA[corpus].splits()

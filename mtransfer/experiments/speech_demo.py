@@ -31,6 +31,7 @@ from mtransfer.model import TransferModel
 @dataclass
 class SpeechRun:
     """One run's settings and results."""
+
     name: str
     language: str
     train_utterances: int

@@ -87,6 +87,7 @@ class MatrixSettings:
     10 random-init runs) are sized for about 45 minutes on 2 CPU cores with ``workers=2``; the README
     gives the measured time.
     """
+
     sources: Sequence[str] = ("bn", "hi", "tr", "ru", "de", "es")
     targets: Sequence[str] = ("as", "mr", "ne", "it", "pt")
     seeds: Sequence[int] = (0, 1)
@@ -141,6 +142,7 @@ class MatrixSettings:
 @dataclass
 class Cell:
     """One run: which kind, on which target (or source), from which start, with which seed, and its results."""
+
     kind: str
     language: str
     init: str

@@ -23,6 +23,7 @@ from mtransfer.training import Trainer, TrainingArguments
 @dataclass
 class ValidationReport:
     """Estimator scores, fine-tuned results and their agreement."""
+
     scores: dict[str, dict[str, float]]
     achieved: dict[str, float]
     metric: str

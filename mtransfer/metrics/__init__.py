@@ -18,12 +18,6 @@ from typing import Any, Sequence
 import numpy as np
 
 SHIPPED = ("accuracy", "f1", "precision", "recall", "mse", "mae", "r_squared", "wer", "cer")
-DEFAULT_METRICS = {
-    "single_label_classification": ("accuracy", "f1"),
-    "multi_label_classification": ("f1", "accuracy"),
-    "regression": ("mse", "mae", "r_squared"),
-    "ctc": ("wer", "cer"),  # from gathered per-utterance edit counts (mtransfer.speech.ctc); PER too for phones
-}
 # Metrics where lower is better (for early stopping and best-model selection).
 LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "wer", "cer", "per"}
 _MODULES = Path(__file__).parent
