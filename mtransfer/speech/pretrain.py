@@ -6,8 +6,9 @@ latent among distractors from the same utterance (contrastive loss), while a div
 keeps the Gumbel-softmax codebooks in use. This is how a model "pretrains on" a source
 language that has audio but no transcripts, e.g. the one the language-ID scorer ranks first.
 
-The loop runs on Accelerate. Each epoch ends with a checkpoint (Accelerate's ``save_state``
-plus ``pretrain_state.json``); random crops and masks are drawn from a generator seeded by
+The loop runs on Accelerate. Each epoch ends with a checkpoint written by the trainer's own
+:class:`~mtransfer.checkpoints.Checkpoints` (atomic, with the run's identity, so resuming another
+run's checkpoint is refused and a damaged one is named); random crops and masks are drawn from a generator seeded by
 ``(seed, epoch, batch)``, and the data order by ``(seed, epoch)``, so a killed run resumed from
 its last checkpoint ends with the same weights as an uninterrupted one. The result is a model
 folder (the whole ``Wav2Vec2ForPreTraining``, with its feature extractor) that the audio
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -32,7 +32,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-STATE_FILE = "pretrain_state.json"
+from mtransfer.adapters.base import load_pretrained, quiet_transformers
+from mtransfer.atomic import atomic_directory
+from mtransfer.builtins import resolve_model
+from mtransfer.checkpoints import Checkpoints, TrainerState, run_identity
+from mtransfer.data import EpochShuffleSampler
+from mtransfer.media import load_audio, media_fingerprint
 
 
 @dataclass
@@ -56,7 +61,6 @@ class PretrainArguments:
         resume_from_checkpoint: ``"latest"`` or a checkpoint folder.
         progress_bar: tqdm bars.
     """
-
     output_dir: str
     num_epochs: int = 10
     learning_rate: float = 5e-4
@@ -93,7 +97,6 @@ class PretrainResult:
 
 class _Batches:
     """Collate clips into a pretraining batch: crop, extract, pad, mask, sample negatives (seeded per batch)."""
-
     def __init__(self, model: Any, extractor: Any, args: PretrainArguments) -> None:
         self.model, self.extractor, self.args = model, extractor, args
         self.rate = int(extractor.sampling_rate)
@@ -101,7 +104,6 @@ class _Batches:
     def __call__(self, items: list[tuple[Any, int]]) -> dict[str, torch.Tensor]:
         from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
-        from mtransfer.media import load_audio
 
         key = items[0][1]  # the batch's first index and the epoch make the seed
         rng = np.random.default_rng([self.args.seed, self._epoch, key])
@@ -150,8 +152,6 @@ def load_for_pretraining(model_name_or_path: str) -> tuple[Any, Any]:
     """``(Wav2Vec2ForPreTraining, feature extractor)`` of a wav2vec2 encoder; a model of another kind is refused."""
     from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForPreTraining
 
-    from mtransfer.adapters.base import load_pretrained, quiet_transformers
-    from mtransfer.builtins import resolve_model
 
     path = resolve_model(str(model_name_or_path))
     with quiet_transformers():
@@ -180,8 +180,6 @@ def continue_pretraining(model_name_or_path: str | os.PathLike, audio: Sequence[
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from mtransfer.atomic import atomic_directory
-    from mtransfer.data import EpochShuffleSampler
 
     if len(audio) < 1:
         raise ValueError("continue_pretraining needs at least one audio clip.")
@@ -206,15 +204,19 @@ def continue_pretraining(model_name_or_path: str | os.PathLike, audio: Sequence[
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     unwrapped = accelerator.unwrap_model(model)
+    identity = run_identity(asdict(args), {"adapter": {"source": str(model_name_or_path)}},
+                            {"audio": media_fingerprint(audio)})
+    checkpoints = Checkpoints(out, accelerator, identity, limit=None)  # the trainer's: atomic, checked, resumable
     state = {"epoch": -1, "step": 0, "history": []}
     if args.resume_from_checkpoint:
-        path = _checkpoint(out, args.resume_from_checkpoint)
-        accelerator.load_state(str(path))
-        state = json.loads((path / STATE_FILE).read_text())
+        saved = checkpoints.resume(args.resume_from_checkpoint, unwrapped)
+        state = {"epoch": saved.epoch, "step": saved.global_step, "history": saved.history}
         scheduler.last_epoch = state["step"] - 1
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended, it sets the step's rate
             warnings.simplefilter("ignore")
             scheduler.step()
+    else:
+        checkpoints.start_fresh(overwrite=True)  # a new run replaces this folder's earlier pretraining checkpoints
     start = time.perf_counter()
     for epoch in range(state["epoch"] + 1, args.num_epochs):
         loader.set_epoch(epoch)  # Accelerate's loader passes its own epoch count to the sampler: keep them one
@@ -246,7 +248,7 @@ def continue_pretraining(model_name_or_path: str | os.PathLike, audio: Sequence[
         if accelerator.is_local_main_process:
             tqdm.write(f"pretrain epoch {epoch + 1}/{args.num_epochs} loss={record['loss']:.4f} "
                        f"perplexity={record['codevector_perplexity']:.1f}")
-        _save_checkpoint(accelerator, out, epoch, state)
+        checkpoints.save(epoch, TrainerState(epoch=epoch, global_step=state["step"], history=state["history"]))
     seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -256,31 +258,3 @@ def continue_pretraining(model_name_or_path: str | os.PathLike, audio: Sequence[
             (tmp / "pretrain_history.json").write_text(json.dumps({"args": asdict(args), "history": state["history"]}, indent=1))
     accelerator.wait_for_everyone()
     return PretrainResult(str(out / "model"), state["history"], seconds)
-
-
-def _save_checkpoint(accelerator: Any, out: Path, epoch: int, state: dict[str, Any]) -> None:
-    root = out / "checkpoints"
-    final, tmp = root / f"epoch_{epoch + 1}", root / f".epoch_{epoch + 1}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        root.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    accelerator.wait_for_everyone()
-
-
-def _checkpoint(out: Path, where: str) -> Path:
-    if where == "latest":
-        found = sorted((p for p in (out / "checkpoints").glob("epoch_*") if (p / STATE_FILE).is_file()),
-                       key=lambda p: int(p.name.split("_")[1]))
-        if not found:
-            raise FileNotFoundError(f"resume_from_checkpoint='latest': no checkpoint under {out / 'checkpoints'}.")
-        return found[-1]
-    path = Path(where)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"resume_from_checkpoint={where!r}: not a pretraining checkpoint (no {STATE_FILE}).")
-    return path
