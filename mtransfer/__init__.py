@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "Adapter": "mtransfer.adapters",
     "TextAdapter": "mtransfer.adapters",
+    "ImageAdapter": "mtransfer.adapters",
+    "AudioAdapter": "mtransfer.adapters",
     "LabeledDataset": "mtransfer.data",
     "load_labeled": "mtransfer.data",
     "Head": "mtransfer.heads",
@@ -33,7 +35,7 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (names re-exported by __getattr__)
-    from mtransfer.adapters import Adapter, TextAdapter  # noqa: F401
+    from mtransfer.adapters import Adapter, AudioAdapter, ImageAdapter, TextAdapter  # noqa: F401
     from mtransfer.data import LabeledDataset, load_labeled  # noqa: F401
     from mtransfer.heads import Head, HeadConfig  # noqa: F401
     from mtransfer.model import TransferModel  # noqa: F401

@@ -50,11 +50,11 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
     config = read_json(run / "model" / "config.json", "model config", "expected a run folder written by mtransfer's Trainer")
     folder = Path(folder) if folder is not None else run / "model"
     export = _export_config(folder)
-    adapter_type = config["adapter_type"]
+    modality = config.get("modality", config.get("adapter_type"))  # adapter_type: folders written before 0.2
     hub_base, base = _base_model(config["adapter"].get("source"))
     final = _scores(metrics.get("final_eval"))
     transcribes = get_task(config["task"]).transcribes
-    pipeline_tag = "automatic-speech-recognition" if transcribes else _pipeline_tag(adapter_type)
+    pipeline_tag = "automatic-speech-recognition" if transcribes else _pipeline_tag(modality)
     data = ModelCardData(
         base_model=hub_base,
         library_name="transformers" if export is not None else "mtransfer", pipeline_tag=pipeline_tag,
@@ -66,7 +66,7 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
     name = model_name or (repo_id.split("/")[-1] if repo_id else _default_title(hub_base, base, datasets))
     lines = [f"# {name}", "",
              f"A {config['task'].replace('_', ' ')} model fine-tuned with mtransfer {__version__} "
-             f"from `{base}` ({adapter_type} adapter) with the `{args['strategy']}` strategy.", "",
+             f"from `{base}` ({modality} adapter) with the `{args['strategy']}` strategy.", "",
              f"Labels ({len(config['label_names'])}): " + ", ".join(f"`{x}`" for x in config["label_names"][:50]), "",
              "## Training procedure", "",
              f"- strategy: `{args['strategy']}`, {args['num_epochs']} epochs, {metrics['train_samples']} training and "
@@ -127,7 +127,7 @@ def _export_config(folder: Path) -> dict[str, Any] | None:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a JSON config ({err}).") from None
-    return None if "adapter_type" in config else config
+    return None if "modality" in config or "adapter_type" in config else config  # an mtransfer folder
 
 
 def _default_title(hub_base: str | None, base: str, datasets: Sequence[str]) -> str:
@@ -202,7 +202,7 @@ def _evaluation_lines(record: RunRecord) -> list[str]:
     return lines
 
 
-def _pipeline_tag(adapter_type: str) -> str | None:
+def _pipeline_tag(modality: str) -> str | None:
     from mtransfer.adapters.base import get_adapter_class
 
-    return get_adapter_class(adapter_type).pipeline_tag or None
+    return get_adapter_class(modality).pipeline_tag or None

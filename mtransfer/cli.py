@@ -486,7 +486,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         if a.init_from is not None:  # the backbone (and its modality) come from the trained model
             from mtransfer.model import read_model_config
 
-            a.modality = read_model_config(Path(a.init_from).expanduser())["adapter_type"]
+            a.modality = read_model_config(Path(a.init_from).expanduser())["modality"]
             a.model = a.model or a.init_from
         missing = [f"--{n.replace('_', '-')}" for n in ("model", "train", "output_dir") if getattr(a, n) is None]
         if missing:
@@ -615,13 +615,13 @@ def _predict_inputs(source: str, column: str, adapter: Any) -> list[Any]:
     """What ``predict --input`` names: stdin lines, a table column, media files (a file or a folder) or text lines."""
     from mtransfer.data import load_labeled
 
-    adapter_type, suffixes = adapter.adapter_type, (adapter.media_suffixes or None)
+    modality, suffixes = adapter.modality, (adapter.media_suffixes or None)
     if source == "-":
         return [line.rstrip("\n") for line in sys.stdin if line.strip()]
     path = Path(source).expanduser()
     if path.is_dir():
         if suffixes is None:
-            raise ValueError(f"--input {source}: a folder is for image or audio models; this model reads {adapter_type} inputs.")
+            raise ValueError(f"--input {source}: a folder is for image or audio models; this model reads {modality} inputs.")
         files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
         if not files:
             raise ValueError(f"--input {source}: no files ending in {', '.join(suffixes)} in the folder.")

@@ -200,5 +200,5 @@ def _check(model: Any, native: Any, sample: Any, atol: float) -> None:
     if not torch.allclose(ours, theirs, atol=atol, rtol=1e-4):
         raise ValueError(
             f"{type(native).__name__}'s classifier reads a different feature than this model's "
-            f"({model.adapter.adapter_type} pooling={getattr(model.adapter, 'pooling', '?')!r}): max difference "
+            f"({model.adapter.modality} pooling={getattr(model.adapter, 'pooling', '?')!r}): max difference "
             f"{(ours - theirs).abs().max():.3g}. No native form; keep the mtransfer folder (save_pretrained).")

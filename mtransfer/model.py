@@ -88,12 +88,14 @@ def read_model_config(folder: Path) -> dict[str, Any]:
         wrote = config.get("mtransfer_version", "a newer version")
         raise ValueError(f"{config_path}: written by mtransfer {wrote} in model format {found!r}; this mtransfer "
                          f"({mtransfer_version()}) reads format {FORMAT_VERSION} at most. Upgrade mtransfer to open it.")
-    missing = [k for k in ("adapter_type", "adapter", "head", "label_names") if k not in config]
+    if "modality" not in config and "adapter_type" in config:  # folders written before 0.2 name it adapter_type
+        config["modality"] = config.pop("adapter_type")
+    missing = [k for k in ("modality", "adapter", "head", "label_names") if k not in config]
     if missing:
         raise ValueError(f"{config_path}: incomplete mtransfer config (missing {', '.join(missing)}).")
     if not isinstance(config["adapter"], dict):
         raise ValueError(f"{config_path}: 'adapter' must be a mapping of adapter settings.")
-    check_adapter_settings(get_adapter_class(config["adapter_type"]).adapter_type,
+    check_adapter_settings(get_adapter_class(config["modality"]).modality,
                            [k for k in config["adapter"] if k != "source"], str(config_path), prefix="adapter.")
     return config
 
@@ -103,7 +105,7 @@ def _head_input_dim(adapter: Adapter, task: str) -> int:
     if not get_task(task).reads_frames:
         return adapter.embedding_dim
     if not hasattr(adapter, "frame_mask"):
-        raise ValueError(f"task={task!r} needs frame features from an audio adapter; the {adapter.adapter_type} adapter "
+        raise ValueError(f"task={task!r} needs frame features from an audio adapter; the {adapter.modality} adapter "
                          "gives pooled features only.")
     return int(adapter.backbone.config.hidden_size)
 
@@ -250,7 +252,7 @@ class TransferModel(nn.Module):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes or HEAD_GROUP in names:
             what = f"duplicate layer-group names {dupes}" if dupes else f"a layer group named {HEAD_GROUP!r}"
-            raise ValueError(f"The {self.adapter.adapter_type} adapter of {getattr(self.adapter, 'model_name_or_path', '?')} "
+            raise ValueError(f"The {self.adapter.modality} adapter of {getattr(self.adapter, 'model_name_or_path', '?')} "
                              f"has {what} ({names}); group names must be unique and {HEAD_GROUP!r} is reserved for the "
                              "task head (rename the backbone's group, e.g. 'conv_head').")
         new = self.adapter.head_modules()
@@ -338,7 +340,7 @@ class TransferModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._adapter_trains):
             feats = self.adapter.forward_features(inputs)
         if feats.tokens is None or feats.mask is None:
-            raise ValueError(f"the {self.adapter.adapter_type} adapter gave no frame features for this batch; CTC needs "
+            raise ValueError(f"the {self.adapter.modality} adapter gave no frame features for this batch; CTC needs "
                              "an audio adapter without eval_chunking.")
         logits = self.head(feats.tokens)
         loss = self.head.loss(logits, labels, feats.mask) if labels is not None else None
@@ -425,7 +427,7 @@ class TransferModel(nn.Module):
         return {
             "mtransfer_format": FORMAT_VERSION,
             "mtransfer_version": mtransfer_version(),
-            "adapter_type": self.adapter.adapter_type,
+            "modality": self.adapter.modality,
             "adapter": self.adapter.get_config(),
             "head": asdict(self.head.config),
             "task": self.task,
@@ -466,7 +468,7 @@ class TransferModel(nn.Module):
 
         folder = Path(folder).expanduser()
         config = read_model_config(folder)
-        adapter_cls = get_adapter_class(config["adapter_type"])
+        adapter_cls = get_adapter_class(config["modality"])
         if "trust_remote_code" in inspect.signature(adapter_cls.__init__).parameters:
             adapter_overrides.setdefault("trust_remote_code", trust_remote_code)
         if not (folder / "backbone").is_dir():
@@ -494,6 +496,6 @@ class TransferModel(nn.Module):
         a = self.adapter
         n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in self.parameters())
-        return (f"TransferModel(adapter={a.adapter_type}:{getattr(a, 'model_name_or_path', '?')}, task={self.task}, "
+        return (f"TransferModel(adapter={a.modality}:{getattr(a, 'model_name_or_path', '?')}, task={self.task}, "
                 f"labels={self.label_names[:6]}{'...' if len(self.label_names) > 6 else ''}, "
                 f"groups={[g.name for g in self.layer_groups()][:3]}..., params={n_all:,} ({n_train:,} trainable))")

@@ -31,6 +31,8 @@ from mtransfer.builtins import PREFIX, TABLES
 FORMAT = 1
 BOOSTERS = ("lightgbm", "xgboost", "hist")
 TASKS = ("regression", "classification")
+# the head tasks (mtransfer.tasks) of these names: the one place the two vocabularies meet; either name is accepted
+HEAD_TASKS = {"regression": "regression", "classification": "single_label_classification"}
 DEFAULT_MODELS = {"text": ("sentence", "builtin:minilm"), "image": ("image", None), "audio": ("audio", None)}
 
 
@@ -59,8 +61,10 @@ class TabularModel:
                  dim: int | None = 32, booster: str = "lightgbm", n_estimators: int = 2000, learning_rate: float = 0.05,
                  early_stopping_rounds: int = 50, validation_fraction: float = 0.15, cache_dir: str | None = None,
                  seed: int = 0, progress: bool = True, target: str | None = None) -> None:
+        task = {head: own for own, head in HEAD_TASKS.items()}.get(task, task)  # single_label_classification too
         if task not in TASKS:
-            raise ValueError(f"TabularModel task={task!r}; expected one of {', '.join(TASKS)}.")
+            raise ValueError(f"TabularModel task={task!r}; expected one of {', '.join(TASKS)} (or "
+                             f"{HEAD_TASKS['classification']}).")
         if booster not in BOOSTERS:
             raise ValueError(f"TabularModel booster={booster!r}; expected one of {', '.join(BOOSTERS)}.")
         if not 0 < validation_fraction < 0.5:

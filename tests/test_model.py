@@ -144,3 +144,16 @@ def test_a_single_text_is_one_input_not_a_sequence_of_characters(tiny_bert):
     assert torch.equal(model.predict_outputs("one text"), model.predict_outputs(["one text"]))
     with pytest.raises(ValueError, match=r"batch_size=0: expected an integer >= 1"):
         model.predict(["x"], batch_size=0)
+
+
+def test_a_model_folder_names_its_modality_and_older_folders_naming_adapter_type_still_load(tiny_bert, tmp_path):
+    import json
+
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=["a", "b"], seed=0)
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["modality"] == "text" and "adapter_type" not in config
+    config["adapter_type"] = config.pop("modality")  # as mtransfer 0.1 wrote it
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    again = mt.TransferModel.from_pretrained(tmp_path / "m")
+    assert again.adapter.modality == "text" and again.predict(["x y"]) == model.predict(["x y"])

@@ -342,3 +342,12 @@ def test_predict_and_evaluate_take_a_tabular_model_folder(saved_table_model, hou
     truth, pred = houses["price"].to_numpy(), model.predict(houses)
     assert metrics["eval_samples"] == len(houses)
     assert metrics["rmse"] == pytest.approx(float(np.sqrt(np.mean((truth - pred) ** 2))))
+
+
+def test_the_tabular_task_takes_the_heads_name_too():
+    from mtransfer.tabular import HEAD_TASKS
+
+    assert TabularModel("single_label_classification", numeric_columns=["a"]).task == "classification"
+    assert set(HEAD_TASKS) == {"regression", "classification"}
+    with pytest.raises(ValueError, match="expected one of regression, classification \\(or single_label_classification\\)"):
+        TabularModel("ctc", numeric_columns=["a"])

@@ -39,7 +39,8 @@ def register_adapter(name: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: make an adapter class loadable by name."""
 
     def wrap(cls):
-        cls.adapter_type = name
+        cls.modality = name
+        cls.adapter_type = name  # the old name of the attribute, kept for one version
         ADAPTERS[name] = cls
         return cls
 
@@ -162,6 +163,7 @@ class Adapter(nn.Module, abc.ABC):
     Subclasses set :attr:`embedding_dim` and implement the abstract methods.
     """
 
+    modality: ClassVar[str] = ""  # the registry key (``--modality``); ``adapter_type`` is its old name
     adapter_type: ClassVar[str] = ""
     pipeline_tag: ClassVar[str] = ""  # the Hub pipeline of a classifier on this adapter
     media_suffixes: ClassVar[tuple[str, ...]] = ()  # file types predict reads from a folder (image / audio)
@@ -226,7 +228,7 @@ class Adapter(nn.Module, abc.ABC):
         from mtransfer.cache import hash_tensors
 
         config = {k: v for k, v in self.get_config().items() if k != "source"}
-        return {"type": self.adapter_type, "config": config, "weights": hash_tensors(self.state_dict())}
+        return {"type": self.modality, "config": config, "weights": hash_tensors(self.state_dict())}
 
     def input_fingerprint(self, inputs: Sequence[Any]) -> str:
         """Hash of a dataset's inputs (a feature-cache key part); file-based adapters add sizes and times."""
@@ -240,7 +242,7 @@ class Adapter(nn.Module, abc.ABC):
         Raises:
             ValueError: This adapter has none (the default).
         """
-        raise ValueError(f"the {self.adapter_type!r} adapter has no transformers-native form; keep the mtransfer folder "
+        raise ValueError(f"the {self.modality!r} adapter has no transformers-native form; keep the mtransfer folder "
                          "(TransferModel.from_pretrained loads it in one call).")
 
     def custom_transformers_model(self, model: Any) -> tuple[Any, Any, dict[str, torch.Tensor]] | None:
