@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +28,10 @@ def test_every_verb_has_help(verb, capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "mtransfer.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "demo" in out.stdout and "train" in out.stdout
+    script = Path(sys.executable).with_name("mtransfer")  # the entry point pip installed, not python -m
+    assert script.is_file(), f"no console script {script}"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("usage: mtransfer ") and "demo" in out.stdout
 
 
 def test_overrides_are_typed_and_unknown_keys_rejected():
