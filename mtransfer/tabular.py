@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mtransfer.builtins import PREFIX, TABLES
+from mtransfer.media import resolve_relative_paths
 
 FORMAT = 1
 BOOSTERS = ("lightgbm", "xgboost", "hist")
@@ -506,6 +507,12 @@ def read_table(source: str, limit: int | None = None, seed: int = 0, what: str =
     if path.suffix.lower() not in readers:
         raise ValueError(f"{what} {source}: expected a {', '.join(readers)} table.")
     frame = readers[path.suffix.lower()](path)
+    # image / audio paths in the table are relative to the table's own folder, as in load_labeled
+    columns = resolve_relative_paths({c: frame[c].tolist() for c in frame.columns},
+                                     path.resolve().parent)
+    for c, values in columns.items():
+        if values != frame[c].tolist():
+            frame[c] = values
     if limit is not None and limit < len(frame):
         frame = frame.sample(n=limit, random_state=seed)
     return frame.reset_index(drop=True)

@@ -351,3 +351,14 @@ def test_the_tabular_task_takes_the_heads_name_too():
     assert set(HEAD_TASKS) == {"regression", "classification"}
     with pytest.raises(ValueError, match="expected one of regression, classification \\(or single_label_classification\\)"):
         TabularModel("ctc", numeric_columns=["a"])
+
+
+def test_read_table_takes_relative_media_paths_against_the_tables_folder(tmp_path, monkeypatch):
+    from mtransfer.tabular import read_table
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.csv").write_text("image,note,y\nimg/a.png,see b.png,1\n/abs/b.png,plain,2\n")
+    monkeypatch.chdir(tmp_path)
+    frame = read_table("data/t.csv")
+    assert frame["image"].tolist() == [str(tmp_path / "data" / "img" / "a.png"), "/abs/b.png"]
+    assert frame["note"].tolist() == ["see b.png", "plain"] and frame["y"].tolist() == [1, 2]
