@@ -36,9 +36,10 @@ def test_the_readme_python_example_as_written_matches_the_two_stage_recipe(tmp_p
     from mtransfer.config import load_recipe_config, run_recipe
 
     code = readme_python_example()
-    assert '"builtin:minilm"' in code and '"builtin:fortunes"' in code
-    # in a fresh interpreter, as a user runs it: the example draws its head from torch's unseeded state, which
-    # in this process depends on the tests that ran before (after the matrix tests it landed 0.03 higher)
+    assert '"builtin:minilm"' in code and '"builtin:fortunes"' in code and "seed=0" in code
+    # in a fresh interpreter, as a user runs it. The example seeds its head: unseeded, torch starts every
+    # interpreter from a random seed and the same code scored 0.82 to 0.843 (0.030 from the recipe's 0.813 in one
+    # CI run, past the tolerance)
     script = code + '\nprint("TEST ACCURACY", trainer.evaluate(test)["eval_accuracy"])\n'
     run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
