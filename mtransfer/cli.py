@@ -376,6 +376,9 @@ def _add_adapt_speech(sub: Any) -> None:
     ad.add_argument("--scratch-patience", type=positive_int, default=20)
     ad.add_argument("--batch-size", type=positive_int, default=8)
     ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--num-threads", type=positive_int, default=None,
+                    help="torch threads for every stage (default: torch's, one per core); on a machine other jobs "
+                         "share, set it to the cores you may use")
     ad.add_argument("--output-dir", required=True, help="rerun with the same folder to resume: finished stages are kept")
     ad.add_argument("--no-progress", action="store_true")
 
@@ -412,7 +415,7 @@ def cmd_adapt_speech(a: argparse.Namespace) -> int:
         baseline=not a.no_baseline, source_epochs=a.source_epochs, target_epochs=a.target_epochs,
         scratch_epochs=a.scratch_epochs, pretrain_epochs=a.pretrain_epochs, source_patience=a.source_patience,
         patience=a.patience, scratch_patience=a.scratch_patience, batch_size=a.batch_size, seed=a.seed,
-        progress=not a.no_progress, log=lambda line: print(line, file=sys.stderr))
+        progress=not a.no_progress, num_threads=a.num_threads, log=lambda line: print(line, file=sys.stderr))
     target = {k: report["target_results"][k] for k in ("test_cer", "test_wer", "scored_on")}
     baseline = report["baseline_results"]
     print(json.dumps({"source": report["source"], "ranking": report["ranking"], "target": target,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -279,7 +281,12 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     if start is not None:
         labels = train.vocabulary if task.transcribes else train.label_names
         model = start.with_new_head(labels, task=d.task, head=config.model.head or None, seed=config.model.seed)
-        return _train_and_test(config, model, train, valid, test)
+        copied = getattr(model, "copied_rows", None)
+        if copied is not None and int(os.environ.get("RANK", "0")) == 0:  # CTC to CTC: say what carried over
+            print(f"init_from {config.model.init_from}: copied {copied} of {len(model.label_names)} output rows (the "
+                  "symbols both vocabularies share); the others start fresh", file=sys.stderr)
+        out = _train_and_test(config, model, train, valid, test)
+        return {**out, **({"copied_rows": copied} if copied is not None else {})}
     adapter = dict(config.model.adapter)
 
     adapter_cls = get_adapter_class(config.model.modality)

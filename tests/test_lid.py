@@ -96,6 +96,8 @@ def test_several_targets_make_a_matrix_and_a_table():
     assert [r.best for r in scores.rankings] == ["a", "b"]
     table = scores.table().splitlines()
     assert table[0].split()[:3] == ["target", "a", "b"] and table[1].endswith("a") and table[2].endswith("b")
+    # each score with its interval (on the earlier main the table showed none); 4 target inputs: undefined
+    assert f"{scores.rankings[0].scores[0]:.3f} [-]*" in table[1]
     with pytest.raises(ValueError, match="at least two candidate sources"):
         rank_sources({"a": src["a"]}, tgt)
     with pytest.raises(ValueError, match=r"C=0: expected a positive number, or 'cv'"):
@@ -129,3 +131,6 @@ def test_an_interval_from_too_few_target_inputs_is_undefined_not_a_point(caplog)
     assert all(row["ci"][0] <= row["score"] <= row["ci"][1] for row in by["enough"])
     assert "target one: 1 input(s), fewer than the 5 a bootstrap interval needs; its interval is undefined" in caplog.text
     assert json.loads(json.dumps(scores.to_dict()))["targets"][0]["ranking"][0]["ci"] is None  # valid JSON, no NaN
+    enough = scores.rankings[2]
+    lo, hi = enough.ci[0]
+    assert f"{enough.scores[0]:.3f} [{lo:.2f},{hi:.2f}]*" in scores.table().splitlines()[3]

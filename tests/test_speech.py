@@ -209,7 +209,11 @@ def test_cli_trains_evaluates_predicts_and_starts_from_a_trained_speech_model(ti
     # sequential transfer from the command line: the trained model's vocabulary (the whole head carries over)
     assert main(["train", "--init-from", str(tmp_path / "a" / "model"), "--train", str(data), "--vocabulary", "model",
                  "--output-dir", str(tmp_path / "b"), "--epochs", "1", "--strategy", "frozen", *common]) == 0
-    capsys.readouterr()
+    captured = capsys.readouterr()
+    # on the earlier main the copied-row count was only logged at INFO (not shown), though the README said it was logged
+    n = len(model.label_names)
+    assert f"init_from {tmp_path / 'a' / 'model'}: copied {n} of {n} output rows" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["copied_rows"] == n
     second = mt.TransferModel.from_pretrained(tmp_path / "b" / "model")
     assert second.vocabulary == model.vocabulary
     # the encoder did not train under "frozen": bit for bit the first model's

@@ -422,3 +422,30 @@ def test_the_lectures_own_tables_through_the_ranker_check():
     assert check["pooled"]["kendall_tau"]["mean"] == pytest.approx(0.4541, abs=1e-4)
     assert check["pooled"]["regret"]["mean"] == pytest.approx(0.0008, abs=1e-4)
     assert all(v["every"] for v in m.pretraining_helps().values())  # "transfer learning always improves performance"
+
+
+@pytest.mark.parametrize("second_ci, second_score, says", [
+    ([0.30, 0.50], 0.46, "hi is next (0.460), inside that interval: the choice is not clear-cut."),
+    ([0.271, 0.467], 0.217, "hi is next (0.217), below that interval, though the two intervals overlap (0.271-0.467): "
+                            "the choice is not clear-cut."),
+    ([0.10, 0.30], 0.20, "hi is next (0.200), below that interval, and the two intervals do not overlap (0.100-0.300): "
+                         "the choice is clear-cut."),
+])
+def test_the_report_says_where_the_next_source_stands_as_the_code_decides(second_ci, second_score, says, tmp_path):
+    """On the earlier main, 0.217 outside 0.271-0.467 was reported "within the interval" (only the intervals overlapped)."""
+    from mtransfer.experiments.source_choice import _report
+
+    ranking = {"ranking": [{"source": "bn", "score": 0.55, "ci": [0.45, 0.65]},
+                           {"source": "hi", "score": second_score, "ci": second_ci}], "scorer": "mfcc", "lid_accuracy": 0.9}
+    run = {"test_cer": 0.5, "test_wer": 0.9, "best_epoch": 3, "model_dir": str(tmp_path / "m")}
+    _report(tmp_path, ranking, ["bn"], {}, run, None, 30, True, lambda line: None)
+    assert says in (tmp_path / "report.md").read_text()
+
+
+def test_adapt_speech_checks_its_thread_count_before_any_work(tmp_path):
+    from mtransfer.experiments.source_choice import adapt_from_best_source
+
+    with pytest.raises(ValueError, match="num_threads=0: expected an integer >= 1"):
+        adapt_from_best_source({"a": "builtin:espeak-asr-hi", "b": "builtin:espeak-asr-bn"}, "builtin:espeak-asr-mr",
+                               tmp_path / "x", num_threads=0)
+    assert not (tmp_path / "x").exists()

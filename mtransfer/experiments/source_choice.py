@@ -30,6 +30,8 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+
 from mtransfer.atomic import atomic_write_bytes, atomic_write_json, read_json
 from mtransfer.builtins import DATA
 from mtransfer.cache import text_fingerprint
@@ -153,7 +155,7 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
                            target_epochs: int = 40, scratch_epochs: int = 120, pretrain_epochs: int = 10,
                            source_lr: float = 3e-3, target_lr: float = 1e-3, scratch_lr: float = 2e-3,
                            source_patience: int = 4, patience: int = 8, scratch_patience: int = 20,
-                           batch_size: int = 8, seed: int = 0, progress: bool = False,
+                           batch_size: int = 8, seed: int = 0, progress: bool = False, num_threads: int | None = None,
                            log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Rank ``sources`` for ``target``, pretrain on the best (or the top ``k`` pooled), adapt, report.
 
@@ -170,6 +172,8 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
             (stop before any training), or ``"pretrain"`` (continued wav2vec2 pretraining of
             ``model`` on its audio for ``pretrain_epochs``; ``model`` must be a wav2vec2 encoder).
         baseline: Also train the target from random initialisation (``scratch_*`` settings).
+        num_threads: Torch threads for every stage (default: torch's, one per core); on a machine other
+            jobs share, the cores you may use.
 
     Raises:
         ValueError: Fewer than two sources, a bad ``top_k``, a target with no audio or no transcripts,
@@ -178,6 +182,10 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
     """
     if len(sources) < 2:
         raise ValueError(f"adapt_from_best_source needs at least two candidate sources; got {list(sources)}.")
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"adapt_from_best_source num_threads={num_threads!r}: expected an integer >= 1.")
+        torch.set_num_threads(num_threads)  # the ranking and any continued pretraining too, not only the CTC runs
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(sources):
         raise ValueError(f"adapt_from_best_source top_k={top_k!r}: expected 1 to {len(sources)} (the sources given).")
     if unlabelled not in ("error", "pretrain"):
@@ -225,7 +233,7 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
     scratch = _stage(out / "baseline.json", made_scratch) if baseline else None
     say(f"ranking ({scorer}): " + ", ".join(f"{r['source']} {r['score']:.3f}" for r in ranking["ranking"])
         + f" -> pretrain on {' + '.join(chosen)}")
-    common = dict(batch_size=batch_size, seed=seed, progress=progress)
+    common = dict(batch_size=batch_size, seed=seed, progress=progress, num_threads=num_threads)
     if source is None:
         source = {"settings": made_source,
                   "results": _train_source(chosen, src, out / "source", model, source_epochs, source_lr, source_patience,
@@ -309,9 +317,13 @@ def _report(out: Path, ranking: dict[str, Any], chosen: list[str], source: dict[
         why += f"; {rows[1]['source']} is next ({rows[1]['score']:.3f}), with too few target utterances for an interval."
     elif len(rows) > 1:
         second = rows[1]
-        overlap = second["ci"][1] >= lead["ci"][0]
-        why += (f"; {second['source']} is next ({second['score']:.3f}), "
-                + ("within the interval: the choice is not clear-cut." if overlap else "outside it."))
+        inside = second["score"] >= lead["ci"][0]  # the next source's score lies within the leader's interval
+        overlap = second["ci"][1] >= lead["ci"][0]  # or only the two intervals overlap
+        where = ("inside that interval" if inside else
+                 f"below that interval, though the two intervals overlap ({interval(second)})" if overlap else
+                 f"below that interval, and the two intervals do not overlap ({interval(second)})")
+        why += (f"; {second['source']} is next ({second['score']:.3f}), {where}: the choice is "
+                + ("not clear-cut." if overlap else "clear-cut."))
     lines = ["# Source choice and transfer", "",
              f"Scorer: `{ranking['scorer']}` (source classifier held-out accuracy {ranking['lid_accuracy']:.3f}).", "",
              "| source | average posterior | interval |", "|---|---|---|",

@@ -216,13 +216,19 @@ class SourceScores:
         return f"SourceScores(featurizer={self.featurizer!r}, lid_accuracy={self.lid_accuracy:.3f})\n{self.table()}"
 
     def table(self) -> str:
-        """The matrix as text: one row per target, the best source marked with ``*``."""
-        width = max(6, *(len(s) for s in self.sources))
+        """The matrix as text: one row per target, each score with its 95% bootstrap interval (``[-]`` where it is
+        undefined), the best source marked with ``*``."""
+        def cell(r: SourceRanking, j: int, best: int) -> str:
+            lo, hi = r.ci[j]
+            interval = "[-]" if np.isnan(lo) else f"[{lo:.2f},{hi:.2f}]"
+            return f"{r.scores[j]:.3f} {interval}" + ("*" if j == best else " ")
+
+        width = max(18, *(len(s) for s in self.sources))
         head = "target".ljust(10) + "".join(s.rjust(width + 2) for s in self.sources) + "   best"
         lines = [head]
         for r in self.rankings:
             best = int(np.argmax(r.scores))
-            cells = "".join((f"{v:.3f}" + ("*" if j == best else " ")).rjust(width + 2) for j, v in enumerate(r.scores))
+            cells = "".join(cell(r, j, best).rjust(width + 2) for j in range(len(r.scores)))
             lines.append(r.target.ljust(10) + cells + "   " + r.best)
         return "\n".join(lines)
 
