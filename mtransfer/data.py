@@ -25,7 +25,6 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mtransfer.tasks import get_task
-from mtransfer.tasks.ctc import CTC
 from mtransfer.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, resolve_relative_paths
 from mtransfer.speech.data import encode_transcripts
 
@@ -129,8 +128,9 @@ def _read_columns(source: Any, split: str | None) -> tuple[dict[str, list], str]
                 raise ValueError(f"{name}: cannot read it as {fmt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
             # media paths in a table are relative to the table's own folder, as in datasets' audiofolder
             return resolve_relative_paths(_dataset_columns(ds), path.resolve().parent), name
-        if path.is_dir() and _media_files(path):
-            return _read_media_folder(path, split)
+        media = _read_media_folder(path, split) if path.is_dir() else None
+        if media is not None:  # a folder of image / audio files; anything else is for datasets.load_dataset
+            return media
         if not path.exists() and (str(source).startswith((".", "/", "~")) or path.suffix.lower() in FILE_FORMATS):
             raise FileNotFoundError(f"{name}: no such file or folder.")
         try:
@@ -179,15 +179,19 @@ def _media_files(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def _read_media_folder(path: Path, split: str | None) -> tuple[dict[str, list], str]:
+def _read_media_folder(path: Path, split: str | None) -> tuple[dict[str, list], str] | None:
     """A folder of image or audio files as columns: every file is one row.
 
     Labels are the names of the class sub-folders the files lie in (at one depth, two classes
     at least); a ``metadata.csv`` / ``metadata.jsonl`` with a ``file_name`` column gives the
     other columns instead. Top-level ``train/``, ``validation/``, ``test/``... folders are splits.
     Unlike ``datasets``' imagefolder, a file's *name* never decides its split: a class folder
-    holding ``train-station.png`` and ``testing.png`` keeps both.
+    holding ``train-station.png`` and ``testing.png`` keeps both. None for a folder with no image
+    or audio file in it (a saved dataset, a folder of tables).
     """
+    found = _media_files(path)  # the folder is walked once
+    if not found:
+        return None
     subs = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     root, name = path, str(path)
     if subs and all(s in SPLIT_FOLDERS for s in subs) and not any((path / m).is_file() for m in METADATA_FILES):
@@ -198,7 +202,7 @@ def _read_media_folder(path: Path, split: str | None) -> tuple[dict[str, list], 
     elif split not in (None, "train"):
         raise ValueError(f"{path}: split={split!r}, but the folder has no split sub-folders ({', '.join(SPLIT_FOLDERS)}); "
                          "a folder of class sub-folders is one split.")
-    files = _media_files(root)
+    files = [f for f in found if root == path or root in f.parents]
     if not files:
         raise ValueError(f"{name}: no image or audio files in the folder.")
     kinds = {"image" if f.suffix.lower() in IMAGE_SUFFIXES else "audio" for f in files}
@@ -362,21 +366,21 @@ def load_labeled(
     if len(label_cols) != 1:
         raise ValueError(f"{name}: classification takes one label column, got {label_cols}.")
     if kind.transcribes:
-        return _transcripts_dataset(inputs, columns[label_cols[0]], label_cols[0], name, vocabulary, bad_transcripts,
-                                    unknown_units)
+        return _transcripts_dataset(inputs, columns[label_cols[0]], label_cols[0], name, task, vocabulary,
+                                    bad_transcripts, unknown_units)
     encode = _multi_label_targets if kind.multi_label else _class_targets
     targets, names = encode(columns[label_cols[0]], label_cols[0], name, label_names, label_separator)
     return LabeledDataset(inputs, targets, task=task, label_names=names, source=name)
 
 
-def _transcripts_dataset(inputs: list, raw: list, col: str, name: str, vocabulary: Any, bad_transcripts: str,
-                         unknown_units: str) -> LabeledDataset:
+def _transcripts_dataset(inputs: list, raw: list, col: str, name: str, task: str, vocabulary: Any,
+                         bad_transcripts: str, unknown_units: str) -> LabeledDataset:
     """A ``ctc`` dataset: transcripts encoded in a vocabulary (built, or given), rows checked."""
     for i, v in enumerate(raw):
         if _is_missing(v) or not isinstance(v, str):
             raise ValueError(f"{name}: column {col!r} row {i} is {v!r}; expected a transcript (text).")
     encoded = encode_transcripts(raw, col, name, vocabulary, bad_transcripts, unknown_units)
-    dataset = LabeledDataset([inputs[i] for i in encoded.rows], encoded.targets, task=CTC.name,
+    dataset = LabeledDataset([inputs[i] for i in encoded.rows], encoded.targets, task=task,
                              label_names=encoded.vocabulary.symbols, source=name)
     dataset.vocabulary = encoded.vocabulary
     dataset.references = encoded.references
