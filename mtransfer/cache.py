@@ -20,8 +20,6 @@ extracts every ``num_processes``-th shard; readers see one cache in dataset orde
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -29,13 +27,14 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from mtransfer.atomic import atomic_write_json, fix_permissions
+from mtransfer.locks import file_lock
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -53,18 +52,6 @@ def _intact(shard: Path) -> bool:
     except CorruptWeightsError:
         return False
     return True
-
-
-@contextlib.contextmanager
-def _entry_lock(path: Path) -> Iterator[None]:
-    """Hold the entry's lock (``flock`` on ``.<entry>.lock`` beside it): a second process extracting the same entry
-    waits for the first."""
-    with open(path.parent / f".{path.name}.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def default_cache_dir() -> Path:
@@ -275,7 +262,7 @@ class FeatureCache:
         path = self.entry_path(key)
         path.mkdir(parents=True, exist_ok=True)
         if num_processes == 1:  # another process extracting this entry: wait for it, then read its shards
-            with _entry_lock(path):
+            with file_lock(path):  # a second process extracting the same entry waits for the first
                 found = self.lookup(key)
                 if found is not None:
                     self.hits += 1

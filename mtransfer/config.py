@@ -60,7 +60,7 @@ class DataSettings:
     train: str = "builtin:fortunes"
     validation: str | None = None
     test: str | None = None
-    input_column: str = "text"
+    input_column: str | None = None  # None: the modality's own (text; image for images, audio for speech)
     label_column: str = "label"  # regression with several targets: comma-separated columns
     task: str = "single_label_classification"
     label_separator: str | None = None
@@ -191,6 +191,8 @@ def load_recipe_config(path: str | Path | None = None, overrides: Sequence[str] 
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
     check_model_settings(sections["model"], source)
+    if sections["data"].input_column is None:
+        sections["data"].input_column = get_adapter_class(sections["model"].modality).default_input_column
     return RecipeConfig(sections["model"], sections["data"], sections["training"], source)
 
 

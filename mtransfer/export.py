@@ -68,9 +68,6 @@ def export_transformers(model: Any, folder: str | os.PathLike, *, atol: float = 
             torch backbones, ``stats`` audio pooling, MLP heads on image or audio models. The
             mtransfer folder (``save_pretrained``) remains the format then.
     """
-    from mtransfer.adapters.base import quiet_transformers
-    from mtransfer.atomic import atomic_directory
-
     model = model.eval()
     folder = Path(folder)
     if getattr(model, "loaded_from", None) is not None:

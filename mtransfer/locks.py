@@ -1,14 +1,19 @@
-"""One run per output folder: a lock file that says who holds it.
+"""One run per output folder: a lock file that says who holds it; and a waiting lock for shared work.
 
 Two runs writing one ``output_dir`` at once would mix their checkpoints and ``metrics.json``.
 :func:`output_lock` creates ``<output_dir>/.mtransfer.lock`` exclusively (``O_CREAT | O_EXCL``)
 with the holder's process id, host and start time; a second run stops with a message naming
 them. A lock left by a process that no longer runs on this host is taken over.
+
+:func:`file_lock` is the other kind: ``flock`` on a file beside a path, held for a block, so a
+second process doing the same work (extracting one cache entry, building one corpus) waits for
+the first and then finds it done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -77,3 +82,16 @@ def output_lock(folder: str | os.PathLike, accelerator: Any = None) -> Iterator[
     finally:
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold ``path``'s lock (``flock`` on ``.<name>.lock`` beside it) for the block; other holders wait."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

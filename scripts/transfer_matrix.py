@@ -29,6 +29,13 @@ reduced configuration for a quick look:
 
     .venv/bin/python scripts/transfer_matrix.py --sources bn hi de --targets as mr --seeds 0 1 \\
         --source-utterances 100 --source-epochs 8 --workers 2 --output-dir /tmp/matrix-small
+
+On a scheduler (a Slurm job array, a Ray task or a Kubernetes indexed job per cell), with the same
+settings in every call: ``--list-cells`` prints the cells in dependency order (index, name, the
+cell it starts from), ``--cell I`` (or ``--cell NAME``) trains exactly that one (``--wait S``: wait
+up to S seconds for its source model or for another task holding it; without it such a cell is
+refused), and a last call without ``--cell`` writes the tables from the finished cells (training
+whatever is missing). See the README's "Several processes" for a Slurm array script.
 """
 
 from __future__ import annotations
@@ -85,6 +92,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="processes training cells side by side (0: one per GPU, else one per CPU core, at most 8)")
     ap.add_argument("--per-language", type=int, default=400,
                     help="utterances per language in the espeak-ng corpus (6 train / 1 validation / 1 test speakers)")
+    ap.add_argument("--num-threads", type=int, default=None,
+                    help="torch threads per worker (or per --cell run); default: the cores shared out among the workers")
+    ap.add_argument("--list-cells", action="store_true",
+                    help="print the cells in dependency order (index, name, the cell it starts from) and exit")
+    ap.add_argument("--cell", default=None, metavar="INDEX|NAME",
+                    help="train exactly this cell (an index or a name from --list-cells), e.g. as one task of a job array")
+    ap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="with --cell: wait this long for the cell's source model (or another task holding the cell)")
     ap.add_argument("--output-dir", default="outputs/matrix")
     ap.add_argument("--progress", action="store_true")
     return ap.parse_args(argv)
@@ -111,12 +126,40 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def list_cells(settings) -> None:
+    from mtransfer.experiments.transfer_matrix import plan_cells
+
+    for i, cell in enumerate(plan_cells(settings)):
+        print(f"{i}\t{cell.name}\t{cell.needs.name if cell.needs is not None else '-'}")
+
+
+def one_cell(a: argparse.Namespace, settings, out: Path) -> None:
+    """``--cell``: one cell, as one task of a scheduler's array."""
+    from mtransfer.experiments.transfer_matrix import check_settings, espeak_corpus, find_cell, run_cell
+
+    if LAUNCHED is not None:
+        raise ValueError("--cell trains one cell in one process; run it without accelerate launch / torchrun.")
+    cell = find_cell(settings, a.cell)  # an unknown cell stops here, before the folder or the corpus
+    check_settings(settings, out)
+    corpus = espeak_corpus(settings.languages, a.per_language)
+    if a.num_threads:
+        import torch
+
+        torch.set_num_threads(a.num_threads)
+    if run_cell(settings, out, corpus, a.cell, wait=a.wait, progress=a.progress, num_threads=a.num_threads) == "done":
+        print(f"{cell.name}: already trained in {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from mtransfer.experiments.transfer_matrix import check_settings, espeak_corpus, run_transfer_matrix, work_cells
 
     a = parse_args(argv)
     settings = settings_of(a)  # bad settings stop here, before the corpus or any training
+    if a.list_cells:
+        return list_cells(settings)
     out = Path(a.output_dir)
+    if a.cell is not None:
+        return one_cell(a, settings, out)
     check_settings(settings, out)  # so does a folder trained with other settings
     began = time.perf_counter()
     timings: dict[str, float] = {}
@@ -124,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         rank, world = LAUNCHED
         corpus = espeak_corpus(settings.languages, a.per_language, build=rank == 0)
         timings["corpus_s"] = time.perf_counter() - began
-        threads = max(1, (os.cpu_count() or 1) // world)
+        threads = a.num_threads or max(1, (os.cpu_count() or 1) // world)
         work_cells(settings, out, corpus, progress=a.progress, num_threads=threads, worker=f"[process {rank}] ")
         if rank != 0:
             return
@@ -135,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         workers = a.workers or default_workers()
     t = time.perf_counter()
     matrix = run_transfer_matrix(settings, out, corpus=corpus, workers=workers if LAUNCHED is None else 1,
-                                 progress=a.progress)
+                                 progress=a.progress, num_threads=a.num_threads)
     timings["matrix_s"] = time.perf_counter() - t
     print(matrix.table())
     t = time.perf_counter()
@@ -262,6 +305,7 @@ def scatter(matrix, scores_by: dict, path: Path) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError) as err:  # bad settings, a folder trained under others: one line
+    except (ValueError, FileNotFoundError, TimeoutError) as err:  # bad settings, a folder trained under others, a
+        # --cell whose source model is missing: one line
         print(f"transfer_matrix.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)

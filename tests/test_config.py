@@ -38,3 +38,15 @@ def test_a_flag_built_config_sets_trust_remote_code_only_when_asked():
             "training": {"output_dir": "out"}}
     assert load_recipe_config(None, base=base).model.trust_remote_code is False
     assert load_recipe_config(None, ["model.trust_remote_code=true"], base=base).model.trust_remote_code is True
+
+
+def test_the_input_column_defaults_to_the_modalitys_own():
+    """A speech or image config without data.input_column reads the audio / image column, as the train flags do (it
+    used to look for 'text' whatever the modality)."""
+    speech = next(c for c in CONFIGS if "/speech/" in str(c))
+    assert load_recipe_config(speech).data.input_column == "audio"
+    assert load_recipe_config(speech, ["data.input_column=wav"]).data.input_column == "wav"
+    image = next(c for c in CONFIGS if "/image/" in str(c))
+    assert load_recipe_config(image, ["data.input_column=null"]).data.input_column == "image"
+    text = next(c for c in CONFIGS if "/text/" in str(c))
+    assert load_recipe_config(text).data.input_column == "text"

@@ -449,3 +449,56 @@ def test_adapt_speech_checks_its_thread_count_before_any_work(tmp_path):
         adapt_from_best_source({"a": "builtin:espeak-asr-hi", "b": "builtin:espeak-asr-bn"}, "builtin:espeak-asr-mr",
                                tmp_path / "x", num_threads=0)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cells_run_one_by_one_from_two_concurrent_loops_reproduce_the_matrix_byte_for_byte(tiny_speech, tmp_path):
+    """What a Slurm job array (or a Ray / Kubernetes task per cell) does: ``--list-cells``, then ``--cell I`` for every
+    index from two shell loops running at once, then one call without ``--cell`` for the tables. They equal the
+    tables of one call with two workers, byte for byte."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = [sys.executable, str(root / "scripts" / "transfer_matrix.py"), "--sources", "bn", "hi", "--targets", "as",
+              "--seeds", "0", "--per-language", "24", "--source-utterances", "10", "--target-utterances", "4",
+              "--source-epochs", "1", "--target-epochs", "2", "--scratch-epochs", "2", "--batch-size", "4",
+              "--model", str(tiny_speech("wav2vec2")), "--num-threads", "1"]
+    env = {**os.environ, "MTRANSFER_CACHE": str(tmp_path / "cache" / "features"), "OMP_NUM_THREADS": "1"}
+
+    def run(*args, check=True):
+        proc = subprocess.run([*script, *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
+        assert not check or proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc
+
+    listed = [line.split("\t") for line in run("--list-cells").stdout.splitlines()]
+    assert [row[0] for row in listed] == [str(i) for i in range(7)]
+    assert listed[5][1:] == ["transfer/bn-to-as/seed0", "source/bn/seed0"] and listed[0][2] == "-"
+    names = [row[1] for row in listed]
+    assert all(names.index(need) < i for i, (_, _, need) in enumerate(listed) if need != "-")  # sources first
+
+    # a transfer cell refuses to start without its source model, naming it, and trains nothing
+    refused = run("--cell", "transfer/hi-to-as/seed0", "--output-dir", tmp_path / "loops", check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        f"transfer_matrix.py: error: cell transfer/hi-to-as/seed0 starts from the model of cell source/hi/seed0, which "
+        f"is not trained yet in {tmp_path / 'loops'}; run that cell first (it comes earlier in --list-cells) or give "
+        "--wait SECONDS.")
+    assert not (tmp_path / "loops" / "cells").exists()
+
+    loops = [subprocess.Popen(["bash", "-c", f'for i in {" ".join(map(str, part))}; do "$@" --cell $i || exit 1; done',
+                               "loop", *script, "--wait", "600", "--output-dir", str(tmp_path / "loops")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for part in (range(0, 7, 2), range(1, 7, 2))]
+    reference = run("--workers", "2", "--output-dir", tmp_path / "one")  # meanwhile: one call, two workers
+    outputs = [loop.communicate(timeout=900) for loop in loops]
+    assert [loop.returncode for loop in loops] == [0, 0], outputs
+    trained = [line for out, _ in outputs for line in out.splitlines() if "test CER" in line]
+    assert len(trained) == 7  # every cell once, by one loop or the other
+    final = run("--workers", "2", "--output-dir", tmp_path / "loops")
+    assert "matrix: trained" not in final.stdout  # the tables come from the finished cells
+    for name in ("matrix.md", "rankers.md"):
+        assert (tmp_path / "loops" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert "matrix: trained 7 of 7 cells" in reference.stdout
+    # a cell asked for again is not trained again
+    assert run("--cell", "5", "--output-dir", tmp_path / "loops").stdout.strip() == (
+        f"transfer/bn-to-as/seed0: already trained in {tmp_path / 'loops'}")

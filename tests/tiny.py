@@ -13,8 +13,8 @@ TOPICS = {
 FILLER = "the a of and to in is it that on with this was for".split()
 
 
-def build_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
-    """Write a tiny random BERT and a word-level WordPiece tokenizer to ``folder``."""
+def build_tiny_bert(folder: Path, num_layers: int = 2, dropout: float = 0.1) -> Path:
+    """Write a tiny random BERT and a word-level WordPiece tokenizer to ``folder`` (``dropout``: hidden and attention)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -22,7 +22,8 @@ def build_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.1)
+                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     torch.manual_seed(0)
     model = BertModel(config)
     folder = Path(folder)

@@ -25,7 +25,6 @@ reads with ``audio`` / ``transcript`` columns, or, for an untranscribed source, 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Callable, Mapping

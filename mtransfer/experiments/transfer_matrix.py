@@ -36,7 +36,7 @@ from mtransfer.atomic import atomic_write_bytes, atomic_write_json
 from mtransfer.builtins.speech_corpus import build_speech_corpus, corpus_splits
 from mtransfer.cache import default_cache_dir
 from mtransfer.data import load_labeled
-from mtransfer.locks import OutputLockedError, acquire
+from mtransfer.locks import OutputLockedError, acquire, file_lock
 from mtransfer.model import TransferModel
 from mtransfer.plots import save_figure
 from mtransfer.ranking.backbones import correlate
@@ -151,9 +151,19 @@ class Cell:
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def name(self) -> str:
+        """``kind/language/seedN`` (``transfer/SOURCE-to-TARGET/seedN``): how ``--cell`` and ``--list-cells`` name it."""
+        language = f"{self.init}-to-{self.language}" if self.kind == "transfer" else self.language
+        return f"{self.kind}/{language}/seed{self.seed}"
+
+    @property
     def path(self) -> str:
-        name = f"{self.init}-to-{self.language}" if self.kind == "transfer" else self.language
-        return f"cells/{self.kind}/{name}/seed{self.seed}.json"
+        return f"cells/{self.name}.json"
+
+    @property
+    def needs(self) -> Cell | None:
+        """The cell whose model this one starts from (a transfer cell's source), or None."""
+        return Cell("source", self.init, "random", self.seed, 0) if self.kind == "transfer" else None
 
 
 Corpus = Callable[[str], dict[str, list[dict]]]  # language -> {split: [{"audio": ..., "transcript": ...}]}
@@ -186,8 +196,9 @@ def espeak_corpus(languages: Sequence[str], per_language: int = 400, build: bool
     size = "" if per_language == 400 else f"-n{per_language}"
     folder = default_cache_dir().parent / "speech" / ("espeak-matrix-v1-" + "-".join(languages) + size)
     if build:
-        build_speech_corpus(folder, languages, per_language=per_language, speakers=8, test_speakers=1,
-                            validation_speakers=1, workers=2, noise_snr=(10.0, 30.0))
+        with file_lock(folder):  # processes started together (a scheduler's array) build it once
+            build_speech_corpus(folder, languages, per_language=per_language, speakers=8, test_speakers=1,
+                                validation_speakers=1, workers=2, noise_snr=(10.0, 30.0))
     else:
         waited = 0.0
         while not (folder / "metadata.csv").is_file():
@@ -474,7 +485,79 @@ def _claim(out: Path, cell: Cell) -> Path | None:
 
 def _ready(cell: Cell, out: Path) -> bool:
     """A transfer cell waits for its source model's cell."""
-    return cell.kind != "transfer" or (out / Cell("source", cell.init, "random", cell.seed, 0).path).is_file()
+    return cell.needs is None or (out / cell.needs.path).is_file()
+
+
+def _train_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, progress: bool,
+                num_threads: int | None, log: Callable[[str], None] | None, worker: str) -> None:
+    """Train a claimed cell and write its results (``cells/...json``, atomically); one log line."""
+    cell.results = _run_cell(cell, settings, corpus, out, progress, num_threads)
+    atomic_write_json(out / cell.path, asdict(cell))
+    if log:
+        name = f"{cell.init} -> {cell.language}" if cell.kind == "transfer" else cell.language
+        log(f"{worker}{cell.kind:8s} {name:12s} seed {cell.seed}: test CER {cell.results['test_cer']:.3f}, "
+            f"WER {cell.results['test_wer']:.3f} ({cell.results['train_seconds']:.0f} s)")
+
+
+def plan_cells(settings: MatrixSettings) -> list[Cell]:
+    """Every cell of the matrix in dependency order: the sources (and the pooled model) before any transfer cell."""
+    return _plan(settings)
+
+
+def find_cell(settings: MatrixSettings, which: int | str) -> Cell:
+    """The cell at index ``which`` of :func:`plan_cells`, or named ``which`` (``transfer/bn-to-as/seed0``)."""
+    cells = _plan(settings)
+    if isinstance(which, str) and which.strip().isdigit():
+        which = int(which)
+    if isinstance(which, int):
+        if not 0 <= which < len(cells):
+            raise ValueError(f"--cell {which}: the matrix has cells 0 to {len(cells) - 1} (see --list-cells).")
+        return cells[which]
+    named = {c.name: c for c in cells}
+    if which not in named:
+        import difflib
+
+        close = difflib.get_close_matches(which, list(named), n=1)
+        raise ValueError(f"--cell {which!r}: no such cell in this matrix" + (f" (did you mean {close[0]}?)" if close else "")
+                         + "; --list-cells prints every name.")
+    return named[which]
+
+
+def run_cell(settings: MatrixSettings, output_dir: str | Path, corpus: Corpus, which: int | str, *, wait: float = 0.0,
+             progress: bool = False, log: Callable[[str], None] | None = print, num_threads: int | None = None,
+             poll: float = 2.0) -> str:
+    """Train exactly one cell (by index or name), as one task of a scheduler's array: ``"trained"``, or ``"done"``
+    when its results exist already.
+
+    A transfer cell needs its source model: without it the call waits up to ``wait`` seconds for another task to
+    write it, then refuses (naming the cell to run first). A cell another process holds is waited for the same way.
+    Any number of these calls (and :func:`work_cells` loops) may share ``output_dir``.
+    """
+    out = Path(output_dir)
+    check_settings(settings, out)
+    cell = find_cell(settings, which)
+    deadline = time.monotonic() + wait
+    while True:
+        if (out / cell.path).is_file():
+            return "done"
+        if not _ready(cell, out):
+            problem = (f"cell {cell.name} starts from the model of cell {cell.needs.name}, which is not trained yet in "
+                       f"{out}; run that cell first (it comes earlier in --list-cells) or give --wait SECONDS")
+        elif (claim := _claim(out, cell)) is not None:
+            try:
+                if (out / cell.path).is_file():  # finished by another process since the check
+                    return "done"
+                _train_cell(cell, settings, corpus, out, progress, num_threads, log, "")
+                return "trained"
+            finally:
+                claim.unlink(missing_ok=True)
+        else:
+            problem = (f"cell {cell.name} is being trained by another process (its claim: "
+                       f"{out / 'claims' / Path(cell.path).with_suffix('')})")
+        if time.monotonic() >= deadline:
+            waited = f" after waiting {wait:.0f} s" if wait else ""
+            raise TimeoutError(f"{problem}{waited}.")
+        time.sleep(poll)
 
 
 def work_cells(settings: MatrixSettings, output_dir: str | Path, corpus: Corpus, *, progress: bool = False,
@@ -498,15 +581,10 @@ def work_cells(settings: MatrixSettings, output_dir: str | Path, corpus: Corpus,
             try:
                 if (out / cell.path).is_file():  # finished by another process since the listing
                     continue
-                cell.results = _run_cell(cell, settings, corpus, out, progress, num_threads)
-                atomic_write_json(out / cell.path, asdict(cell))
+                _train_cell(cell, settings, corpus, out, progress, num_threads, log, worker)
             finally:
                 claim.unlink(missing_ok=True)
             trained += 1
-            if log:
-                name = f"{cell.init} -> {cell.language}" if cell.kind == "transfer" else cell.language
-                log(f"{worker}{cell.kind:8s} {name:12s} seed {cell.seed}: test CER {cell.results['test_cer']:.3f}, "
-                    f"WER {cell.results['test_wer']:.3f} ({cell.results['train_seconds']:.0f} s)")
             break  # list again: the plan order puts sources (which others wait for) first
         else:
             time.sleep(poll)  # every pending cell is held by another process or waits for a source
@@ -521,7 +599,7 @@ def _worker(settings: MatrixSettings, output_dir: str, corpus: Corpus, index: in
 
 
 def _run_workers(settings: MatrixSettings, out: Path, corpus: Corpus, workers: int, progress: bool,
-                 log: bool) -> int:
+                 log: bool, num_threads: int | None = None) -> int:
     """``workers`` processes (spawned), each on its own GPU when there are GPUs, else on its share of the CPU cores."""
     import multiprocessing as mp
     import os
@@ -536,7 +614,7 @@ def _run_workers(settings: MatrixSettings, out: Path, corpus: Corpus, workers: i
     import torch
 
     gpus = torch.cuda.device_count()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = num_threads or max(1, (os.cpu_count() or 1) // workers)
     futures = []
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
@@ -553,7 +631,7 @@ def _run_workers(settings: MatrixSettings, out: Path, corpus: Corpus, workers: i
 
 def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, corpus: Corpus | None = None,
                         workers: int = 1, progress: bool = False, log: Callable[[str], None] | None = print,
-                        wait: bool = True) -> TransferMatrix:
+                        wait: bool = True, num_threads: int | None = None) -> TransferMatrix:
     """Run every cell not yet in ``output_dir`` (sources first), then write ``matrix.json``, ``matrix.md`` and ``matrix.png``.
 
     Args:
@@ -566,8 +644,9 @@ def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, cor
             threads or data parallelism within a run.
         progress: Progress bars per run. log: Called with one line per finished cell (None: silent;
             with workers, the workers print).
-        wait: Wait for cells other processes hold (launched alongside, see :func:`work_cells`) before
-            writing the outputs.
+        wait: Wait for cells other processes hold (launched alongside, see :func:`work_cells`, or a
+            scheduler's tasks, see :func:`run_cell`) before writing the outputs.
+        num_threads: torch threads per worker (default: the cores shared out among the workers).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"run_transfer_matrix workers={workers!r}: expected an integer >= 1.")
@@ -576,9 +655,9 @@ def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, cor
     corpus = corpus or espeak_corpus(settings.languages)
     began = time.perf_counter()
     if workers == 1:
-        trained = work_cells(settings, out, corpus, progress=progress, log=log)
+        trained = work_cells(settings, out, corpus, progress=progress, log=log, num_threads=num_threads)
     else:
-        trained = _run_workers(settings, out, corpus, workers, progress, log is not None)
+        trained = _run_workers(settings, out, corpus, workers, progress, log is not None, num_threads)
     cells = _plan(settings)
     while wait and any(not (out / c.path).is_file() for c in cells):
         time.sleep(2.0)
