@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mtransfer.atomic import read_json
-from mtransfer.record import RECORD_FILE, RunRecord, mtransfer_version
+from mtransfer.record import RECORD_FILE, RunRecord, describe_flags, mtransfer_version
 from mtransfer.tasks import get_task
 
 
@@ -67,6 +67,7 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
     lines = [f"# {name}", "",
              f"A {config['task'].replace('_', ' ')} model fine-tuned with mtransfer {__version__} "
              f"from `{base}` ({modality} adapter) with the `{args['strategy']}` strategy.", "",
+             *_started_from_lines(config.get("started_from")),
              f"Labels ({len(config['label_names'])}): " + ", ".join(f"`{x}`" for x in config["label_names"][:50]), "",
              "## Training procedure", "",
              f"- strategy: `{args['strategy']}`, {args['num_epochs']} epochs, {metrics['train_samples']} training and "
@@ -83,11 +84,11 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
         rates = ", ".join(f"{g}: {lr:.2g}" for g, lr in phase["peak_lr"].items())
         lines.append(f"| {phase['phase']} | {phase['epochs'][0] + 1}-{phase['epochs'][1]} | {', '.join(phase['trainable'])} | "
                      f"{', '.join(frozen) or '-'} | {rates} |")
-    lines += ["", "## Evaluation", "", *_evaluation_lines(record)]
+    lines += ["", "## Evaluation", "", *_evaluation_lines(record), *_flag_lines(record.flags)]
     history = metrics.get("history") or []
     if history:
         keys = [k for k in ("train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_mse", "eval_r2", "eval_wer", "eval_cer",
-                            "eval_per") if k in history[0]]
+                            "eval_per", "eval_length_ratio") if k in history[0]]
         lines += ["", "| epoch | phase | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
         lines += [f"| {h['epoch']} | {h.get('phase', '')} | " + " | ".join(_fmt(h.get(k)) for k in keys) + " |" for h in history]
     if plot_name:
@@ -177,6 +178,25 @@ def _base_model(source: str | None) -> tuple[str | None, str]:
 def _scores(metrics: dict[str, Any] | None) -> dict[str, float]:
     return {k.removeprefix("eval_"): v for k, v in (metrics or {}).items()
             if isinstance(v, (int, float)) and k not in ("eval_samples", "eval_loss")}
+
+
+def _started_from_lines(started: dict[str, Any] | None) -> list[str]:
+    """Provenance of a model trained on from another mtransfer model (``train --init-from``)."""
+    if not started:
+        return []
+    copied = started.get("copied_rows")
+    rows = f"; {copied} output rows of the symbols both vocabularies share were copied" if copied is not None else ""
+    base = f", itself fine-tuned from `{started['base']}`" if started.get("base") else ""
+    return [f"It started from the trained mtransfer model `{started['model']}` (a "
+            f"{str(started.get('task', '?')).replace('_', ' ')} model{base}): its backbone as trained, a new head{rows}.",
+            ""]
+
+
+def _flag_lines(flags: Sequence[str]) -> list[str]:
+    """The run's trust flags, as a warning block under the evaluation."""
+    if not flags:
+        return []
+    return ["", "**Read these figures with care:**", "", *(f"- {text}" for text in describe_flags(list(flags)))]
 
 
 def _evaluation_lines(record: RunRecord) -> list[str]:

@@ -368,12 +368,17 @@ def _add_adapt_speech(sub: Any) -> None:
     ad.add_argument("--no-baseline", action="store_true", help="skip the random-init run on the target data")
     ad.add_argument("--model", default="builtin:w2v-bert-mini", help="the encoder to train on the source")
     ad.add_argument("--source-epochs", type=positive_int, default=15)
-    ad.add_argument("--target-epochs", type=positive_int, default=40)
+    ad.add_argument("--target-epochs", type=positive_int, default=30)
     ad.add_argument("--scratch-epochs", type=positive_int, default=120)
     ad.add_argument("--pretrain-epochs", type=positive_int, default=10)
     ad.add_argument("--source-patience", type=positive_int, default=4)
-    ad.add_argument("--patience", type=positive_int, default=8)
+    ad.add_argument("--patience", type=positive_int, default=6)
     ad.add_argument("--scratch-patience", type=positive_int, default=20)
+    ad.add_argument("--min-epochs", type=non_negative_int, default=12,
+                    help="no run stops early before this epoch (the transfer matrix's floor; default 12)")
+    ad.add_argument("--ctc-plateau", type=float, default=0.1,
+                    help="share of the reference characters below which an epoch is on CTC's all-blank plateau: never "
+                         "a run's best, and patience starts after it (default 0.1; 0: off)")
     ad.add_argument("--batch-size", type=positive_int, default=8)
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--num-threads", type=positive_int, default=None,
@@ -414,7 +419,8 @@ def cmd_adapt_speech(a: argparse.Namespace) -> int:
         top_k=a.top_k, model=a.model, target_utterances=a.target_utterances, unlabelled=a.unlabelled,
         baseline=not a.no_baseline, source_epochs=a.source_epochs, target_epochs=a.target_epochs,
         scratch_epochs=a.scratch_epochs, pretrain_epochs=a.pretrain_epochs, source_patience=a.source_patience,
-        patience=a.patience, scratch_patience=a.scratch_patience, batch_size=a.batch_size, seed=a.seed,
+        patience=a.patience, scratch_patience=a.scratch_patience, min_epochs=a.min_epochs,
+        ctc_plateau=a.ctc_plateau or None, batch_size=a.batch_size, seed=a.seed,
         progress=not a.no_progress, num_threads=a.num_threads, log=lambda line: print(line, file=sys.stderr))
     target = {k: report["target_results"][k] for k in ("test_cer", "test_wer", "scored_on")}
     baseline = report["baseline_results"]

@@ -146,6 +146,8 @@ class TransferModel(nn.Module):
             raise ValueError(f"{len(self.label_names)} label names for a head with {head.config.num_outputs} outputs.")
         self._adapter_trains = True
         self.loaded_from: Path | None = None  # the folder from_pretrained read, if any
+        # the trained mtransfer model this one took its backbone from (with_new_head on a loaded model), or None
+        self.started_from: dict[str, Any] | None = None
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -200,7 +202,8 @@ class TransferModel(nn.Module):
             copy_shared_rows: CTC to CTC: start shared symbols from their trained rows.
             seed: Seeds the new head's initialisation.
         """
-        task = task or self.task
+        old_task = self.task
+        task = task or old_task
         kind = get_task(task)
         vocabulary, names = kind.labels(labels)
         if seed is not None:
@@ -220,6 +223,9 @@ class TransferModel(nn.Module):
                     new.out.bias[j] = self.head.out.bias[i]
             logger.info("with_new_head: copied %d of %d output rows (symbols both vocabularies share)", len(pairs), len(names))
             self.copied_rows = len(pairs)
+        if self.loaded_from is not None:  # provenance: the card and records name the model this one started from
+            self.started_from = {"model": str(self.loaded_from), "base": self.adapter.get_config().get("source"),
+                                 "task": old_task, "copied_rows": getattr(self, "copied_rows", None)}
         self.head = new
         if kind.transcribes:
             vocabulary = _ctc_vocabulary(self.adapter, vocabulary, names)
@@ -433,6 +439,7 @@ class TransferModel(nn.Module):
             "task": self.task,
             "label_names": self.label_names,
             **({"vocabulary": self.vocabulary.to_dict()} if self.head.kind.transcribes else {}),
+            **({"started_from": self.started_from} if self.started_from else {}),
         }
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -490,6 +497,7 @@ class TransferModel(nn.Module):
                              f"(missing {missing[:5]}, unexpected {unexpected[:5]}).")
         model.eval()
         model.loaded_from = folder.resolve()  # an export or save must never write over the folder it came from
+        model.started_from = config.get("started_from")
         return model
 
     def __repr__(self) -> str:

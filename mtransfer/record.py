@@ -14,6 +14,19 @@ from typing import Any
 RECORD_FORMAT = 1
 RECORD_FILE = "metrics.json"
 
+# why a run's figures may not be trusted: flag -> what it means, as cards, reports and tables say it
+RUN_FLAGS = {
+    "all_blank": "all-blank: its hypotheses were (almost) all empty at the end (CTC's blank plateau); it never "
+                 "learned to transcribe, so its error rates measure nothing but that",
+    "improving_at_cap": "still improving at its epoch cap: its last epoch was its best, so more epochs would likely "
+                        "lower its error; its figures understate what it can reach",
+}
+
+
+def describe_flags(flags: list[str]) -> list[str]:
+    """The sentences of ``flags`` (an unknown flag is shown as it is)."""
+    return [RUN_FLAGS.get(f, f) for f in flags]
+
 
 def mtransfer_version() -> str:
     """The installed mtransfer's version (``importlib.metadata``), as records, configs and cards state it."""
@@ -54,6 +67,8 @@ class RunRecord:
         stopped_early: Early stopping ended the run.
         train_seconds: Wall time of the training loop.
         test: Test metrics when a test split was evaluated after training.
+        flags: Why the run's figures may not be trusted (keys of :data:`RUN_FLAGS`): ``all_blank``,
+            ``improving_at_cap``. Cards, reports and tables show them.
     """
 
     args: dict[str, Any]
@@ -70,6 +85,7 @@ class RunRecord:
     stopped_early: bool = False
     train_seconds: float = 0.0
     test: dict[str, float] | None = None
+    flags: list[str] = field(default_factory=list)
     mtransfer_record: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

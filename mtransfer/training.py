@@ -39,6 +39,9 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TRACKERS = ("tensorboard",)
 
 
+DEFAULT_CTC_PLATEAU = 0.1  # hypotheses with fewer units than this share of the references': the all-blank plateau
+
+
 @dataclass
 class TrainingArguments:
     """Every setting of a training run, checked when it is made.
@@ -81,6 +84,13 @@ class TrainingArguments:
             improvement is expected: a new CTC head whose first epoch happens to score best, then sits
             on the all-blank plateau while the learning rate rises). The best epoch is tracked
             throughout. Like Keras' ``start_from_epoch`` and Lightning's ``min_epochs``.
+        ctc_plateau: CTC: an epoch whose hypotheses hold fewer than this fraction of the reference
+            units (``eval_length_ratio``; 0 when every hypothesis is empty) is on CTC's all-blank
+            plateau. Such an epoch is never the best one, whatever its CER (an all-blank model
+            scores 1.0 and one emitting a few frequent symbols a little less, better than many
+            models that have started to learn), and patience counts from the first epoch off the
+            plateau. A run that never leaves it ends with its last weights and the ``all_blank``
+            flag. None: off (every epoch competes on the metric alone).
         load_best_model_at_end: End with the best epoch's weights (needs evaluation data).
         save_checkpoints: Save a resumable checkpoint (``save_state``) after each epoch.
         save_total_limit: Checkpoints kept (the latest ones); None keeps all.
@@ -137,6 +147,7 @@ class TrainingArguments:
     early_stopping_patience: int | None = None
     early_stopping_threshold: float = 0.0
     min_epochs: int = 0
+    ctc_plateau: float | None = DEFAULT_CTC_PLATEAU
     load_best_model_at_end: bool = True
     save_checkpoints: bool = True
     save_total_limit: int | None = 2
@@ -208,6 +219,8 @@ class TrainingArguments:
             raise bad("min_epochs", "an integer >= 0")
         if self.min_epochs > self.num_epochs:
             raise bad("min_epochs", f"at most num_epochs ({self.num_epochs})")
+        if self.ctc_plateau is not None and (isinstance(self.ctc_plateau, bool) or not 0.0 < self.ctc_plateau < 1.0):
+            raise bad("ctc_plateau", "a fraction in (0, 1) or None")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise bad("save_total_limit", "an integer >= 1 or None")
         self.adam_betas = tuple(self.adam_betas)
@@ -257,6 +270,7 @@ class TrainResult:
     stopped_early: bool = False
     train_seconds: float = 0.0
     weights_epoch: int | None = None
+    flags: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         lines = [f"TrainResult(output_dir={self.output_dir!r}, best_epoch={self.best_epoch}, "
@@ -677,13 +691,33 @@ class Trainer:
             self._cached["eval"] = self._cache_loader(self.eval_dataset, 0, training=False)
         return self._cached[("train", view)], self._cached.get("eval")
 
+    def _on_plateau(self, record: dict[str, Any], limit: float | None = None) -> bool:
+        """A CTC evaluation whose hypotheses are (almost) all empty (``ctc_plateau``, or ``limit``)."""
+        limit = limit if limit is not None else self.args.ctc_plateau
+        return limit is not None and self.unwrapped.head.kind.transcribes and record.get("eval_length_ratio", 1.0) < limit
+
+    def _flags(self, final: dict[str, float]) -> list[str]:
+        """Why the run's figures may not be trusted (:data:`mtransfer.record.RUN_FLAGS`)."""
+        flags = []
+        if self._on_plateau(final, self.args.ctc_plateau or DEFAULT_CTC_PLATEAU):
+            flags.append("all_blank")
+        history, state = self.state.history, self.state
+        if (self.args.early_stopping_patience and not state.stopped_early and history and state.best_epoch is not None
+                and state.best_epoch == history[-1]["epoch"] == self.args.num_epochs):
+            flags.append("improving_at_cap")
+        return flags
+
     def _track_best(self, record: dict[str, Any]) -> None:
         args, state = self.args, self.state
         if self.eval_dataset is None:
             return
+        if self._on_plateau(record):
+            record["on_plateau"] = True
+            if state.best_epoch is None:  # not a candidate, and patience has not started
+                return
         value, best = record[self.best_metric], state.best_value
         sign = 1.0 if self.greater_is_better else -1.0
-        if best is None or sign * (value - best) > args.early_stopping_threshold:
+        if not record.get("on_plateau") and (best is None or sign * (value - best) > args.early_stopping_threshold):
             state.best_value, state.best_epoch = float(value), record["epoch"]
             state.epochs_without_improvement = 0
             if args.load_best_model_at_end and not args.save_checkpoints:  # no checkpoint to restore it from
@@ -711,7 +745,8 @@ class Trainer:
             self._restore_best()
         weights_epoch = self.state.best_epoch if use_best else weights_epoch
         final = self._final_eval(model, eval_dl)
-        record = self._record(final, weights_epoch, use_best, train_seconds)
+        flags = self._flags(final)
+        record = self._record(final, weights_epoch, use_best, train_seconds, flags)
         plot_path = None
         if accelerator.is_main_process:
             unwrapped.save_pretrained(out_dir / "model")
@@ -731,7 +766,8 @@ class Trainer:
                              best_metric=self.best_metric if self.eval_dataset is not None else None,
                              best_value=self.state.best_value, final_metrics=final, output_dir=str(out_dir),
                              model_dir=str(out_dir / "model"), metrics_path=str(out_dir / RECORD_FILE), plot_path=plot_path,
-                             stopped_early=self.state.stopped_early, train_seconds=train_seconds, weights_epoch=weights_epoch)
+                             stopped_early=self.state.stopped_early, train_seconds=train_seconds, weights_epoch=weights_epoch,
+                             flags=flags)
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
@@ -748,7 +784,8 @@ class Trainer:
             self.unwrapped.head.set_thresholds(tune_thresholds(torch.sigmoid(probs), labels))
         return self._evaluate(model, eval_dl)
 
-    def _record(self, final: dict[str, float], weights_epoch: int | None, use_best: bool, seconds: float) -> RunRecord:
+    def _record(self, final: dict[str, float], weights_epoch: int | None, use_best: bool, seconds: float,
+                flags: list[str]) -> RunRecord:
         return RunRecord(
             args=self.args.to_dict(), plan=self.plan.describe(), layer_groups=self.group_names,
             num_processes=self.accelerator.num_processes, train_samples=len(self.train_dataset),
@@ -756,7 +793,7 @@ class Trainer:
             best=BestEpoch(self.best_metric if self.eval_dataset is not None else None, self.state.best_value,
                            self.state.best_epoch),
             final_eval=final, weights_epoch=weights_epoch, weights_are_best=use_best,
-            stopped_early=self.state.stopped_early, train_seconds=seconds)
+            stopped_early=self.state.stopped_early, train_seconds=seconds, flags=flags)
 
     # --- evaluation ---------------------------------------------------------------------
     def _gather_outputs(self, model, dataloader) -> tuple[torch.Tensor, torch.Tensor]:

@@ -574,3 +574,72 @@ def test_starting_fresh_is_collective_whoever_lists_the_old_checkpoints_last(tmp
     waits = run_two_ranks(tmp_path, lambda ckpt: ckpt.start_fresh(overwrite=True))
     assert waits[0] == waits[1] >= 1
     assert not old.exists()
+
+
+class ForceBlank(mt.TrainerCallback):
+    """Holds a CTC head on the all-blank plateau for its first ``blank_epochs`` epochs (the blank's bias far above every
+    symbol's), then pushes it off (the blank's bias far below: every frame emits a symbol, a garbage transcript whose
+    CER is well above the all-blank 1.0)."""
+
+    def __init__(self, blank_epochs):
+        self.blank_epochs = blank_epochs
+
+    def on_epoch_begin(self, trainer, epoch):
+        import torch
+
+        with torch.no_grad():
+            trainer.unwrapped.head.out.bias[0] = 50.0 if epoch < self.blank_epochs else -50.0
+
+
+def ctc_run(tiny_speech, out, blank_epochs, **kwargs):
+    from tests.test_speech import ctc_data
+
+    data = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc", seed=0)
+    args = mt.TrainingArguments(output_dir=str(out), strategy="full", num_epochs=4, learning_rate=1e-3, batch_size=4,
+                                eval_batch_size=4, metric_for_best_model="cer", progress_bar=False, report_to=[],
+                                plot=False, show_transcripts=False, **kwargs)
+    return mt.Trainer(model, args, data, data, callbacks=[ForceBlank(blank_epochs)]).train()
+
+
+def test_a_ctc_epoch_on_the_all_blank_plateau_is_never_the_best_and_patience_starts_after_it(tiny_speech, tmp_path):
+    # without the rule (as before it): the all-blank epoch's CER 1.0 beats every later epoch's, and patience 1 ends
+    # the run at epoch 2 holding a model that emits nothing
+    old = ctc_run(tiny_speech, tmp_path / "old", blank_epochs=2, ctc_plateau=None, early_stopping_patience=1)
+    assert [h["eval_length_ratio"] for h in old.history][:1] == [0.0] and old.history[0]["eval_cer"] == 1.0
+    assert old.best_epoch == 1 and len(old.history) == 2 and old.stopped_early
+    assert old.flags == ["all_blank"]  # the kept weights emit nothing: flagged
+    # with it (the default): epochs 1-2 sit on the plateau, are marked, are not candidates and start no patience
+    new = ctc_run(tiny_speech, tmp_path / "new", blank_epochs=2, early_stopping_patience=1)
+    assert [bool(h.get("on_plateau")) for h in new.history[:2]] == [True, True]
+    assert new.history[2]["eval_length_ratio"] > 1 and new.history[2]["eval_cer"] > 1.0  # garbage, but not blank
+    assert new.best_epoch >= 3 and len(new.history) >= 3
+    assert new.final_metrics["eval_length_ratio"] > 0.1 and "all_blank" not in new.flags
+    record = json.loads((tmp_path / "new" / "metrics.json").read_text())
+    assert record["best"]["epoch"] == new.best_epoch and record["history"][0]["on_plateau"] is True
+    # a run that never leaves the plateau keeps its last weights and is flagged all-blank
+    stuck = ctc_run(tiny_speech, tmp_path / "stuck", blank_epochs=4, early_stopping_patience=1)
+    assert stuck.best_epoch is None and len(stuck.history) == 4 and stuck.weights_epoch == 4
+    assert stuck.flags == ["all_blank"]
+    card = (tmp_path / "stuck" / "model" / "README.md")
+    from mtransfer.card import write_model_card
+
+    write_model_card(tmp_path / "stuck")
+    assert "- all-blank: its hypotheses were (almost) all empty" in card.read_text()
+
+
+def test_a_run_with_patience_whose_last_epoch_is_its_best_is_flagged_improving_at_its_cap(tiny_bert, topic_data,
+                                                                                          tmp_path):
+    train = mt.load_labeled(topic_data[0])
+    valid = mt.load_labeled(topic_data[1], label_names=train.label_names)
+
+    def run(out, **kw):
+        model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names, seed=0)
+        args = mt.TrainingArguments(output_dir=str(out), strategy="frozen", num_epochs=3, learning_rate=1e-3,
+                                    metric_for_best_model="loss", progress_bar=False, report_to=[], plot=False, **kw)
+        return mt.Trainer(model, args, train, valid).train()
+
+    capped = run(tmp_path / "a", early_stopping_patience=5)  # a slow head: its loss falls every epoch
+    assert capped.best_epoch == 3 and capped.flags == ["improving_at_cap"]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["flags"] == ["improving_at_cap"]
+    assert run(tmp_path / "b").flags == []  # no patience asked for: the epochs were the budget, nothing to say

@@ -502,3 +502,100 @@ def test_cells_run_one_by_one_from_two_concurrent_loops_reproduce_the_matrix_byt
     # a cell asked for again is not trained again
     assert run("--cell", "5", "--output-dir", tmp_path / "loops").stdout.strip() == (
         f"transfer/bn-to-as/seed0: already trained in {tmp_path / 'loops'}")
+
+
+@pytest.mark.slow
+def test_adapt_speech_refuses_an_all_blank_source_naming_the_run_and_reports_flags(tiny_corpus, tiny_speech, tmp_path,
+                                                                                  capsys, monkeypatch):
+    """A source run that never leaves CTC's all-blank plateau (its blank's bias held far above every symbol's) stops
+    adapt-speech in one line before the target trains; report.md and adapt.json of a run that goes on name the flags
+    of each run, and the adapted model's card names the source model it started from."""
+    import torch
+
+    import mtransfer as mt
+    from mtransfer.cli import main
+    from mtransfer.experiments import source_choice
+
+    files = {lang: ",".join(write_split(tiny_corpus(lang)[s], tmp_path / f"{lang}_{s}.csv")
+                            for s in ("train", "validation", "test")) for lang in ("bn", "hi", "as")}
+    args = ["adapt-speech", "--source", f"bn={files['bn']}", "--source", f"hi={files['hi']}", "--target", files["as"],
+            "--target-utterances", "5", "--model", str(tiny_speech("wav2vec2")), "--source-epochs", "2",
+            "--target-epochs", "2", "--scratch-epochs", "2", "--batch-size", "4", "--no-progress"]
+    real_run = source_choice.train_ctc_run
+
+    def blank_source(model, train, *a, **k):
+        if Path(a[2]).name == "source":  # the source run: held on the plateau (the optimizer barely moves the bias)
+            with torch.no_grad():
+                model.head.out.bias[0] = 1e4
+        return real_run(model, train, *a, **k)
+
+    monkeypatch.setattr(source_choice, "train_ctc_run", blank_source)
+    out = tmp_path / "blank"
+    assert main([*args, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) >= 1 and err.splitlines()[-1].startswith(
+        f"mtransfer adapt-speech: error: {out / 'source'}: the source run on ") and "ended all-blank" in err
+    assert json.loads((out / "source.json").read_text())["results"]["flags"] == ["all_blank"]
+    assert not (out / "target.json").exists() and not (out / "target").exists()
+
+    monkeypatch.setattr(source_choice, "train_ctc_run", real_run)
+    out = tmp_path / "fine"
+    assert main([*args, "--output-dir", str(out)]) == 0
+    report = json.loads((out / "adapt.json").read_text())
+    started = report["target_results"]["started_from"]
+    assert started["model"] == str((out / "source" / "model").resolve()) and started["kind"] == "CTC"
+    assert started["base"] == str(tiny_speech("wav2vec2"))
+    card = (out / "target" / "model" / "README.md").read_text()
+    assert (f"It started from the trained mtransfer model `{started['model']}` (a ctc model, itself fine-tuned from "
+            f"`{tiny_speech('wav2vec2')}`): its backbone as trained, a new head; "
+            f"{report['target_results']['copied_rows']} output rows") in card
+    assert mt.TransferModel.from_pretrained(out / "target" / "model").started_from["model"] == started["model"]
+    text = (out / "report.md").read_text()
+    flagged = {name: report[key]["flags"] for name, key in (("source", "source_results"), ("adapted", "target_results"),
+                                                             ("random-init", "baseline_results"))}
+    for name, flags in flagged.items():  # 2 epochs of a tiny model: each run's flags, and only those, are in the report
+        for sentence in source_choice.describe_flags(flags):
+            assert f"- the {name} run: {sentence}" in text
+    assert ("Read these figures with care:" in text) == any(flagged.values())
+
+
+def test_flagged_runs_are_marked_in_the_matrix_tables_and_listed_under_them():
+    s = MatrixSettings(sources=("bn", "hi"), targets=("as",), seeds=(0, 1), source_utterances=10, target_utterances=4,
+                       pooled=False)
+    cells = [Cell("source", "bn", "random", 0, 10, {"test_cer": 0.5, "test_wer": 0.9, "flags": ["improving_at_cap"]}),
+             Cell("source", "hi", "random", 0, 10, {"test_cer": 0.5, "test_wer": 0.9, "flags": []})]
+    for seed in (0, 1):
+        cells += [Cell("scratch", "as", "random", seed, 4, {"test_cer": 1.0, "test_wer": 1.0,
+                                                            "flags": ["all_blank"] if seed == 1 else []}),
+                  Cell("ceiling", "as", "random", seed, 10, {"test_cer": 0.4, "test_wer": 0.8}),
+                  Cell("transfer", "as", "bn", seed, 4, {"test_cer": 0.7, "test_wer": 0.9, "flags": []}),
+                  Cell("transfer", "as", "hi", seed, 4, {"test_cer": 0.8, "test_wer": 0.9,
+                                                         "flags": ["all_blank", "improving_at_cap"] if seed else []})]
+    m = TransferMatrix(s, cells)
+    row = m.table().splitlines()[2]
+    assert row == "| as | **0.700 ± 0.000** | 0.800 ± 0.000†‡ | 1.000 ± 0.000† | 0.400 ± 0.000 |"
+    notes = m.flag_notes()
+    assert notes[0] == "Runs to read with care († all-blank; ‡ still improving at its epoch cap):"
+    assert [n.split(":")[0] for n in notes[2:]] == ["- source/bn/seed0 ‡", "- scratch/as/seed1 †",
+                                                    "- transfer/hi-to-as/seed1 †‡"]
+    assert TransferMatrix(s, [Cell(c.kind, c.language, c.init, c.seed, c.train_utterances,
+                                   {k: v for k, v in c.results.items() if k != "flags"}) for c in cells]).flag_notes() == []
+
+
+def test_adapt_speech_runs_with_the_matrix_budgets_floors_and_plateau_rule():
+    """One set of defaults: the matrix's, adapt_from_best_source's and the adapt-speech command's agree."""
+    import inspect
+
+    from mtransfer.cli import build_parser
+    from mtransfer.experiments.source_choice import adapt_from_best_source
+
+    matrix = MatrixSettings()
+    defaults = {k: p.default for k, p in inspect.signature(adapt_from_best_source).parameters.items()}
+    parser = build_parser()
+    command = vars(parser.parse_args(["adapt-speech", "--source", "a=x", "--source", "b=y", "--target", "t",
+                                      "--output-dir", "o"]))
+    for name in ("source_epochs", "target_epochs", "scratch_epochs", "source_lr", "target_lr", "scratch_lr",
+                 "source_patience", "patience", "scratch_patience", "min_epochs", "ctc_plateau", "batch_size", "model"):
+        assert defaults[name] == getattr(matrix, name), name
+        if name in command and not name.endswith("_lr"):
+            assert command[name] == getattr(matrix, name), name

@@ -37,12 +37,14 @@ from mtransfer.cache import text_fingerprint
 from mtransfer.card import write_model_card
 from mtransfer.data import load_labeled
 from mtransfer.experiments.transfer_matrix import train_ctc_run
+from mtransfer.record import describe_flags
 from mtransfer.media import media_fingerprint
 from mtransfer.model import TransferModel
 from mtransfer.ranking import rank_sources
 from mtransfer.ranking.lid import resolve_inputs
 from mtransfer.speech.pretrain import PretrainArguments, continue_pretraining, load_for_pretraining
 from mtransfer.tasks import get_task
+from mtransfer.training import DEFAULT_CTC_PLATEAU
 
 SPLITS = ("train", "validation", "test")
 
@@ -151,9 +153,10 @@ def _stage(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
 def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: str | Path, *, scorer: str = "mfcc",
                            top_k: int = 1, model: str = "builtin:w2v-bert-mini", target_utterances: int | None = None,
                            unlabelled: str = "error", baseline: bool = True, source_epochs: int = 15,
-                           target_epochs: int = 40, scratch_epochs: int = 120, pretrain_epochs: int = 10,
+                           target_epochs: int = 30, scratch_epochs: int = 120, pretrain_epochs: int = 10,
                            source_lr: float = 3e-3, target_lr: float = 1e-3, scratch_lr: float = 2e-3,
-                           source_patience: int = 4, patience: int = 8, scratch_patience: int = 20,
+                           source_patience: int = 4, patience: int = 6, scratch_patience: int = 20,
+                           min_epochs: int = 12, ctc_plateau: float | None = DEFAULT_CTC_PLATEAU,
                            batch_size: int = 8, seed: int = 0, progress: bool = False, num_threads: int | None = None,
                            log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Rank ``sources`` for ``target``, pretrain on the best (or the top ``k`` pooled), adapt, report.
@@ -171,13 +174,19 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
             (stop before any training), or ``"pretrain"`` (continued wav2vec2 pretraining of
             ``model`` on its audio for ``pretrain_epochs``; ``model`` must be a wav2vec2 encoder).
         baseline: Also train the target from random initialisation (``scratch_*`` settings).
+        *_epochs, *_lr, *_patience, min_epochs, ctc_plateau: The budgets, rates, patience, floor and
+            all-blank plateau rule of the source, target and random-init runs: the transfer matrix's
+            (:class:`~mtransfer.experiments.transfer_matrix.MatrixSettings`), so a report's gain is
+            measured as the matrix measures it. The random-init run gets its own rate and a long
+            patience: it leaves CTC's all-blank plateau later than a transferred model.
         num_threads: Torch threads for every stage (default: torch's, one per core); on a machine other
             jobs share, the cores you may use.
 
     Raises:
         ValueError: Fewer than two sources, a bad ``top_k``, a target with no audio or no transcripts,
             an untranscribed source without ``unlabelled="pretrain"``, or an ``output_dir`` written
-            with other settings: each before any training.
+            with other settings: each before any training. A source run that ended all-blank (it
+            never learned to transcribe): before the target is adapted from it.
     """
     if len(sources) < 2:
         raise ValueError(f"adapt_from_best_source needs at least two candidate sources; got {list(sources)}.")
@@ -210,10 +219,12 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
     settings = {"sources": sorted(sources), "source_data": data, "target_data": target_data, "scorer": str(scorer),
                 "top_k": top_k, "model": str(model), "seed": seed, "target_utterances": len(tgt["train"]),
                 "batch_size": batch_size}
+    stopping = {"min_epochs": min_epochs, "ctc_plateau": ctc_plateau}
     source_settings = {"source_epochs": source_epochs, "source_lr": source_lr, "source_patience": source_patience,
-                       "pretrain_epochs": pretrain_epochs}
-    target_settings = {"target_epochs": target_epochs, "target_lr": target_lr, "patience": patience}
-    scratch_settings = {"scratch_epochs": scratch_epochs, "scratch_lr": scratch_lr, "scratch_patience": scratch_patience}
+                       "pretrain_epochs": pretrain_epochs, **stopping}
+    target_settings = {"target_epochs": target_epochs, "target_lr": target_lr, "patience": patience, **stopping}
+    scratch_settings = {"scratch_epochs": scratch_epochs, "scratch_lr": scratch_lr, "scratch_patience": scratch_patience,
+                        **stopping}
 
     ranking = _stage(out / "ranking.json", settings)
     if ranking is None:
@@ -232,12 +243,18 @@ def adapt_from_best_source(sources: Mapping[str, Any], target: Any, output_dir: 
     scratch = _stage(out / "baseline.json", made_scratch) if baseline else None
     say(f"ranking ({scorer}): " + ", ".join(f"{r['source']} {r['score']:.3f}" for r in ranking["ranking"])
         + f" -> pretrain on {' + '.join(chosen)}")
-    common = dict(batch_size=batch_size, seed=seed, progress=progress, num_threads=num_threads)
+    common = dict(batch_size=batch_size, seed=seed, progress=progress, num_threads=num_threads, min_epochs=min_epochs,
+                  ctc_plateau=ctc_plateau)
     if source is None:
         source = {"settings": made_source,
                   "results": _train_source(chosen, src, out / "source", model, source_epochs, source_lr, source_patience,
                                            pretrain_epochs, common)}
         _write(out / "source.json", source)
+    if "all_blank" in source["results"].get("flags", []):
+        raise ValueError(f"{out / 'source'}: the source run on {' + '.join(chosen)} ended all-blank (its hypotheses "
+                         f"were almost all empty; validation CER {source['results'].get('best_valid_cer') or 1.0:.3f}): "
+                         "a target adapted from it would start from a model that never learned to transcribe. Give it "
+                         "more epochs or patience (--source-epochs, --source-patience), more data, or other sources.")
     if target_run is None:
         target_run = {"settings": made_target,
                       "results": _adapt(out, source["results"], tgt, target_epochs, target_lr, patience, common)}
@@ -270,7 +287,7 @@ def _train_source(chosen: list[str], src: dict[str, Any], run_dir: Path, model: 
     data = ctc_splits(rows, "the chosen sources")
     start = TransferModel.from_backbone("audio", model, labels=data["train"].vocabulary, task="ctc", seed=common["seed"])
     results = train_ctc_run(start, data["train"], data["validation"], data.get("test", data["validation"]), run_dir,
-                            epochs=epochs, lr=lr, patience=patience, **common)
+                            epochs=epochs, lr=lr, patience=patience, **_floors(common, epochs))
     return {"kind": "CTC", "utterances": len(data["train"]), "model_dir": str(run_dir / "model"), **results}
 
 
@@ -285,9 +302,11 @@ def _adapt(out: Path, source: dict[str, Any], tgt: dict[str, Any], epochs: int, 
         model = TransferModel.from_backbone("audio", source["model_dir"], labels=vocab, task="ctc", seed=common["seed"])
         copied = 0
     results = train_ctc_run(model, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "target",
-                            epochs=epochs, lr=lr, patience=patience, **common)
+                            epochs=epochs, lr=lr, patience=patience, **_floors(common, epochs))
     write_model_card(out / "target")
-    return {**results, "copied_rows": copied, "model_dir": str(out / "target" / "model")}
+    started = model.started_from or {"model": source["model_dir"], "base": None}
+    return {**results, "copied_rows": copied, "model_dir": str(out / "target" / "model"),
+            "started_from": {**started, "kind": source["kind"]}}
 
 
 def _scratch(out: Path, model: str, tgt: dict[str, Any], epochs: int, lr: float, patience: int,
@@ -295,7 +314,19 @@ def _scratch(out: Path, model: str, tgt: dict[str, Any], epochs: int, lr: float,
 
     start = TransferModel.from_backbone("audio", model, labels=tgt["train"].vocabulary, task="ctc", seed=common["seed"])
     return train_ctc_run(start, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "baseline",
-                         epochs=epochs, lr=lr, patience=patience, **common)
+                         epochs=epochs, lr=lr, patience=patience, **_floors(common, epochs))
+
+
+def _floors(common: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The shared run settings, with the early-stopping floor no higher than the run's epochs."""
+    return {**common, "min_epochs": min(common["min_epochs"], epochs)}
+
+
+def _flag_report(runs: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
+    """report.md's warnings: each run whose figures may not be trusted (all-blank, still improving at its cap)."""
+    lines = [f"- {name}: {text}" for name, results in runs if results
+             for text in describe_flags(results.get("flags", []))]
+    return ["", "Read these figures with care:", "", *lines] if lines else []
 
 
 def _report(out: Path, ranking: dict[str, Any], chosen: list[str], source: dict[str, Any], target: dict[str, Any],
@@ -335,6 +366,7 @@ def _report(out: Path, ranking: dict[str, Any], chosen: list[str], source: dict[
     if scratch:
         lines.append(f"| random init | {scratch['test_cer']:.3f} | {scratch['test_wer']:.3f} | {scratch['best_epoch']} |")
         report["cer_reduction"] = round(scratch["test_cer"] - target["test_cer"], 4)
+    lines += _flag_report([("the source run", source), ("the adapted run", target), ("the random-init run", scratch)])
     lines += ["", f"The adapted model: `{target['model_dir']}`."]
     _write(out / "adapt.json", report)
     atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode("utf-8"))

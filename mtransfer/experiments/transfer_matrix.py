@@ -39,8 +39,9 @@ from mtransfer.data import load_labeled
 from mtransfer.locks import OutputLockedError, acquire, file_lock
 from mtransfer.model import TransferModel
 from mtransfer.plots import save_figure
+from mtransfer.record import RUN_FLAGS, describe_flags
 from mtransfer.ranking.backbones import correlate
-from mtransfer.training import Trainer, TrainingArguments
+from mtransfer.training import DEFAULT_CTC_PLATEAU, Trainer, TrainingArguments
 
 KINDS = ("source", "pooled", "scratch", "transfer", "ceiling")
 SCRATCH, CEILING = "random init", "large budget"
@@ -79,6 +80,10 @@ class MatrixSettings:
             epoch 1 and then sits near the all-blank plateau while the learning rate warms up; with a
             patience of 6 and no such floor, 7 of 60 transfer runs kept epoch 1 and stopped at epoch 7,
             6 of them worse than random init (the README's first run at these sizes).
+        ctc_plateau: Every run's all-blank plateau rule (``TrainingArguments.ctc_plateau``): an epoch
+            whose hypotheses hold fewer than this share of the reference characters is never a
+            run's best, and patience counts from the first epoch off the plateau. None: off (the
+            matrices measured before the rule).
         ceiling: Also train each target with the large budget.
         pooled: Also train one model on all sources pooled (the large budget split evenly across
             them; first seed only): the "acoustic model" whose features a language-ID ranker can use.
@@ -106,6 +111,7 @@ class MatrixSettings:
     patience: int = 6
     scratch_patience: int = 20
     min_epochs: int = 12
+    ctc_plateau: float | None = DEFAULT_CTC_PLATEAU
     batch_size: int = 8
     ceiling: bool = True
     pooled: bool = True
@@ -127,6 +133,8 @@ class MatrixSettings:
                 raise ValueError(f"MatrixSettings.{name}={value!r}: expected an integer >= 1.")
         if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or self.min_epochs < 0:
             raise ValueError(f"MatrixSettings.min_epochs={self.min_epochs!r}: expected an integer >= 0.")
+        if self.ctc_plateau is not None and (isinstance(self.ctc_plateau, bool) or not 0.0 < self.ctc_plateau < 1.0):
+            raise ValueError(f"MatrixSettings.ctc_plateau={self.ctc_plateau!r}: expected a fraction in (0, 1) or None.")
         if self.pooled and self.units == "phones":
             raise ValueError("MatrixSettings.pooled trains on every source's characters at once; with units='phones' "
                              "set pooled=False.")
@@ -165,6 +173,8 @@ class Cell:
         """The cell whose model this one starts from (a transfer cell's source), or None."""
         return Cell("source", self.init, "random", self.seed, 0) if self.kind == "transfer" else None
 
+
+FLAG_MARKS = {"all_blank": "†", "improving_at_cap": "‡"}  # how matrix.md marks a cell with a flagged run
 
 Corpus = Callable[[str], dict[str, list[dict]]]  # language -> {split: [{"audio": ..., "transcript": ...}]}
 
@@ -230,6 +240,24 @@ class TransferMatrix:
             return self.runs("ceiling", target, metric=metric)
         return self.runs("transfer", target, column, metric)
 
+    def cell_flags(self, target: str, column: str) -> set[str]:
+        """The trust flags (:data:`~mtransfer.record.RUN_FLAGS`) of any seed of one cell."""
+        kind, init = {SCRATCH: ("scratch", None), CEILING: ("ceiling", None)}.get(column, ("transfer", column))
+        return {f for c in self.cells if c.kind == kind and c.language == target and (init is None or c.init == init)
+                for f in c.results.get("flags", [])}
+
+    def flag_notes(self) -> list[str]:
+        """One line per run (source, pooled or table cell) whose figures may not be trusted, with the marks' meaning."""
+        flagged = [c for c in self.cells if c.results.get("flags")]
+        if not flagged:
+            return []
+        lines = ["Runs to read with care (" + "; ".join(f"{FLAG_MARKS[f]} {RUN_FLAGS[f].split(':')[0]}"
+                                                     for f in FLAG_MARKS) + "):", ""]
+        for c in flagged:
+            marks = "".join(FLAG_MARKS.get(f, "?") for f in c.results["flags"])
+            lines.append(f"- {c.name} {marks}: " + "; ".join(describe_flags(c.results["flags"])))
+        return lines
+
     def mean_matrix(self, metric: str = "test_cer") -> np.ndarray:
         """Shape: ``(targets, columns)``; NaN where a cell was not run (a language's own transfer)."""
         return np.array([[v.mean() if len(v := self.cell_values(t, c, metric)) else np.nan for c in self.columns()]
@@ -247,7 +275,8 @@ class TransferMatrix:
 
     def table(self, metric: str = "test_cer") -> str:
         """The lecture's layout: one row per target, one column per source, then random init and the ceiling;
-        mean ± spread (sample standard deviation) over seeds; the best source in bold (every one, when tied)."""
+        mean ± spread (sample standard deviation) over seeds; the best source in bold (every one, when tied); † when a
+        seed's run ended all-blank, ‡ when one was still improving at its epoch cap (see :meth:`flag_notes`)."""
         lines = ["| target \\ start | " + " | ".join(self.columns()) + " |", "|---" * (len(self.columns()) + 1) + "|"]
         for t in self.settings.targets:
             means = {s: v.mean() for s in self.settings.sources if len(v := self.cell_values(t, s, metric))}
@@ -256,7 +285,8 @@ class TransferMatrix:
             for c in self.columns():
                 v = self.cell_values(t, c, metric)
                 text = "—" if not len(v) else f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
-                cells.append(f"**{text}**" if c in best else text)
+                marks = "".join(FLAG_MARKS[f] for f in FLAG_MARKS if f in self.cell_flags(t, c))
+                cells.append((f"**{text}**" if c in best else text) + marks)
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -426,36 +456,46 @@ def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, p
     run_dir = _run_dir(cell, out)
     results = train_ctc_run(model, train, valid, test, run_dir, epochs=epochs, lr=lr, patience=patience,
                             batch_size=s.batch_size, seed=cell.seed, progress=progress, num_threads=num_threads,
-                            min_epochs=min(s.min_epochs, epochs))
+                            min_epochs=min(s.min_epochs, epochs), ctc_plateau=s.ctc_plateau)
     return {**results, "copied_rows": getattr(model, "copied_rows", None) if cell.kind == "transfer" else None,
             "test_utterances": len(test), "vocabulary_size": len(train.vocabulary)}
 
 
 def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | Path, *, epochs: int, lr: float,
                   patience: int, batch_size: int, seed: int, progress: bool = False, plot: bool = False,
-                  num_threads: int | None = None, min_epochs: int = 0) -> dict[str, Any]:
+                  num_threads: int | None = None, min_epochs: int = 0,
+                  ctc_plateau: float | None = DEFAULT_CTC_PLATEAU) -> dict[str, Any]:
     """One CTC run as the matrix and the speech demo make it: every layer trains (linear schedule, 10%
-    warmup), the epoch with the best validation CER is kept (``patience`` epochs without a better one
-    end it, though not before ``min_epochs``), then the test set is scored. Returns test CER / WER, best
-    epoch, epochs run, best validation CER and training seconds."""
+    warmup), the epoch with the best validation CER off the all-blank plateau is kept (``patience``
+    epochs without a better one, counted from the first epoch off the plateau, end it, though not
+    before ``min_epochs``), then the test set is scored. Returns test CER / WER, best epoch, epochs
+    run, best validation CER, training seconds, the run's trust flags (``all_blank``,
+    ``improving_at_cap``) and the first epoch off the plateau."""
     args = TrainingArguments(output_dir=str(run_dir), strategy="full", num_epochs=epochs, learning_rate=lr,
                              lr_schedule="linear", warmup_ratio=0.1, batch_size=batch_size, eval_batch_size=16,
                              metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
                              progress_bar=progress, report_to=[], plot=plot, show_transcripts=False,
-                             overwrite_output_dir=True, num_threads=num_threads, min_epochs=min_epochs)
+                             overwrite_output_dir=True, num_threads=num_threads, min_epochs=min_epochs,
+                             ctc_plateau=ctc_plateau)
     trainer = Trainer(model, args, train, valid)
     began = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - began
     metrics = trainer.evaluate(test)
     return {"test_cer": metrics["eval_cer"], "test_wer": metrics["eval_wer"], "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history), "best_valid_cer": result.best_value, "train_seconds": round(seconds, 1)}
+            "epochs_run": len(result.history), "best_valid_cer": result.best_value, "train_seconds": round(seconds, 1),
+            "flags": result.flags, "left_plateau_at": _left_plateau_at(result.history)}
+
+
+def _left_plateau_at(history: list[dict[str, Any]]) -> int | None:
+    """The first epoch off CTC's all-blank plateau (None: never left it)."""
+    return next((h["epoch"] for h in history if not h.get("on_plateau")), None)
 
 
 # what a cell's run depends on beyond its own path (kind, languages, seed): a folder holds one such setting
 RUN_FIELDS = ("units", "model", "source_utterances", "target_utterances", "target_validation", "source_epochs",
               "target_epochs", "scratch_epochs", "source_lr", "target_lr", "scratch_lr", "source_patience", "patience",
-              "scratch_patience", "min_epochs", "batch_size")
+              "scratch_patience", "min_epochs", "ctc_plateau", "batch_size")
 
 
 def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
@@ -668,7 +708,9 @@ def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, cor
             f"{workers} worker(s)")
     matrix = TransferMatrix(settings, cells)
     atomic_write_json(out / "matrix.json", matrix.to_dict())
-    text = f"Test CER\n\n{matrix.table()}\n\nTest WER\n\n{matrix.table('test_wer')}\n"
+    notes = matrix.flag_notes()
+    text = (f"Test CER\n\n{matrix.table()}\n\nTest WER\n\n{matrix.table('test_wer')}\n"
+            + ("\n" + "\n".join(notes) + "\n" if notes else ""))
     atomic_write_bytes(out / "matrix.md", text.encode("utf-8"))
     matrix.plot(out / "matrix.png")
     return matrix

@@ -5,6 +5,11 @@ Greedy decoding takes the best symbol per valid frame, merges repeats and drops 
 summed, over the reference words / characters / units summed. :func:`edit_counts` gives the
 per-utterance counts, so several processes can gather them (each utterance once) and
 :func:`error_rates` gives the same rates as one process over all utterances.
+
+``length_ratio`` (hypothesis units over reference units) tells a model on CTC's all-blank
+plateau (near 0: it emits almost nothing but blanks) from one that transcribes, whatever the
+error rates say: an all-blank epoch scores CER 1.0, and one that emits a few frequent symbols
+scores a little below it, better than many models that have started to learn.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-COUNT_COLUMNS = ("word_errors", "words", "char_errors", "chars", "unit_errors", "units")
+COUNT_COLUMNS = ("word_errors", "words", "char_errors", "chars", "unit_errors", "units", "hypothesis_units")
 
 
 def greedy_ids(logits: torch.Tensor, mask: torch.Tensor | None = None) -> list[list[int]]:
@@ -52,11 +57,12 @@ def _edits(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
 def edit_counts(references: Sequence[str], hypotheses: Sequence[str],
                 reference_units: Sequence[Sequence[str]] | None = None,
                 hypothesis_units: Sequence[Sequence[str]] | None = None) -> np.ndarray:
-    """Per utterance: word edits, reference words, character edits, reference characters, unit edits, units.
+    """Per utterance: word edits, reference words, character edits, reference characters, unit edits, units, and the
+    hypothesis's units.
 
     Words are split on whitespace; characters are those of the transcript with spaces (as
     ``jiwer.cer``); units are the vocabulary's units (phones for a phone vocabulary; the
-    characters otherwise), counted without word delimiters. Shape: ``(n, 6)``.
+    characters otherwise), counted without word delimiters. Shape: ``(n, 7)``.
     """
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references for {len(hypotheses)} hypotheses.")
@@ -66,15 +72,17 @@ def edit_counts(references: Sequence[str], hypotheses: Sequence[str],
         rc, hc = list(" ".join(rw)), list(" ".join(hw))
         ru = [u for u in reference_units[k] if u != "|"] if reference_units is not None else [c for c in rc if c != " "]
         hu = [u for u in hypothesis_units[k] if u != "|"] if hypothesis_units is not None else [c for c in hc if c != " "]
-        rows.append([_edits(rw, hw), len(rw), _edits(rc, hc), len(rc), _edits(ru, hu), len(ru)])
+        rows.append([_edits(rw, hw), len(rw), _edits(rc, hc), len(rc), _edits(ru, hu), len(ru), len(hu)])
     return np.asarray(rows, dtype=np.int64).reshape(-1, len(COUNT_COLUMNS))
 
 
 def error_rates(counts: np.ndarray, units: str = "characters") -> dict[str, float]:
-    """WER and CER (and PER for phone units) from summed :func:`edit_counts`."""
+    """WER and CER (and PER for phone units) from summed :func:`edit_counts`, and the length ratio (hypothesis units
+    over reference units)."""
     total = np.asarray(counts).reshape(-1, len(COUNT_COLUMNS)).sum(0)
     rate = lambda e, n: float(e) / float(n) if n else float(e > 0)  # noqa: E731
-    out = {"wer": rate(total[0], total[1]), "cer": rate(total[2], total[3])}
+    out = {"wer": rate(total[0], total[1]), "cer": rate(total[2], total[3]),
+           "length_ratio": float(total[6]) / float(total[5]) if total[5] else 1.0}
     if units == "phones":
         out["per"] = rate(total[4], total[5])
     return out
