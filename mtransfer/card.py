@@ -62,8 +62,9 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
         tags=["mtransfer", "transfer-learning", config["task"].replace("_", "-"), metrics["args"]["strategy"]],
     )
     args = metrics["args"]
-    ref = repo_id or folder.name
-    name = model_name or (repo_id.split("/")[-1] if repo_id else _default_title(hub_base, base, datasets))
+    ref = repo_id or str(folder.resolve())
+    name = model_name or (repo_id.split("/")[-1] if repo_id else _default_title(hub_base or config["adapter"].get("source"),
+                                                                                    datasets))
     lines = [f"# {name}", "",
              f"A {config['task'].replace('_', ' ')} model fine-tuned with mtransfer {__version__} "
              f"from `{base}` ({modality} adapter) with the `{args['strategy']}` strategy.", "",
@@ -77,7 +78,8 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
              f"{args['learning_rate']}" + (f", head rate {args['head_learning_rate']}" if args.get("head_learning_rate") else "")
              + (f", discriminative decay {args['discriminative_lr_decay']} per group" if args.get("discriminative_lr_decay") else ""),
              f"- optimizer: AdamW (weight decay {args['weight_decay']}), mixed precision `{args['mixed_precision']}`, seed {args['seed']}",
-             f"- layer groups, input side first: {', '.join(f'`{g}`' for g in metrics['layer_groups'])}", "",
+             f"- layer groups, input side first: {', '.join(f'`{g}`' for g in metrics['layer_groups'])}",
+             f"- adapter settings: {_adapter_settings(config['adapter'])}", "",
              "| phase | epochs | trainable groups | frozen groups | peak learning rates |", "|---|---|---|---|---|"]
     for phase in metrics["plan"]:
         frozen = [g for g in metrics["layer_groups"] if g not in phase["trainable"]]
@@ -131,12 +133,22 @@ def _export_config(folder: Path) -> dict[str, Any] | None:
     return None if "modality" in config or "adapter_type" in config else config  # an mtransfer folder
 
 
-def _default_title(hub_base: str | None, base: str, datasets: Sequence[str]) -> str:
-    short = (hub_base or base).split("/")[-1]
-    if short.startswith("a local model ("):
-        short = short[len("a local model ("):-1]
-    suffix = f"-{datasets[0].split('/')[-1]}" if datasets else ""
-    return f"{short}-finetuned{suffix}"
+def _default_title(source: str | None, datasets: Sequence[str]) -> str:
+    """``<base>-finetuned[-<dataset>]``, a valid Hub repository name (letters, digits, ``-``, ``_``, ``.``; at most
+    96 characters): a builtin is named without its ``builtin:`` prefix, a path by its last part."""
+    import re
+
+    short = str(source or "model").rstrip("/").split("/")[-1].removeprefix("builtin:")
+    suffix = f"-{datasets[0].rstrip('/').split('/')[-1]}" if datasets else ""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{short}-finetuned{suffix}")
+    name = re.sub(r"([-.])[-.]+", r"\1", name).strip("-.")
+    return name[:96].rstrip("-.") or "mtransfer-model"
+
+
+def _adapter_settings(adapter: dict[str, Any]) -> str:
+    """The adapter's settings as run (max length, pooling, image size, augmentation, ...), source left out."""
+    shown = [f"{k} `{v}`" for k, v in adapter.items() if k != "source" and v is not None and v != {} and v != []]
+    return ", ".join(shown) or "the adapter's defaults"
 
 
 def write_model_card(run_dir: str | os.PathLike, folder: str | os.PathLike | None = None, **kwargs: Any) -> Path:
@@ -181,15 +193,17 @@ def _scores(metrics: dict[str, Any] | None) -> dict[str, float]:
 
 
 def _started_from_lines(started: dict[str, Any] | None) -> list[str]:
-    """Provenance of a model trained on from another mtransfer model (``train --init-from``)."""
+    """Provenance of a model trained on from another mtransfer model (``train --init-from``). Like the base model, a
+    local folder is named by its last two parts, never by its whole path (``adapt.json`` and ``config.json`` keep it)."""
     if not started:
         return []
     copied = started.get("copied_rows")
     rows = f"; {copied} output rows of the symbols both vocabularies share were copied" if copied is not None else ""
-    base = f", itself fine-tuned from `{started['base']}`" if started.get("base") else ""
-    return [f"It started from the trained mtransfer model `{started['model']}` (a "
-            f"{str(started.get('task', '?')).replace('_', ' ')} model{base}): its backbone as trained, a new head{rows}.",
-            ""]
+    base = f", itself fine-tuned from {_base_model(started['base'])[1]}" if started.get("base") else ""
+    model = Path(str(started["model"]))
+    name = f"a local model ({model.parent.name}/{model.name})" if model.is_absolute() else f"`{model}`"
+    return [f"It started from the trained mtransfer model {name} (a {str(started.get('task', '?')).replace('_', ' ')} "
+            f"model{base}): its backbone as trained, a new head{rows}.", ""]
 
 
 def _flag_lines(flags: Sequence[str]) -> list[str]:

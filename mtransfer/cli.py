@@ -454,7 +454,10 @@ def _add_ranking(sub: Any) -> None:
 
     rank_m = sub.add_parser("rank-models", help="rank candidate backbones for a labelled target by transferability estimators",
                             description="Score each candidate backbone on labelled target data from its (cached) features "
-                                        "with LogME, H-score and kNN accuracy; no fine-tuning.")
+                                        "with LogME, H-score and kNN accuracy; no fine-tuning. With --task ctc the "
+                                        "candidates are trained CTC models (NAME=RUN/model) and the target a transcribed "
+                                        "speech corpus: a head probe on each frozen encoder (--data trains it, "
+                                        "--validation scores it), each model's zero-shot CER, and its own quality.")
     rank_m.add_argument("--model", action="append", required=True, metavar="[NAME=][MODALITY:]PATH[,KEY=VALUE...]",
                         help="a candidate backbone (repeat), with adapter settings of its own after commas, e.g. "
                              "mean=text:builtin:minilm,pooling=mean cls=text:builtin:minilm,pooling=cls,max_length=64")
@@ -463,10 +466,14 @@ def _add_ranking(sub: Any) -> None:
     rank_m.add_argument("--max-length", type=int_at_least(2), default=None,
                         help="truncation length in tokens for candidates that set none")
     rank_m.add_argument("--modality", default="text", help="default adapter of candidates (default: text)")
-    rank_m.add_argument("--data", required=True, help="labelled target data")
+    rank_m.add_argument("--data", required=True, help="labelled target data (ctc: the target's training utterances)")
+    rank_m.add_argument("--validation", default=None,
+                        help="ctc: the target's validation utterances, on which every estimate is scored (required)")
     _add_data_args(rank_m)
-    rank_m.add_argument("--task", default="single_label_classification", choices=["single_label_classification", "regression"])
-    rank_m.add_argument("--estimators", default="logme,hscore,knn", help="comma-separated (default: logme,hscore,knn)")
+    rank_m.add_argument("--task", default="single_label_classification",
+                        choices=["single_label_classification", "regression", "ctc"])
+    rank_m.add_argument("--estimators", default=None,
+                        help="comma-separated (default: logme,hscore,knn; ctc: head,zero-shot,quality)")
     rank_m.add_argument("--json", action="store_true")
 
 
@@ -760,9 +767,12 @@ def cmd_rank_sources(a: argparse.Namespace) -> int:
 
 
 def cmd_rank_models(a: argparse.Namespace) -> int:
+    if a.task == "ctc":
+        return _rank_ctc_models(a)
     from mtransfer.data import load_labeled
     from mtransfer.ranking.backbones import parse_candidate, rank_models
 
+    a.estimators = a.estimators or "logme,hscore,knn"
     defaults = {"pooling": a.pooling, "max_length": a.max_length}
     candidates = [parse_candidate(m, a.modality, defaults) for m in a.model]
     _unique_names([c.name for c in candidates], "--model", "NAME=PATH")
@@ -784,6 +794,34 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
     print("candidate".ljust(width) + "".join(e.rjust(11) for e in cols))
     for n in order:
         print(n.ljust(width) + "".join(f"{scores[n][e]:11.4f}" if e in scores[n] else "          -" for e in cols))
+    return 0
+
+
+def _rank_ctc_models(a: argparse.Namespace) -> int:
+    """``rank-models --task ctc``: trained CTC source models on a transcribed target corpus (model-based estimates)."""
+    from mtransfer.data import load_labeled
+    from mtransfer.ranking.source_models import METHODS, rank_source_models
+
+    named = [_named(m, "--model") for m in a.model]
+    _unique_names([n for n, _ in named], "--model", "NAME=RUN/model")
+    methods = [m.strip() for m in (a.estimators or ",".join(METHODS)).split(",") if m.strip()]
+    if a.validation is None:
+        raise ValueError("rank-models --task ctc needs --validation (the target's validation utterances score every "
+                         "estimate; --data trains the head probe).")
+    column, label = a.input_column or "audio", a.label_column
+    train = load_labeled(a.data, input_column=column, label_column=label, task="ctc")
+    valid = load_labeled(a.validation, input_column=column, label_column=label, task="ctc", vocabulary=train.vocabulary)
+    ranked = rank_source_models(dict(named), train, valid, methods=methods)
+    if a.json:
+        print(json.dumps({"data": a.data, "validation": a.validation, "scores": ranked}))
+        return 0
+    first = methods[0]
+    order = sorted(ranked[first], key=lambda n: -ranked[first][n]["score"])
+    width = max(10, *(len(n) for n in order))
+    print("model".ljust(width) + "".join(f"{m + ' CER':>16}" for m in methods) + "   seconds")
+    for n in order:
+        print(n.ljust(width) + "".join(f"{ranked[m][n]['cer']:16.4f}" for m in methods)
+              + f"{sum(ranked[m][n]['seconds'] for m in methods):10.1f}")
     return 0
 
 

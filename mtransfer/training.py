@@ -456,8 +456,12 @@ class Trainer:
             raise ValueError("Trainer.train needs a train_dataset.")
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
-        logger.info("training on %d torch threads per process (TrainingArguments.num_threads)", torch.get_num_threads())
         accelerator = self.accelerator = _accelerator(args)
+        if accelerator.is_local_main_process:  # the first line of a run: what it runs on
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"training on {accelerator.num_processes} process(es) x {torch.get_num_threads()} torch "
+                       f"thread(s), {accelerator.device.type} (TrainingArguments.num_threads sets the threads)")
         with output_lock(args.output_dir, accelerator):
             set_seed(args.seed)
             model, optimizer, train_dl, eval_dl = self._prepare()

@@ -8,6 +8,11 @@ Spearman rho, top-1 hit, regret; pooled over targets with bootstrap intervals):
   (frame-level posteriors, the lecture's version), ``fbank`` (log-mel statistics, the old default);
 - ``pooled-model``: a language-ID classifier on the features of the model the matrix trained on all
   sources pooled (the "acoustic model" features);
+- model-based, on the matrix's own source models (seed 0's) and each target's small-budget data
+  (:mod:`mtransfer.ranking.source_models`): ``head-probe`` (a new CTC head on each frozen source
+  encoder, a few epochs on cached target frames, its validation CER), ``zero-shot`` (each source
+  model's own transcripts of the target), ``quality`` (each source's own validation CER), and
+  ``mfcc+head-probe`` (the mean of the two rankings);
 - ``uriel``: typological similarity from lang2vec's data (offline);
 - ``random``.
 
@@ -210,8 +215,9 @@ def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float
     run side by side in ``workers`` processes, slowest first."""
     import numpy as np
 
+    from mtransfer.ranking.source_models import combine
     from mtransfer.ranking.typology import uriel_similarity
-    from mtransfer.experiments.transfer_matrix import Cell, _datasets_rows, pooled_model_path
+    from mtransfer.experiments.transfer_matrix import Cell, _datasets_rows, pooled_model_path, source_model_scores
 
     first = settings.seeds[0]
     sources = {s: [r["audio"] for r in _datasets_rows(Cell("source", s, "random", first, settings.source_utterances),
@@ -234,6 +240,16 @@ def rank_and_check(matrix, settings, corpus, out: Path, timings: dict[str, float
         timings[f"ranker_{name}_s"] = seconds
         scores_by[name] = by_target
         checks[name] = {"lid_accuracy": accuracy, **matrix.check_ranker(by_target)}
+    model_based, model_seconds = source_model_scores(settings, out, corpus,
+                                                     num_threads=max(1, (os.cpu_count() or 1) // max(1, workers)))
+    for method, by_target in model_based.items():
+        name = {"head": "head-probe"}.get(method, method)
+        timings[f"ranker_{name}_s"] = round(model_seconds[method], 1)
+        scores_by[name] = by_target
+        checks[name] = matrix.check_ranker(by_target)
+    lid = scores_by["mfcc"]
+    scores_by["mfcc+head-probe"] = {t: combine(lid[t], scores_by["head-probe"][t]) for t in settings.targets}
+    checks["mfcc+head-probe"] = matrix.check_ranker(scores_by["mfcc+head-probe"])
     scores_by["uriel"] = uriel_similarity(settings.sources, settings.targets)
     checks["uriel"] = matrix.check_ranker(scores_by["uriel"])
     rng = np.random.default_rng(0)

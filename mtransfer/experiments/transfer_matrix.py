@@ -430,6 +430,28 @@ def _run_dir(cell: Cell, out: Path) -> Path:
     return out / "runs" / Path(cell.path).relative_to("cells").with_suffix("")
 
 
+def source_model_scores(settings: MatrixSettings, output_dir: str | Path, corpus: Corpus, *,
+                        methods: Sequence[str] = ("head", "zero-shot", "quality"),
+                        num_threads: int | None = None) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
+    """The model-based rankers (:mod:`mtransfer.ranking.source_models`) on the matrix's own source models (the first
+    seed's) and each target's small-budget training and validation data (the first seed's subset, as the transfer
+    runs see it): ``({method: {target: {source: score}}}, {method: seconds})``."""
+    from mtransfer.ranking.source_models import rank_source_models
+
+    out, first = Path(output_dir), settings.seeds[0]
+    scores: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
+    seconds = {m: 0.0 for m in methods}
+    for target in settings.targets:
+        train, valid, _ = _datasets(Cell("scratch", target, "random", first, settings.target_utterances), settings, corpus)
+        models = {src: out / "sources" / src / f"seed{first}" / "model" for src in settings.sources if src != target}
+        ranked = rank_source_models(models, train, valid, methods=methods, batch_size=settings.batch_size, seed=first,
+                                    num_threads=num_threads)
+        for method, by_source in ranked.items():
+            scores[method][target] = {src: r["score"] for src, r in by_source.items()}
+            seconds[method] += sum(r["seconds"] for r in by_source.values())
+    return scores, seconds
+
+
 def pooled_model_path(output_dir: str | Path, settings: MatrixSettings) -> Path:
     """The folder of the model trained on all sources pooled (``settings.pooled``)."""
     return Path(output_dir) / "sources" / pooled_language(settings.sources) / f"seed{settings.seeds[0]}" / "model"
