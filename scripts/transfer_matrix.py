@@ -293,9 +293,11 @@ def write_rankers(checks: dict, out: Path) -> None:
         pooled = check["pooled"]
         cell = lambda key: (f"{pooled[key]['mean']:.2f} [{pooled[key]['ci'][0]:.2f}, {pooled[key]['ci'][1]:.2f}]"  # noqa: E731
                             if key in pooled else "—")
-        hits = sum(bool(r["top1_hit"]) for r in check["per_target"].values())
+        hits = sum(r["top1_hit"] is True for r in check["per_target"].values())
+        ties = sum(r["top1_hit"] == "tie" for r in check["per_target"].values())  # the best tied with others: no pick
         accuracy = f"{check['lid_accuracy']:.2f}" if check.get("lid_accuracy") is not None else "—"
-        lines.append(f"| {name} | {cell('kendall_tau')} | {cell('spearman_rho')} | {hits}/{len(check['per_target'])} | "
+        hit_text = f"{hits}/{len(check['per_target'])}" + (f" (+{ties} tied)" if ties else "")
+        lines.append(f"| {name} | {cell('kendall_tau')} | {cell('spearman_rho')} | {hit_text} | "
                      f"{cell('regret')} | {accuracy} |")
     atomic_write_bytes(out / "rankers.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))

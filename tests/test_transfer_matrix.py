@@ -602,3 +602,19 @@ def test_adapt_speech_runs_with_the_matrix_budgets_floors_and_plateau_rule():
         assert defaults[name] == getattr(matrix, name), name
         if name in command and not name.endswith("_lr"):
             assert command[name] == getattr(matrix, name), name
+
+
+def test_the_rankers_table_counts_a_tie_at_the_top_apart_from_a_hit(tmp_path, capsys):
+    """A ranker whose first place is shared by several sources made no pick: it used to count as a hit."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("matrix_script", Path(__file__).resolve().parents[1] / "scripts" / "transfer_matrix.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    pooled = {"kendall_tau": {"mean": 0.4, "ci": [0.2, 0.6]}, "spearman_rho": {"mean": 0.5, "ci": [0.3, 0.7]},
+              "regret": {"mean": 0.01, "ci": [0.0, 0.02]}}
+    checks = {"combined": {"pooled": pooled, "per_target": {"as": {"top1_hit": True}, "pt": {"top1_hit": "tie"},
+                                                            "it": {"top1_hit": False}}}}
+    script.write_rankers(checks, tmp_path)
+    row = (tmp_path / "rankers.md").read_text().splitlines()[2]
+    assert row == "| combined | 0.40 [0.20, 0.60] | 0.50 [0.30, 0.70] | 1/3 (+1 tied) | 0.01 [0.00, 0.02] | — |"
