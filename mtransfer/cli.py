@@ -772,7 +772,7 @@ def cmd_rank_models(a: argparse.Namespace) -> int:
     from mtransfer.data import load_labeled
     from mtransfer.ranking.backbones import parse_candidate, rank_models
 
-    a.estimators = a.estimators or "logme,hscore,knn"
+    a.estimators = "logme,hscore,knn" if a.estimators is None else a.estimators
     defaults = {"pooling": a.pooling, "max_length": a.max_length}
     candidates = [parse_candidate(m, a.modality, defaults) for m in a.model]
     _unique_names([c.name for c in candidates], "--model", "NAME=PATH")
@@ -804,7 +804,9 @@ def _rank_ctc_models(a: argparse.Namespace) -> int:
 
     named = [_named(m, "--model") for m in a.model]
     _unique_names([n for n, _ in named], "--model", "NAME=RUN/model")
-    methods = [m.strip() for m in (a.estimators or ",".join(METHODS)).split(",") if m.strip()]
+    methods = [m.strip() for m in (",".join(METHODS) if a.estimators is None else a.estimators).split(",") if m.strip()]
+    if not methods:
+        raise ValueError(f"--estimators {a.estimators!r}: name at least one of {', '.join(METHODS)}.")
     if a.validation is None:
         raise ValueError("rank-models --task ctc needs --validation (the target's validation utterances score every "
                          "estimate; --data trains the head probe).")
