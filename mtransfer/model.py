@@ -214,6 +214,7 @@ class TransferModel(nn.Module):
         settings.update(asdict(head) if isinstance(head, HeadConfig) else dict(head or {}))
         settings.update(task=task, num_outputs=len(names), input_dim=_head_input_dim(self.adapter, task))
         new = Head(HeadConfig(**settings)).to(next(self.head.parameters()).device)
+        copied = None
         if copy_shared_rows and kind.transcribes and self.head.kind.transcribes:
             old = {s: i for i, s in enumerate(self.label_names)}
             pairs = [(j, old[s]) for j, s in enumerate(names) if s in old]
@@ -222,10 +223,10 @@ class TransferModel(nn.Module):
                     new.out.weight[j] = self.head.out.weight[i]
                     new.out.bias[j] = self.head.out.bias[i]
             logger.info("with_new_head: copied %d of %d output rows (symbols both vocabularies share)", len(pairs), len(names))
-            self.copied_rows = len(pairs)
+            self.copied_rows = copied = len(pairs)
         if self.loaded_from is not None:  # provenance: the card and records name the model this one started from
             self.started_from = {"model": str(self.loaded_from), "base": self.adapter.get_config().get("source"),
-                                 "task": old_task, "copied_rows": getattr(self, "copied_rows", None)}
+                                 "task": old_task, "copied_rows": copied}
         self.head = new
         if kind.transcribes:
             vocabulary = _ctc_vocabulary(self.adapter, vocabulary, names)

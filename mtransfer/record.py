@@ -14,18 +14,19 @@ from typing import Any
 RECORD_FORMAT = 1
 RECORD_FILE = "metrics.json"
 
-# why a run's figures may not be trusted: flag -> what it means, as cards, reports and tables say it
+# why a run's figures may not be trusted: flag -> (its name for people, what it means), as cards, reports and tables
+# say it
 RUN_FLAGS = {
-    "all_blank": "all-blank: its hypotheses were (almost) all empty at the end (CTC's blank plateau); it never "
-                 "learned to transcribe, so its error rates measure nothing but that",
-    "improving_at_cap": "still improving at its epoch cap: its last epoch was its best, so more epochs would likely "
-                        "lower its error; its figures understate what it can reach",
+    "all_blank": ("all-blank", "its hypotheses were (almost) all empty at the end (CTC's blank plateau); it never "
+                               "learned to transcribe, so its error rates measure nothing but that"),
+    "improving_at_cap": ("still improving at its epoch cap", "its last epoch was its best, so more epochs would likely "
+                                                             "lower its error; its figures understate what it can reach"),
 }
 
 
 def describe_flags(flags: list[str]) -> list[str]:
-    """The sentences of ``flags`` (an unknown flag is shown as it is)."""
-    return [RUN_FLAGS.get(f, f) for f in flags]
+    """The sentences of ``flags``, ``"<name>: <meaning>"`` (an unknown flag is shown as it is)."""
+    return [": ".join(RUN_FLAGS[f]) if f in RUN_FLAGS else f for f in flags]
 
 
 def mtransfer_version() -> str:

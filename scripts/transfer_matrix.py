@@ -151,10 +151,6 @@ def one_cell(a: argparse.Namespace, settings, out: Path) -> None:
     cell = find_cell(settings, a.cell)  # an unknown cell stops here, before the folder or the corpus
     check_settings(settings, out)
     corpus = espeak_corpus(settings.languages, a.per_language)
-    if a.num_threads:
-        import torch
-
-        torch.set_num_threads(a.num_threads)
     if run_cell(settings, out, corpus, a.cell, wait=a.wait, progress=a.progress, num_threads=a.num_threads) == "done":
         print(f"{cell.name}: already trained in {out}")
 

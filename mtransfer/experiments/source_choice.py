@@ -287,7 +287,7 @@ def _train_source(chosen: list[str], src: dict[str, Any], run_dir: Path, model: 
     data = ctc_splits(rows, "the chosen sources")
     start = TransferModel.from_backbone("audio", model, labels=data["train"].vocabulary, task="ctc", seed=common["seed"])
     results = train_ctc_run(start, data["train"], data["validation"], data.get("test", data["validation"]), run_dir,
-                            epochs=epochs, lr=lr, patience=patience, **_floors(common, epochs))
+                            epochs=epochs, lr=lr, patience=patience, **common)
     return {"kind": "CTC", "utterances": len(data["train"]), "model_dir": str(run_dir / "model"), **results}
 
 
@@ -302,7 +302,7 @@ def _adapt(out: Path, source: dict[str, Any], tgt: dict[str, Any], epochs: int, 
         model = TransferModel.from_backbone("audio", source["model_dir"], labels=vocab, task="ctc", seed=common["seed"])
         copied = 0
     results = train_ctc_run(model, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "target",
-                            epochs=epochs, lr=lr, patience=patience, **_floors(common, epochs))
+                            epochs=epochs, lr=lr, patience=patience, **common)
     write_model_card(out / "target")
     started = model.started_from or {"model": source["model_dir"], "base": None}
     return {**results, "copied_rows": copied, "model_dir": str(out / "target" / "model"),
@@ -314,12 +314,7 @@ def _scratch(out: Path, model: str, tgt: dict[str, Any], epochs: int, lr: float,
 
     start = TransferModel.from_backbone("audio", model, labels=tgt["train"].vocabulary, task="ctc", seed=common["seed"])
     return train_ctc_run(start, tgt["train"], tgt["validation"], tgt.get("test", tgt["validation"]), out / "baseline",
-                         epochs=epochs, lr=lr, patience=patience, **_floors(common, epochs))
-
-
-def _floors(common: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """The shared run settings, with the early-stopping floor no higher than the run's epochs."""
-    return {**common, "min_epochs": min(common["min_epochs"], epochs)}
+                         epochs=epochs, lr=lr, patience=patience, **common)
 
 
 def _flag_report(runs: list[tuple[str, dict[str, Any] | None]]) -> list[str]:

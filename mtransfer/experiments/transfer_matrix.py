@@ -251,7 +251,7 @@ class TransferMatrix:
         flagged = [c for c in self.cells if c.results.get("flags")]
         if not flagged:
             return []
-        lines = ["Runs to read with care (" + "; ".join(f"{FLAG_MARKS[f]} {RUN_FLAGS[f].split(':')[0]}"
+        lines = ["Runs to read with care (" + "; ".join(f"{FLAG_MARKS[f]} {RUN_FLAGS[f][0]}"
                                                      for f in FLAG_MARKS) + "):", ""]
         for c in flagged:
             marks = "".join(FLAG_MARKS.get(f, "?") for f in c.results["flags"])
@@ -478,7 +478,7 @@ def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, p
     run_dir = _run_dir(cell, out)
     results = train_ctc_run(model, train, valid, test, run_dir, epochs=epochs, lr=lr, patience=patience,
                             batch_size=s.batch_size, seed=cell.seed, progress=progress, num_threads=num_threads,
-                            min_epochs=min(s.min_epochs, epochs), ctc_plateau=s.ctc_plateau)
+                            min_epochs=s.min_epochs, ctc_plateau=s.ctc_plateau)
     return {**results, "copied_rows": getattr(model, "copied_rows", None) if cell.kind == "transfer" else None,
             "test_utterances": len(test), "vocabulary_size": len(train.vocabulary)}
 
@@ -490,14 +490,14 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
     """One CTC run as the matrix and the speech demo make it: every layer trains (linear schedule, 10%
     warmup), the epoch with the best validation CER off the all-blank plateau is kept (``patience``
     epochs without a better one, counted from the first epoch off the plateau, end it, though not
-    before ``min_epochs``), then the test set is scored. Returns test CER / WER, best epoch, epochs
-    run, best validation CER, training seconds, the run's trust flags (``all_blank``,
-    ``improving_at_cap``) and the first epoch off the plateau."""
+    before ``min_epochs``, or ``epochs`` when that is fewer), then the test set is scored. Returns test CER / WER, best epoch, epochs
+    run, best validation CER, training seconds and the run's trust flags (``all_blank``,
+    ``improving_at_cap``)."""
     args = TrainingArguments(output_dir=str(run_dir), strategy="full", num_epochs=epochs, learning_rate=lr,
                              lr_schedule="linear", warmup_ratio=0.1, batch_size=batch_size, eval_batch_size=16,
                              metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
                              progress_bar=progress, report_to=[], plot=plot, show_transcripts=False,
-                             overwrite_output_dir=True, num_threads=num_threads, min_epochs=min_epochs,
+                             overwrite_output_dir=True, num_threads=num_threads, min_epochs=min(min_epochs, epochs),
                              ctc_plateau=ctc_plateau)
     trainer = Trainer(model, args, train, valid)
     began = time.perf_counter()
@@ -506,12 +506,7 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
     metrics = trainer.evaluate(test)
     return {"test_cer": metrics["eval_cer"], "test_wer": metrics["eval_wer"], "best_epoch": result.best_epoch,
             "epochs_run": len(result.history), "best_valid_cer": result.best_value, "train_seconds": round(seconds, 1),
-            "flags": result.flags, "left_plateau_at": _left_plateau_at(result.history)}
-
-
-def _left_plateau_at(history: list[dict[str, Any]]) -> int | None:
-    """The first epoch off CTC's all-blank plateau (None: never left it)."""
-    return next((h["epoch"] for h in history if not h.get("on_plateau")), None)
+            "flags": result.flags}
 
 
 # what a cell's run depends on beyond its own path (kind, languages, seed): a folder holds one such setting

@@ -20,7 +20,6 @@ several scores (a language-ID posterior with a model-based estimate, say).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mtransfer.model import TransferModel
-from mtransfer.record import RECORD_FILE
+from mtransfer.record import RECORD_FILE, RunRecord
 from mtransfer.speech.ctc import edit_counts, error_rates
 from mtransfer.training import Trainer, TrainingArguments
 
@@ -76,8 +75,7 @@ def quality_cer(model: str | Path) -> float:
     if not record.is_file():
         raise FileNotFoundError(f"{record}: no run record beside the model folder {model}; the 'quality' estimate reads "
                                 "the source run's own validation CER from it.")
-    data = json.loads(record.read_text(encoding="utf-8"))
-    final = data.get("final_eval") or {}
+    final = RunRecord.load(record).final_eval
     if "eval_cer" not in final:
         raise ValueError(f"{record}: no validation CER (eval_cer) in the run record.")
     return float(final["eval_cer"])
