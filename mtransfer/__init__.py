@@ -10,8 +10,9 @@ do not import torch, transformers and every adapter up front.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mtransfer.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -43,12 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (names re-exp
     from mtransfer.training import Trainer, TrainerCallback, TrainingArguments, TrainResult  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mtransfer' has no attribute {name!r}")
+__getattr__ = lazy_attributes("mtransfer", _PUBLIC, globals())
 
 
 def __dir__() -> list[str]:

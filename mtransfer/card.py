@@ -79,7 +79,13 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
              + (f", discriminative decay {args['discriminative_lr_decay']} per group" if args.get("discriminative_lr_decay") else ""),
              f"- optimizer: AdamW (weight decay {args['weight_decay']}), mixed precision `{args['mixed_precision']}`, seed {args['seed']}",
              f"- layer groups, input side first: {', '.join(f'`{g}`' for g in metrics['layer_groups'])}",
-             f"- adapter settings: {_adapter_settings(config['adapter'])}", "",
+             f"- adapter settings: {_adapter_settings(config['adapter'])}",
+             *(["- images are read as transformers' `load_image` reads them (and `pipeline` on an export): "
+                "turned upright by their EXIF orientation, then `convert(\"RGB\")`, so the alpha channel of "
+                "RGBA / LA / transparent-palette images is dropped, not composited"]
+               if modality in ("image", "torch") else []),
+             *([f"- batch-norm statistics while the backbone trained: {metrics['batchnorm_stats']}"]
+               if metrics.get("batchnorm_stats") else []), "",
              "| phase | epochs | trainable groups | frozen groups | peak learning rates |", "|---|---|---|---|---|"]
     for phase in metrics["plan"]:
         frozen = [g for g in metrics["layer_groups"] if g not in phase["trainable"]]

@@ -5,10 +5,14 @@ plus ``trainer_state.json``). Each carries the run's identity (its settings, mod
 fingerprints), so resuming a different run's checkpoint is refused with the differences named,
 and a new run never mixes its checkpoints with an older run's.
 
-Rotation (``save_total_limit``) never removes the best epoch's checkpoint: at the end of a run
-its weights go back into the live model in place (:meth:`Checkpoints.restore_weights`), also
-after a resume; a run without checkpoints keeps a copy in memory instead. The model is never
-rebuilt from disk.
+What stays on disk (``save_checkpoints``): ``"best"`` (the default) keeps the latest epoch's full
+checkpoint, to resume from, and the best epoch's model weights alone (a full checkpoint becomes
+weights-only, marked by ``weights_only.json``, once a later epoch is saved), and when the run
+finishes the latest becomes weights-only too: the best and the last epoch's weights remain; ``"last"`` the latest
+full checkpoint only; ``"all"`` every one (``save_total_limit``: the latest N, and the best). At
+the end of a run the best epoch's weights go back into the live model in place
+(:meth:`Checkpoints.restore_weights`), also after a resume; a run that keeps no copy of them on
+disk holds one in memory instead. The model is never rebuilt from disk.
 
 Parameters a run has not trained yet (the frozen backbone of a head-only phase) are left out of
 its checkpoints: the checkpoint lists them with a fingerprint of their values
@@ -43,6 +47,9 @@ from mtransfer.weight_files import refuse_unsafe_pickles
 STATE_FILE = "trainer_state.json"
 MODEL_WEIGHTS = "model.safetensors"  # what Accelerate's save_state writes for the (first) model
 UNCHANGED_FILE = "unchanged_parameters.json"  # parameters a checkpoint leaves out, with their fingerprint
+WEIGHTS_ONLY = "weights_only.json"  # marks a checkpoint reduced to the best epoch's weights (not resumable)
+SAVE_CHECKPOINTS = ("best", "last", "all", "none")  # what a run keeps on disk: TrainingArguments.save_checkpoints
+_KEPT_IN_WEIGHTS_ONLY = {MODEL_WEIGHTS, STATE_FILE, UNCHANGED_FILE, WEIGHTS_ONLY}
 
 # TrainingArguments fields that do not change what a run computes: a resumed run may differ in these
 UNTRACKED_SETTINGS = frozenset({
@@ -110,11 +117,13 @@ class _SharedTensorNote(logging.Filter):
         return "Removed shared tensor" not in record.getMessage()
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    """Checkpoint folders ``epoch_<n>`` under ``root`` that hold a trainer state, oldest first."""
+def list_checkpoints(root: Path, resumable: bool = False) -> list[Path]:
+    """Checkpoint folders ``epoch_<n>`` under ``root`` that hold a trainer state, oldest first (``resumable``: only
+    full ones, not those reduced to the best epoch's weights)."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"epoch_\d+", p.name) and (p / STATE_FILE).is_file()]
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"epoch_\d+", p.name) and (p / STATE_FILE).is_file()
+             and not (resumable and (p / WEIGHTS_ONLY).is_file())]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
@@ -125,14 +134,19 @@ class Checkpoints:
         output_dir: The run's folder.
         accelerator: The run's Accelerator (``save_state`` / ``load_state``, process roles).
         identity: :func:`run_identity` of the run.
-        limit: Checkpoints kept (the latest); None keeps all.
+        limit: With ``keep="all"``: full checkpoints kept (the latest); None keeps all.
+        keep: What stays on disk: one of :data:`SAVE_CHECKPOINTS` but ``"none"`` (see the module).
     """
 
-    def __init__(self, output_dir: str | os.PathLike, accelerator: Any, identity: dict[str, Any], limit: int | None) -> None:
+    def __init__(self, output_dir: str | os.PathLike, accelerator: Any, identity: dict[str, Any], limit: int | None,
+                 keep: str = "best") -> None:
+        if keep not in SAVE_CHECKPOINTS:
+            raise ValueError(f"Checkpoints(keep={keep!r}): expected one of {', '.join(SAVE_CHECKPOINTS)}.")
         self.root = Path(output_dir) / "checkpoints"
         self.accelerator = accelerator
         self.identity = identity
         self.limit = limit
+        self.keep = keep
         self._digests: dict[str, str] = {}  # parameter name -> digest, for parameters not trained yet (they stay valid)
 
     def fingerprint(self, model: nn.Module, names: Sequence[str], cached: bool = True) -> str:
@@ -217,14 +231,36 @@ class Checkpoints:
             accelerate_log.removeFilter(quiet)
             if hook is not None:
                 hook.remove()
-        if acc.is_main_process and self.limit:
-            found = list_checkpoints(self.root)
-            kept = set(found[-self.limit:]) | {p for p in found if p.name == f"epoch_{keep_epoch}"}
-            for old in found:
-                if old not in kept:
-                    shutil.rmtree(old, ignore_errors=True)
+        if acc.is_main_process:
+            self._rotate(final, keep_epoch)
         acc.wait_for_everyone()
         return final
+
+    def _rotate(self, latest: Path, keep_epoch: int | None) -> None:
+        """Remove (or reduce to weights) what ``keep`` does not keep, after ``latest`` was saved."""
+        found = list_checkpoints(self.root)
+        best = self.root / f"epoch_{keep_epoch}" if keep_epoch is not None else None
+        if self.keep == "all":
+            kept = set(found[-self.limit:] if self.limit else found) | {best}
+        elif self.keep == "best":
+            kept = {latest, best}
+        else:  # last
+            kept = {latest}
+        for old in found:
+            if old not in kept:
+                shutil.rmtree(old, ignore_errors=True)
+        if self.keep == "best" and best is not None and best != latest and best.is_dir():
+            reduce_to_weights(best)
+
+    def finish(self) -> None:
+        """After a run that finished: every checkpoint becomes its weights alone (nothing is left to resume; the
+        optimizer and random-number states of the latest epoch are dropped). Main process only."""
+        for folder in list_checkpoints(self.root):
+            reduce_to_weights(folder)
+
+    def has_weights(self, epoch: int) -> bool:
+        """Whether the checkpoint of (1-based) ``epoch`` is on disk with its model weights."""
+        return (self.root / f"epoch_{epoch}" / MODEL_WEIGHTS).is_file()
 
     def restore_weights(self, model: nn.Module, epoch: int) -> None:
         """Load the model weights of the checkpoint of (1-based) ``epoch`` into ``model`` in place."""
@@ -299,13 +335,25 @@ class Checkpoints:
 
     def resolve(self, where: str) -> Path:
         if where == "latest":
-            found = list_checkpoints(self.root)
+            found = list_checkpoints(self.root, resumable=True)
+            done = list_checkpoints(self.root)
+            if not found and done:
+                self.check(done[-1])  # another run's folder is named as such first
+                raise ValueError(
+                    f"resume_from_checkpoint='latest': the run in {self.root.parent} finished; its checkpoints hold "
+                    f"the weights of epochs {', '.join(p.name.split('_')[1] for p in done)} only, so there is nothing "
+                    "to resume. Start a new run there (overwrite_output_dir=True, --set overwrite_output_dir=true) or "
+                    "in another output_dir.")
             if not found:
                 raise FileNotFoundError(f"resume_from_checkpoint='latest': no checkpoint under {self.root}.")
             return found[-1]
         path = Path(where)
         if not (path / STATE_FILE).is_file():
             raise FileNotFoundError(f"resume_from_checkpoint={str(path)!r}: not a checkpoint folder (no {STATE_FILE}).")
+        if (path / WEIGHTS_ONLY).is_file():
+            raise ValueError(f"resume_from_checkpoint={str(path)!r}: holds the best epoch's weights only (no optimizer "
+                             "or random-number states: save_checkpoints='best' keeps those for the latest epoch); "
+                             "resume from the latest checkpoint (resume_from_checkpoint='latest', --resume).")
         return path
 
     def check(self, path: Path) -> TrainerState:
@@ -360,6 +408,22 @@ class Checkpoints:
             self.accelerator.load_state(str(path), **({"strict": False} if partial else {}))
         self.accelerator.print(f"resumed from {path} (epoch {state.epoch + 1} done, step {state.global_step})")
         return state
+
+
+def reduce_to_weights(folder: Path) -> None:
+    """Make checkpoint ``folder`` the model weights (and trainer state) alone, marked not resumable: what
+    ``save_checkpoints="best"`` keeps of a best epoch once a later one is saved. Removes the optimizer,
+    scheduler and random-number states; the mark is written first, so an interrupted reduction is never
+    taken for a full checkpoint."""
+    marker = folder / WEIGHTS_ONLY
+    if not marker.is_file():
+        tmp = folder / f".{WEIGHTS_ONLY}.tmp"
+        tmp.write_text(json.dumps({"note": "the best epoch's model weights only: restore them, do not resume from "
+                                           "this folder"}))
+        os.replace(tmp, marker)
+    for f in folder.iterdir():
+        if f.name not in _KEPT_IN_WEIGHTS_ONLY:
+            shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
 
 
 def _read_listing(folder: Path) -> dict[str, Any] | None:

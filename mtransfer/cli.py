@@ -127,6 +127,15 @@ def _add_tabular(sub: Any) -> None:
     tab.add_argument("--audio-model", default=None, help="MODALITY:MODEL for audio columns")
     tab.add_argument("--dim", type=positive_int, default=32, help="PCA columns per text/media column (default 32)")
     tab.add_argument("--booster", choices=["lightgbm", "xgboost", "hist"], default="lightgbm")
+    tab.add_argument("--booster-param", dest="booster_params", action="append", default=[], metavar="KEY=VALUE",
+                     help="a setting of the booster by its own name, value read as YAML (repeatable), e.g. "
+                          "--booster-param num_leaves=15 --booster-param min_data_in_leaf=20; checked against the "
+                          "booster's parameter names. Given any, the search below is off")
+    tab.add_argument("--no-search", action="store_true",
+                     help="without --booster-param: the fixed defaults instead of a search of the booster's main "
+                          "settings (tree size, leaf size, learning rate) on the validation part")
+    tab.add_argument("--num-threads", type=positive_int, default=None,
+                     help="threads the booster uses (default: every core); on a shared machine, the cores you may use")
     tab.add_argument("--folds", type=positive_int, default=5)
     tab.add_argument("--limit", type=positive_int, default=None, help="use this many rows (sampled with --seed)")
     tab.add_argument("--test", default=None, help="a held-out table to score the final model on")
@@ -202,6 +211,9 @@ def _add_train(sub: Any) -> None:
                        help="MLP head widths, comma-separated (default: linear head)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
+    train.add_argument("--save-checkpoints", choices=["best", "last", "all", "none"], default=None,
+                       help="checkpoints kept in --output-dir/checkpoints: best (default: the latest epoch's, to "
+                            "resume, and the best epoch's weights), last (the latest only), all, none (no resume)")
     train.add_argument("--resume", action="store_true",
                        help="resume from the latest checkpoint in --output-dir (it must come from a run you trust: "
                             "Accelerate stores random-number states with pickle)")
@@ -536,6 +548,7 @@ def _flag_settings(a: argparse.Namespace) -> dict[str, Any]:
                      "head_learning_rate": a.head_lr, "last_n": a.last_n, "batch_size": a.batch_size, "seed": a.seed,
                      **({"head_epochs": a.head_epochs} if a.head_epochs is not None else {}),
                      **({"num_threads": a.num_threads} if a.num_threads is not None else {}),
+                     **({"save_checkpoints": a.save_checkpoints} if a.save_checkpoints is not None else {}),
                      "progress_bar": not a.no_progress, "resume_from_checkpoint": "latest" if a.resume else None},
     }
 
@@ -550,6 +563,8 @@ def _flag_overrides(a: argparse.Namespace) -> list[str]:
             out.append(f"{section}.{pair.strip()}")
     if a.config is not None and a.resume:
         out.append("training.resume_from_checkpoint=latest")
+    if a.config is not None and a.save_checkpoints is not None:
+        out.append(f"training.save_checkpoints={a.save_checkpoints}")
     if a.config is not None and a.trust_remote_code:
         out.append("model.trust_remote_code=true")
     return out
@@ -828,10 +843,9 @@ def _rank_ctc_models(a: argparse.Namespace) -> int:
 
 
 def cmd_modalities(a: argparse.Namespace) -> int:
-    from mtransfer.adapters.base import get_adapter_class, list_modalities
+    from mtransfer.modalities import modality_lines  # a table: no adapter (and no torch) imported
 
-    for name in list_modalities():
-        print(f"{name:16s}{get_adapter_class(name).summary}")
+    print("\n".join(modality_lines()))
     return 0
 
 

@@ -16,6 +16,7 @@ what was expected; ``TrainingArguments`` then checks its own values.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import os
 import sys
@@ -135,7 +136,7 @@ def _check_section(cls: type, values: dict[str, Any], section: str, source: str)
     names = [f.name for f in dataclasses.fields(cls)]
     for key, value in values.items():
         if key not in hints or key not in names:
-            close = [n for n in names if n.startswith(key[:4])]
+            close = difflib.get_close_matches(key, names, n=3) or [n for n in names if n.startswith(key[:4])]
             raise ValueError(f"{source}: unknown key {section}.{key}" + (f"; did you mean {', '.join(f'{section}.{c}' for c in close)}?"
                                                                          if close else f"; {section} takes {', '.join(names)}."))
         values[key] = value = _coerce(value, hints[key])
@@ -236,8 +237,6 @@ def check_model_settings(model: ModelSettings, source: str) -> None:
 
 
 def _did_you_mean(key: str, names: Sequence[str], prefix: str) -> str:
-    import difflib
-
     close = difflib.get_close_matches(key, names, n=2, cutoff=0.6)
     return f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
 

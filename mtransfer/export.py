@@ -26,6 +26,8 @@ def _native_model(model: Any) -> tuple[Any, Any, Any]:
     config.id2label = dict(enumerate(model.label_names))
     config.label2id = {name: i for i, name in enumerate(model.label_names)}
     config.problem_type = head.task
+    if hasattr(config, "label_names"):  # timm's wrapper keeps its labels here (its id2label is not saved)
+        config.label_names = list(model.label_names)
     form.configure(config)
     try:
         native = form.auto_class.from_config(config)
@@ -33,14 +35,23 @@ def _native_model(model: Any) -> tuple[Any, Any, Any]:
         raise ValueError(f"{type(adapter.backbone).__name__} has no {form.auto_class.__name__} class: "
                          f"{str(err).splitlines()[0]}") from None
     base = getattr(native, native.base_model_prefix)
-    missing, _ = base.load_state_dict(adapter.backbone.state_dict(), strict=False)
+    lead = native.base_model_prefix + "."
+    state = adapter.backbone.state_dict()
+    if state and all(k.startswith(lead) for k in state):  # a wrapper around the same base (timm's TimmWrapperModel)
+        state = {k[len(lead):]: v for k, v in state.items()}
+    missing, _ = base.load_state_dict(state, strict=False)
+    fresh = {k.rsplit(".", 1)[0] for k in missing}  # modules of the base the backbone has no weights for
+    # the classifier: outside the base (BERT, ViT...), or inside it with no backbone weights (timm's own classifier)
+    named = [(name, m) for name, m in native.named_modules() if isinstance(m, nn.Linear)
+             and m.out_features == config.num_labels and (not name.startswith(lead) or name[len(lead):] in fresh)]
+    if len(named) != 1:
+        raise ValueError(f"cannot find the classifier of {type(native).__name__}.")
+    classifier = named[0][0][len(lead):] if named[0][0].startswith(lead) else None
+    missing = [k for k in missing if k.rsplit(".", 1)[0] != classifier]
     if missing:
         raise ValueError(f"{type(native).__name__} needs weights the backbone lacks: {missing[:5]}")
     weight, bias = folded_linear(head)
-    linears = [m for name, m in native.named_modules() if isinstance(m, nn.Linear)
-               and not name.startswith(native.base_model_prefix + ".") and m.out_features == config.num_labels]
-    if len(linears) != 1:
-        raise ValueError(f"cannot find the classifier of {type(native).__name__}.")
+    linears = [named[0][1]]
     with torch.no_grad():
         linears[0].weight.copy_(weight)
         linears[0].bias.copy_(bias)
@@ -97,8 +108,35 @@ def _write(native: Any, processor: Any, folder: Path) -> Path:
         native.save_pretrained(tmp)
         if processor is not None and type(processor).__name__ != "TimmWrapperImageProcessor":
             processor.save_pretrained(tmp)
+        for path in Path(tmp).glob("*.json"):
+            scrub_local_settings(path)
     _move_into(folder.parent / f".{folder.name}.export", folder)
     return folder
+
+
+LOCAL_KEYS = ("_name_or_path", "name_or_path", "is_local", "local_files_only", "_commit_hash")
+
+
+def scrub_local_settings(path: Path) -> None:
+    """Drop what describes this machine from a saved JSON file (at any depth): the folder a model was loaded from
+    (``_name_or_path``: a sub-config keeps it), and the loading flags ``is_local`` / ``local_files_only`` a
+    tokenizer saves. An export goes to the Hub as written; the card names the source model."""
+    import json
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k not in LOCAL_KEYS}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return
+    cleaned = clean(data)
+    if cleaned != data:
+        path.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _ctc_model(model: Any) -> tuple[Any, Any, Any]:

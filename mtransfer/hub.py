@@ -37,6 +37,19 @@ def upload_plan(folder: str | os.PathLike) -> list[tuple[str, int]]:
     return files
 
 
+def card_for_hub(folder: str | os.PathLike, repo_id: str) -> bytes | None:
+    """The folder's ``README.md`` as it goes to ``repo_id``: a card written for the local folder loads it by its
+    path in its example; on the Hub that path means nothing (and names the user's machine), so it becomes the
+    repository id. None without a card."""
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8")
+    for local in sorted({str(Path(folder).resolve()), str(Path(folder).absolute()), str(folder)}, key=len, reverse=True):
+        text = text.replace(f'"{local}"', f'"{repo_id}"')
+    return text.encode("utf-8")
+
+
 def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = False, branch: str | None = None,
                 commit_message: str = "Upload model trained with mtransfer", token: str | None = None,
                 dry_run: bool = False) -> list[tuple[str, int]] | str:
@@ -60,7 +73,15 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if branch:
             api.create_branch(repo_id, branch=branch, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=branch, commit_message=commit_message)
+        from huggingface_hub import CommitOperationAdd
+
+        card = card_for_hub(folder, repo_id)
+        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(Path(folder) / rel))
+                      for rel, _ in files if not (rel == "README.md" and card is not None)]
+        if card is not None:
+            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card))
+        info = api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=branch,
+                                 repo_type="model")
     except Exception as err:  # noqa: BLE001  (network, auth and offline errors all become one line)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if token and token in reason:

@@ -8,8 +8,11 @@ Accepted inputs:
 
 * images: a path (any format Pillow reads), a ``PIL.Image``, a numpy array or tensor
   (``HxW``, ``HxWxC`` or ``CxHxW``; uint8, or floats in [0, 1]), a ``datasets`` image value
-  (``{"bytes": ..., "path": ...}``); grayscale, palette, CMYK and RGBA images become RGB
-  (transparent pixels over white);
+  (``{"bytes": ..., "path": ...}``); every image becomes RGB exactly as transformers' ``load_image``
+  (and so ``pipeline("image-classification")`` on an export) makes it: turned upright by its EXIF
+  orientation, then Pillow's ``convert("RGB")``: grayscale and CMYK converted, the alpha channel of
+  RGBA / LA / transparent-palette images dropped (the colour stored under a transparent pixel is
+  what the model sees), 16-bit images clipped at 255 (a warning says so: convert them to 8-bit);
 * audio: a path (wav, flac, mp3, ogg and whatever ffmpeg decodes), a ``(waveform, sample_rate)``
   pair, a ``datasets`` audio value (``{"array", "sampling_rate"}``, ``{"bytes", "path"}`` or a
   decoder object), or a bare array / tensor taken to be at the model's rate (as
@@ -63,24 +66,28 @@ def _open_path(path: Path, what: str) -> Path:
 
 
 # --- images ------------------------------------------------------------------------------
-def _to_rgb(image: Any, name: str) -> Any:
-    from PIL import Image
+_WARNED_WIDE = False
 
+
+def _to_rgb(image: Any, name: str) -> Any:
+    """RGB as transformers' ``load_image`` makes it (EXIF orientation, then ``convert("RGB")``), so a model
+    trained here sees what a pipeline on its export sees, pixel for pixel."""
+    import warnings
+
+    from PIL import ImageOps
+
+    global _WARNED_WIDE
     if image.width == 0 or image.height == 0:
         raise MediaError(f"{name}: the image has no pixels ({image.width}x{image.height}).")
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        hi = arr.max() or 1.0
-        return Image.fromarray((arr / hi * 255).astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F") and not _WARNED_WIDE:
+        high = image.getextrema()[1]
+        if high > 255:
+            _WARNED_WIDE = True
+            warnings.warn(f"{name}: a {image.mode} image with values up to {high}: it is read as transformers' "
+                          "load_image (and a pipeline) reads it, clipped at 255. Convert such images to 8-bit "
+                          "(scaled) before training. (Said once per process.)", stacklevel=3)
+    image = ImageOps.exif_transpose(image)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _array_to_image(array: Any, name: str) -> Any:
@@ -130,7 +137,7 @@ def load_image(item: Any) -> Any:
         try:
             with Image.open(source) as im:
                 im.load()
-                image = im.copy() if im.mode != "P" else im.convert("RGBA")
+                image = im.copy()
         except UnidentifiedImageError:
             raise MediaError(f"{name}: not an image Pillow can read (unsupported format or corrupt file).") from None
         except (OSError, SyntaxError, ValueError) as err:

@@ -304,10 +304,16 @@ class TransferModel(nn.Module):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> TransferModel:
-        """Set train / eval mode; in train mode, every submodule whose parameters are all frozen stays in eval."""
+        """Set train / eval mode; in train mode, every submodule whose parameters are all frozen stays in eval, and
+        with :attr:`frozen_norm_stats` every batch-norm layer of the backbone too (its running statistics are kept;
+        its scale and shift still train when their group does)."""
         super().train(mode)
         if mode:
             _eval_frozen(self)
+            if getattr(self, "frozen_norm_stats", False):
+                for module in self.adapter.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
         return self
 
     # --- forward ------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class RunRecord:
         test: Test metrics when a test split was evaluated after training.
         flags: Why the run's figures may not be trusted (keys of :data:`RUN_FLAGS`): ``all_blank``,
             ``improving_at_cap``. Cards, reports and tables show them.
+        batchnorm_stats: What the backbone's batch-norm statistics did (``frozen`` / ``update``), None
+            without batch norm (``TrainingArguments.batchnorm_stats`` resolved).
     """
 
     args: dict[str, Any]
@@ -87,6 +89,7 @@ class RunRecord:
     train_seconds: float = 0.0
     test: dict[str, float] | None = None
     flags: list[str] = field(default_factory=list)
+    batchnorm_stats: str | None = None
     mtransfer_record: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

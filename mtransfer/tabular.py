@@ -50,6 +50,15 @@ class TabularModel:
         dim: Columns per media column after PCA (None: every feature).
         booster: ``lightgbm`` (default), ``xgboost`` or ``hist``.
         n_estimators, learning_rate: Boosting rounds (an upper bound) and shrinkage.
+        booster_params: The booster's own settings by its own names (LightGBM: ``num_leaves``,
+            ``min_data_in_leaf`` or any alias; XGBoost / ``hist``: their scikit-learn parameters),
+            checked against the booster's parameter names; they override the defaults and the search.
+        search: With no ``booster_params``, try a small grid of the booster's main settings
+            (:data:`SEARCH_GRIDS`: tree size, leaf size, learning rate), each scored by a 3-fold
+            cross-validation of the training rows (early stopping on each held-out part), and fit
+            the best; the choice is saved with the model and in ``chosen_params``, every score in
+            ``search_scores``. False: the fixed defaults (LightGBM 31 leaves, 5 rows per leaf).
+        num_threads: Threads the booster uses (None: the booster's default, every core).
         early_stopping_rounds: Rounds without a better validation score before stopping; the
             validation part is ``validation_fraction`` of the training rows.
         cache_dir: Feature-cache folder. seed: Split, PCA and booster seed.
@@ -61,7 +70,9 @@ class TabularModel:
                  image_model: tuple[str, str] | None = None, audio_model: tuple[str, str] | None = None,
                  dim: int | None = 32, booster: str = "lightgbm", n_estimators: int = 2000, learning_rate: float = 0.05,
                  early_stopping_rounds: int = 50, validation_fraction: float = 0.15, cache_dir: str | None = None,
-                 seed: int = 0, progress: bool = True, target: str | None = None) -> None:
+                 seed: int = 0, progress: bool = True, target: str | None = None,
+                 booster_params: dict[str, Any] | None = None, search: bool = True,
+                 num_threads: int | None = None) -> None:
         task = {head: own for own, head in HEAD_TASKS.items()}.get(task, task)  # single_label_classification too
         if task not in TASKS:
             raise ValueError(f"TabularModel task={task!r}; expected one of {', '.join(TASKS)} (or "
@@ -86,6 +97,13 @@ class TabularModel:
         if twice:
             raise ValueError(f"columns given twice: {', '.join(twice)} (each column has one role).")
         self.n_estimators, self.learning_rate = n_estimators, learning_rate
+        self.booster_params = check_booster_params(booster, booster_params or {})
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise ValueError(f"TabularModel num_threads={num_threads!r}: expected an integer >= 1 or None.")
+        self.search, self.num_threads = search, num_threads
+        self.chosen_params: dict[str, Any] = {}
+        self.search_scores: list[dict[str, Any]] = []
         self.early_stopping_rounds, self.validation_fraction = early_stopping_rounds, validation_fraction
         self.cache_dir, self.seed, self.progress = cache_dir, seed, progress
         self.target = target  # the target column's name, when known (saved; evaluate reads it)
@@ -243,35 +261,72 @@ class TabularModel:
         return self
 
     def _fit_booster(self, X, y, Xv, yv) -> Any:
+        """The booster fitted with the given settings, or (search) the best of the grid on the validation part."""
+        if self.booster_params or not self.search:
+            self.chosen_params = dict(self.booster_params)
+            return self._fit_one(X, y, Xv, yv, self.booster_params)[0]
+        import pandas as pd
+
+        # each setting scored by a 3-fold cross-validation of the training rows (one validation part of a small
+        # table is too noisy to choose on: the search then picked worse settings than the fixed defaults)
+        rows, target = pd.concat([X, Xv]), np.concatenate([y, yv])
+        order = np.random.default_rng(self.seed + 1).permutation(len(rows))
+        parts = np.array_split(order, SEARCH_FOLDS)
+        best = None
+        self.search_scores = []
+        for params in SEARCH_GRIDS[self.booster]:
+            losses = []
+            for k in range(SEARCH_FOLDS):
+                fit = np.concatenate([parts[j] for j in range(SEARCH_FOLDS) if j != k])
+                losses.append(self._fit_one(rows.iloc[fit], target[fit], rows.iloc[parts[k]], target[parts[k]],
+                                            params)[1])
+            score = float(np.mean(losses))
+            self.search_scores.append({**params, "cv_loss": round(score, 6)})
+            if best is None or score < best[0]:
+                best = (score, params)
+        self.chosen_params = dict(best[1])
+        return self._fit_one(X, y, Xv, yv, self.chosen_params)[0]
+
+    def _fit_one(self, X, y, Xv, yv, params: dict[str, Any]) -> tuple[Any, float]:
+        """One booster and its validation loss (squared error, or log loss for classification)."""
         classify = self.task == "classification"
+        threads = {} if self.num_threads is None else {"n_jobs": self.num_threads}
+        rate = params.get("learning_rate", self.learning_rate)
+        rest = {k: v for k, v in params.items() if k != "learning_rate"}
         if self.booster == "lightgbm":
             import lightgbm as lgb
 
             cls = lgb.LGBMClassifier if classify else lgb.LGBMRegressor
-            est = cls(n_estimators=self.n_estimators, learning_rate=self.learning_rate, random_state=self.seed,
-                      verbose=-1, min_child_samples=5)
+            leaf = {} if any(k in _lightgbm_aliases("min_data_in_leaf") for k in rest) else {"min_child_samples": 5}
+            est = cls(n_estimators=self.n_estimators, learning_rate=rate, random_state=self.seed, verbose=-1,
+                      **leaf, **threads, **rest)
             est.fit(X, y, eval_X=Xv, eval_y=yv, callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
-            return est.booster_
-        if self.booster == "xgboost":
+            model, raw = est.booster_, np.asarray(est.booster_.predict(Xv))
+        elif self.booster == "xgboost":
             try:
                 import xgboost as xgb
             except ImportError:
                 raise ImportError("booster='xgboost' needs the xgboost package (pip install xgboost); "
                                   "booster='lightgbm' is installed.") from None
             cls = xgb.XGBClassifier if classify else xgb.XGBRegressor
-            est = cls(n_estimators=self.n_estimators, learning_rate=self.learning_rate, random_state=self.seed,
-                      tree_method="hist", enable_categorical=True, early_stopping_rounds=self.early_stopping_rounds)
+            est = cls(n_estimators=self.n_estimators, learning_rate=rate, random_state=self.seed,
+                      tree_method="hist", enable_categorical=True, early_stopping_rounds=self.early_stopping_rounds,
+                      **threads, **rest)
             est.fit(X, y, eval_set=[(Xv, yv)], verbose=False)
-            return est.get_booster()
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+            model = est.get_booster()
+            raw = np.asarray(model.predict(xgb.DMatrix(Xv, enable_categorical=True)))
+        else:
+            from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+            from threadpoolctl import threadpool_limits
 
-        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
-        est = cls(max_iter=self.n_estimators, learning_rate=self.learning_rate, random_state=self.seed,
-                  categorical_features="from_dtype", early_stopping=True, validation_fraction=self.validation_fraction,
-                  n_iter_no_change=self.early_stopping_rounds)
-        import pandas as pd
-
-        return est.fit(pd.concat([X, Xv]), np.concatenate([y, yv]))
+            cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+            est = cls(max_iter=self.n_estimators, learning_rate=rate, random_state=self.seed,
+                      categorical_features="from_dtype", early_stopping=True,
+                      validation_fraction=self.validation_fraction, n_iter_no_change=self.early_stopping_rounds, **rest)
+            with threadpool_limits(self.num_threads):  # Xv stays out of the fit it scores (hist splits its own)
+                model = est.fit(X, y)
+                raw = model.predict_proba(Xv) if classify else model.predict(Xv)
+        return model, _validation_loss(classify, yv, raw)
 
     def _raw(self, frame: Any, where: str, features: dict[str, np.ndarray] | None = None) -> np.ndarray:
         if self._model is None:
@@ -326,6 +381,7 @@ class TabularModel:
                     "media": self.media, "backbones": self.backbones, "numeric": self.numeric,
                     "categorical": self.categorical, "categories": self.categories, "classes": self.classes,
                     "columns": self.columns_, "projected": sorted(self.projections), "seed": self.seed,
+                    "booster_params": self.chosen_params,
                     "target": self.target}
             (tmp / "tabular.json").write_text(json.dumps(spec, indent=1, default=str))
         return folder
@@ -362,6 +418,7 @@ class TabularModel:
                     audio_model=spec["backbones"]["audio"], dim=spec["dim"], booster=spec["booster"],
                     cache_dir=cache_dir, seed=spec["seed"], target=spec.get("target"))
         model.categories, model.classes, model.columns_ = spec["categories"], spec["classes"], spec["columns"]
+        model.chosen_params = dict(spec.get("booster_params") or {})
         if spec["projected"]:
             tensors = {k: v for k, v in load_safetensors(_inside(folder, "projections.safetensors", path)).items()}
             model.projections = {col: {k: tensors[f"{col}.{k}"].numpy() for k in ("mean", "components")}
@@ -430,6 +487,79 @@ def _check_spec(spec: Any, path: Path, trust_remote_code: bool) -> None:
                              "trust the folder.")
 
 
+SEARCH_FOLDS = 3
+# the booster's main settings a search tries (when no booster_params are given); small on purpose: each is one fit
+SEARCH_GRIDS: dict[str, list[dict[str, Any]]] = {
+    # the fixed defaults (31 leaves, 5 rows per leaf, rate 0.05) are one of the settings: a search can keep them
+    "lightgbm": [{"num_leaves": leaves, "min_child_samples": leaf, "learning_rate": rate}
+                 for leaves, leaf in ((7, 5), (15, 20), (31, 5), (31, 20), (63, 40)) for rate in (0.05, 0.1)],
+    "xgboost": [{"max_depth": depth, "min_child_weight": weight, "learning_rate": rate}
+                for depth, weight in ((3, 1), (6, 1), (6, 5), (8, 10)) for rate in (0.05, 0.1)],
+    "hist": [{"max_leaf_nodes": leaves, "min_samples_leaf": leaf, "learning_rate": rate}
+             for leaves, leaf in ((7, 5), (15, 20), (31, 20), (63, 40)) for rate in (0.05, 0.1)],
+}
+
+
+def _lightgbm_aliases(name: str) -> set[str]:
+    from lightgbm.basic import _ConfigAliases
+
+    return set(_ConfigAliases.get(name)) | {name}
+
+
+def booster_param_names(booster: str) -> set[str]:
+    """Every setting name the booster takes (LightGBM: its parameters and their aliases, and its scikit-learn
+    wrapper's; XGBoost and ``hist``: their scikit-learn estimators')."""
+    if booster == "lightgbm":
+        import lightgbm as lgb
+        from lightgbm.basic import _ConfigAliases
+
+        names = set(lgb.LGBMRegressor().get_params())
+        for canonical, aliases in _ConfigAliases._get_all_param_aliases().items():
+            names |= {canonical, *aliases}
+        return names
+    if booster == "xgboost":
+        import xgboost as xgb
+
+        return set(xgb.XGBRegressor().get_params()) | set(xgb.XGBClassifier().get_params())
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    return set(HistGradientBoostingRegressor().get_params()) | set(HistGradientBoostingClassifier().get_params())
+
+
+# settings TabularModel sets itself (its own arguments), refused as booster_params so each is given in one place
+_OWN_SETTINGS = {"n_estimators", "max_iter", "num_iterations", "num_boost_round", "random_state", "seed",
+                 "early_stopping_rounds", "early_stopping", "n_iter_no_change", "validation_fraction", "n_jobs",
+                 "num_threads", "nthread", "verbose", "verbosity", "categorical_features", "enable_categorical",
+                 "tree_method", "objective", "loss"}
+
+
+def check_booster_params(booster: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` if the booster knows every name; else a ValueError naming the unknown one and close names."""
+    import difflib
+
+    if booster not in BOOSTERS or not params:
+        return dict(params)
+    known = booster_param_names(booster)
+    for name in params:
+        if name in _OWN_SETTINGS:
+            raise ValueError(f"booster setting {name!r} is set by mtransfer itself (n_estimators, early stopping, "
+                             "threads: use TabularModel's own arguments, or --num-threads).")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            raise ValueError(f"booster setting {name!r}: {booster} has no such parameter"
+                             + (f"; did you mean {', '.join(close)}?" if close else "."))
+    return dict(params)
+
+
+def _validation_loss(classify: bool, y: np.ndarray, raw: np.ndarray) -> float:
+    """Squared error (regression) or log loss (classification: binary probabilities or a class matrix)."""
+    if not classify:
+        return float(np.mean((np.asarray(raw, dtype=np.float64) - y) ** 2))
+    p = np.asarray(raw, dtype=np.float64)
+    p = np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), np.asarray(y, dtype=int)], 1e-12, 1.0))))
+
+
 def _model_pair(value: str | None, flag: str) -> tuple[str, str] | None:
     if value is None:
         return None
@@ -457,8 +587,26 @@ def tabular_settings(a: Any) -> tuple[str, str, dict[str, list[str]], dict[str, 
         raise ValueError("--target: which column to predict? (required for a table file)")
     task = a.task or (table.task if table and target == table.target else "regression")
     settings = {k: _model_pair(v, "--" + k.replace("_", "-")) for k, v in models.items()}
-    settings.update(dim=a.dim, booster=a.booster, progress=not a.no_progress)
+    settings.update(dim=a.dim, booster=a.booster, progress=not a.no_progress,
+                    booster_params=parse_booster_params(getattr(a, "booster_params", []), a.booster),
+                    search=not getattr(a, "no_search", False), num_threads=getattr(a, "num_threads", None))
     return target, task, columns, settings
+
+
+def parse_booster_params(pairs: Sequence[str], booster: str) -> dict[str, Any]:
+    """``--booster-param KEY=VALUE`` flags as a dict (values read as YAML), checked against the booster's names."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--booster-param {pair!r}: expected KEY=VALUE, e.g. num_leaves=15.")
+        params[key.strip()] = yaml.safe_load(value)
+    try:
+        return check_booster_params(booster, params)
+    except ValueError as err:
+        raise ValueError(f"--booster-param: {err}") from None
 
 
 def check_target_not_a_feature(target: str, columns: dict[str, Sequence[str]]) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import torch
 
-from mtransfer.checkpoints import Checkpoints, TrainerState, run_identity
+from mtransfer.checkpoints import SAVE_CHECKPOINTS, Checkpoints, TrainerState, run_identity
 from mtransfer.data import CachedFeatureDataset, CachedFrameDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
 from mtransfer.heads import tune_thresholds
 from mtransfer.metrics import compute_metrics, greater_is_better
@@ -39,7 +39,18 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TRACKERS = ("tensorboard",)
 
 
+SMALL_DATA = 10_000  # batchnorm_stats="auto": below this many training examples, a backbone's BN statistics stay frozen
 DEFAULT_CTC_PLATEAU = 0.1  # hypotheses with fewer units than this share of the references': the all-blank plateau
+
+
+def resolve_batchnorm_stats(setting: str, model: torch.nn.Module, train_size: int) -> str | None:
+    """``"frozen"`` or ``"update"`` for a model whose backbone has batch norm (``"auto"``: frozen below
+    :data:`SMALL_DATA` training examples), None for one without."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.adapter.modules()):
+        return None
+    if setting != "auto":
+        return setting
+    return "frozen" if train_size < SMALL_DATA else "update"
 
 
 @dataclass
@@ -92,8 +103,26 @@ class TrainingArguments:
             plateau. A run that never leaves it ends with its last weights and the ``all_blank``
             flag. None: off (every epoch competes on the metric alone).
         load_best_model_at_end: End with the best epoch's weights (needs evaluation data).
-        save_checkpoints: Save a resumable checkpoint (``save_state``) after each epoch.
-        save_total_limit: Checkpoints kept (the latest ones); None keeps all.
+        batchnorm_stats: The running statistics of a backbone's batch-norm layers while it trains:
+            ``"frozen"`` (kept as pretrained: the layers normalise with them, their scale and shift
+            still train), ``"update"`` (they follow each batch, PyTorch's default) or ``"auto"``
+            (frozen when the training set is small, under :data:`SMALL_DATA` examples: statistics
+            of a few small batches replace ImageNet's, and the loss jumps at the unfreeze; Keras'
+            transfer-learning guide keeps them frozen always). Backbones without batch norm
+            (transformers' text and speech encoders, ViT) are unaffected. The choice is in the run
+            record.
+        save_checkpoints: Which checkpoints a run keeps on disk (one is written after every epoch):
+            ``"best"`` (the default): while the run goes, the latest epoch's full, resumable
+            checkpoint and the best epoch's model weights (its optimizer state is dropped once a
+            later epoch is saved); once it finishes, the best and the last epoch's weights alone
+            (two copies of the model); ``"last"``: the latest full
+            checkpoint only (the best epoch's weights are held in memory to restore at the end; a
+            best epoch from before a resume cannot be restored and the run says so);
+            ``"all"``: every epoch's full checkpoint (``save_total_limit`` keeps the latest N,
+            and the best); ``"none"``: no checkpoints (no resume; the best weights in memory).
+            ``True`` / ``False`` mean ``"best"`` / ``"none"``.
+        save_total_limit: With ``save_checkpoints="all"``: full checkpoints kept (the latest ones,
+            besides the best); None keeps every one.
         resume_from_checkpoint: ``"latest"`` or a checkpoint folder to resume from. Resuming loads
             Accelerate's random-number-generator states, stored with pickle: resume only from
             checkpoints you trust (your own runs').
@@ -130,6 +159,7 @@ class TrainingArguments:
     discriminative_lr_decay: float | None = None
     lr_schedule: str = "linear"
     warmup_ratio: float = 0.1
+    batchnorm_stats: str = "auto"
     stlr_cut_frac: float = 0.1
     stlr_ratio: float = 32.0
     batch_size: int = 16
@@ -149,8 +179,8 @@ class TrainingArguments:
     min_epochs: int = 0
     ctc_plateau: float | None = DEFAULT_CTC_PLATEAU
     load_best_model_at_end: bool = True
-    save_checkpoints: bool = True
-    save_total_limit: int | None = 2
+    save_checkpoints: str | bool = "best"
+    save_total_limit: int | None = None
     resume_from_checkpoint: str | None = None
     overwrite_output_dir: bool = False
     tune_thresholds: bool = False
@@ -221,6 +251,12 @@ class TrainingArguments:
             raise bad("min_epochs", f"at most num_epochs ({self.num_epochs})")
         if self.ctc_plateau is not None and (isinstance(self.ctc_plateau, bool) or not 0.0 < self.ctc_plateau < 1.0):
             raise bad("ctc_plateau", "a fraction in (0, 1) or None")
+        if self.batchnorm_stats not in ("auto", "frozen", "update"):
+            raise bad("batchnorm_stats", "'auto', 'frozen' or 'update'")
+        if isinstance(self.save_checkpoints, bool):
+            self.save_checkpoints = "best" if self.save_checkpoints else "none"
+        if self.save_checkpoints not in SAVE_CHECKPOINTS:
+            raise bad("save_checkpoints", f"one of {', '.join(SAVE_CHECKPOINTS)} (or true / false)")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise bad("save_total_limit", "an integer >= 1 or None")
         self.adam_betas = tuple(self.adam_betas)
@@ -235,6 +271,11 @@ class TrainingArguments:
             raise ValueError("TrainingArguments.mixed_precision='fp16' needs a CUDA GPU; on CPU use 'bf16' or 'no'.")
         if self.metrics is not None:
             self.metrics = list(self.metrics)
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether the run writes checkpoints (every ``save_checkpoints`` but ``"none"``)."""
+        return self.save_checkpoints != "none"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -471,7 +512,7 @@ class Trainer:
                 if self.state.stopped_early:
                     break
                 model = self._wrap_for_phase(model, self.plan.phase_at(epoch).trainable)
-                if args.save_checkpoints and self.state.best_epoch is not None:  # its left-out parameters may now train
+                if args.checkpointing and self.state.best_epoch is not None:  # its left-out parameters may now train
                     self.checkpoints.complete(self.state.best_epoch, self.unwrapped, self._untrained_parameters(epoch))
                 record = self._train_epoch(model, optimizer, train_dl, eval_dl, epoch)
                 self._end_epoch(record, epoch)
@@ -532,12 +573,15 @@ class Trainer:
     def _start(self) -> None:
         """A fresh state, or the checkpoint's after checking it belongs to this run; trackers; callbacks."""
         args, accelerator = self.args, self.accelerator
+        self.batchnorm_stats = resolve_batchnorm_stats(args.batchnorm_stats, self.unwrapped, len(self.train_dataset))
+        self.unwrapped.frozen_norm_stats = self.batchnorm_stats == "frozen"
         adapter = self.unwrapped.adapter
         model_config = {k: v for k, v in self.unwrapped.get_config().items() if k != "mtransfer_version"}
         identity = run_identity(args.to_dict(), model_config,
                                 {"train": _data_fingerprint(adapter, self.train_dataset),
                                  "eval": _data_fingerprint(adapter, self.eval_dataset)})
-        self.checkpoints = Checkpoints(args.output_dir, accelerator, identity, args.save_total_limit)
+        self.checkpoints = Checkpoints(args.output_dir, accelerator, identity, args.save_total_limit,
+                                       keep=args.save_checkpoints)
         self._best_state = None
         if args.resume_from_checkpoint:
             self.state = self.checkpoints.resume(args.resume_from_checkpoint, self.unwrapped)
@@ -549,7 +593,7 @@ class Trainer:
                 self.scheduler.step()
         else:
             self.state = TrainerState()
-            if args.save_checkpoints:
+            if args.checkpointing:
                 self.checkpoints.start_fresh(args.overwrite_output_dir)
         if args.report_to:
             accelerator.init_trackers(args.run_name or Path(args.output_dir).name, config=_tracker_config(args))
@@ -649,7 +693,7 @@ class Trainer:
         if self.accelerator.is_local_main_process:  # the epoch's metrics, with or without progress bars
             shown = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "seconds")
             tqdm.write(f"epoch {epoch + 1}/{args.num_epochs} [{record['phase']}] {shown}  ({record['seconds']:.1f}s)")
-        if args.save_checkpoints:
+        if args.checkpointing:
             self.checkpoints.save(epoch, self.state, keep_epoch=self.state.best_epoch, model=self.unwrapped,
                                   unchanged=self._untrained_parameters(epoch))
         for cb in self.callbacks:
@@ -724,7 +768,7 @@ class Trainer:
         if not record.get("on_plateau") and (best is None or sign * (value - best) > args.early_stopping_threshold):
             state.best_value, state.best_epoch = float(value), record["epoch"]
             state.epochs_without_improvement = 0
-            if args.load_best_model_at_end and not args.save_checkpoints:  # no checkpoint to restore it from
+            if args.load_best_model_at_end and args.save_checkpoints in ("none", "last"):  # none on disk to restore
                 self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.unwrapped.state_dict().items()}
             return
         state.epochs_without_improvement += 1
@@ -737,6 +781,10 @@ class Trainer:
         if self._best_state is not None:
             self.unwrapped.load_state_dict(self._best_state)
             self._best_state = None
+        elif self.args.save_checkpoints == "last" and not self.checkpoints.has_weights(self.state.best_epoch):
+            self.accelerator.print(f"note: the best epoch ({self.state.best_epoch}) came before the resume and "
+                                   "save_checkpoints='last' kept no copy of its weights: the run ends with the last "
+                                   "epoch's weights")
         else:
             self.checkpoints.restore_weights(self.unwrapped, self.state.best_epoch)
 
@@ -759,6 +807,8 @@ class Trainer:
 
                 plot_path = str(plot_learning_curve(self.state.history, out_dir / "learning_curve.png", self.best_metric))
             record.save(out_dir / RECORD_FILE)
+            if args.save_checkpoints == "best":  # finished: nothing to resume, the epochs' weights are what is left
+                self.checkpoints.finish()
         accelerator.wait_for_everyone()
         if args.report_to and accelerator.is_main_process:
             for tracker in accelerator.trackers:  # flush and close; the process group stays up for later evaluation
@@ -797,7 +847,8 @@ class Trainer:
             best=BestEpoch(self.best_metric if self.eval_dataset is not None else None, self.state.best_value,
                            self.state.best_epoch),
             final_eval=final, weights_epoch=weights_epoch, weights_are_best=use_best,
-            stopped_early=self.state.stopped_early, train_seconds=seconds, flags=flags)
+            stopped_early=self.state.stopped_early, train_seconds=seconds, flags=flags,
+            batchnorm_stats=getattr(self, "batchnorm_stats", None))
 
     # --- evaluation ---------------------------------------------------------------------
     def _gather_outputs(self, model, dataloader) -> tuple[torch.Tensor, torch.Tensor]:

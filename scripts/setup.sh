@@ -3,7 +3,8 @@
 # Python virtual environment at .venv with the pinned stack. Idempotent: a second run
 # checks what is there and downloads nothing.
 #
-#   bash scripts/setup.sh            # runtime + test dependencies
+#   bash scripts/setup.sh              # runtime + test dependencies
+#   bash scripts/setup.sh --festival   # also every Festival voice of the second speech corpus (~400 MB)
 #
 # Environment: MTRANSFER_VENV (default: <repo>/.venv), PYTHON (default: python3.11 or python3).
 set -euo pipefail
@@ -12,7 +13,17 @@ venv="${MTRANSFER_VENV:-$root/.venv}"
 python_bin="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 # --- system packages --------------------------------------------------------------------
-apt_packages=(ffmpeg espeak-ng sox fortunes fortunes-de fortunes-es fortunes-it fortunes-ru)
+# festival with two small voices (Italian, English): the tests build a small corpus with them
+apt_packages=(ffmpeg espeak-ng sox fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
+              festival festvox-italp16k festvox-kallpc16k)
+if [ "${1:-}" = "--festival" ]; then  # the voices of mtransfer.builtins.festival_corpus.FESTIVAL_PACKAGES
+    apt_packages+=(festival-hi festival-mr festival-te festival-czech festival-ca festvox-hi-nsk festvox-mr-nsk
+                   festvox-te-nsk festvox-ru festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph
+                   festvox-ca-ona-hts festvox-suopuhe-lj festvox-suopuhe-mv festvox-itapc16k festvox-kdlpc16k
+                   festvox-us-slt-hts)
+elif [ -n "${1:-}" ]; then
+    echo "setup.sh: unknown option $1 (expected --festival or nothing)" >&2; exit 2
+fi
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

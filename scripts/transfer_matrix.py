@@ -1,4 +1,4 @@
-"""The source-language transfer matrix on espeak-ng speech, and how well each source ranker predicted it.
+"""The source-language transfer matrix on synthetic speech, and how well each source ranker predicted it.
 
 Runs (or resumes) mtransfer.experiments.transfer_matrix.run_transfer_matrix, then ranks the sources for every
 target with each ranker and checks each ranking against the measured CER reductions (Kendall tau,
@@ -34,6 +34,12 @@ reduced configuration for a quick look:
 
     .venv/bin/python scripts/transfer_matrix.py --sources bn hi de --targets as mr --seeds 0 1 \\
         --source-utterances 100 --source-epochs 8 --workers 2 --output-dir /tmp/matrix-small
+
+The same check on a second, independent corpus (Festival's voices built from human recordings, texts
+the espeak corpus does not use; ``bash scripts/setup.sh --festival`` installs them):
+
+    .venv/bin/python scripts/transfer_matrix.py --synthesizer festival --sources hi te ru cs ca fi \\
+        --targets mr it --workers 2 --output-dir outputs/matrix-festival
 
 On a scheduler (a Slurm job array, a Ray task or a Kubernetes indexed job per cell), with the same
 settings in every call: ``--list-cells`` prints the cells in dependency order (index, name, the
@@ -98,8 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "run's best; patience starts after it); 0: off, as the matrices measured before the rule")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes training cells side by side (0: one per GPU, else one per CPU core, at most 8)")
-    ap.add_argument("--per-language", type=int, default=400,
-                    help="utterances per language in the espeak-ng corpus (6 train / 1 validation / 1 test speakers)")
+    ap.add_argument("--synthesizer", choices=["espeak", "festival"], default=d.synthesizer,
+                    help="the corpus: espeak-ng (the published matrix) or Festival (a second, independent corpus: "
+                         "voices from human recordings, other texts; needs bash scripts/setup.sh --festival)")
+    ap.add_argument("--per-language", type=int, default=None,
+                    help="utterances per language in the corpus (6 train / 1 validation / 1 test speakers; "
+                         "default 400 for espeak, 360 for festival)")
     ap.add_argument("--num-threads", type=int, default=None,
                     help="torch threads per worker (or per --cell run); default: the cores shared out among the workers")
     ap.add_argument("--list-cells", action="store_true",
@@ -123,7 +133,7 @@ def settings_of(a: argparse.Namespace):
                           scratch_epochs=a.scratch_epochs, source_lr=a.source_lr, target_lr=a.target_lr,
                           scratch_lr=a.scratch_lr, source_patience=a.source_patience, patience=a.patience,
                           scratch_patience=a.scratch_patience, min_epochs=a.min_epochs, batch_size=a.batch_size,
-                          ctc_plateau=a.ctc_plateau or None,
+                          ctc_plateau=a.ctc_plateau or None, synthesizer=a.synthesizer,
                           ceiling=not a.no_ceiling, pooled=not a.no_pooled and a.units == "characters")
 
 
@@ -135,6 +145,14 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def corpus_of(settings, per_language: int | None, build: bool = True):
+    """The settings' synthesizer's corpus of their languages (built into the cache on first use)."""
+    from mtransfer.experiments.transfer_matrix import SYNTHESIZERS
+
+    size = {} if per_language is None else {"per_language": per_language}
+    return SYNTHESIZERS[settings.synthesizer](settings.languages, build=build, **size)
+
+
 def list_cells(settings) -> None:
     from mtransfer.experiments.transfer_matrix import plan_cells
 
@@ -144,19 +162,19 @@ def list_cells(settings) -> None:
 
 def one_cell(a: argparse.Namespace, settings, out: Path) -> None:
     """``--cell``: one cell, as one task of a scheduler's array."""
-    from mtransfer.experiments.transfer_matrix import check_settings, espeak_corpus, find_cell, run_cell
+    from mtransfer.experiments.transfer_matrix import check_settings, find_cell, run_cell
 
     if LAUNCHED is not None:
         raise ValueError("--cell trains one cell in one process; run it without accelerate launch / torchrun.")
     cell = find_cell(settings, a.cell)  # an unknown cell stops here, before the folder or the corpus
     check_settings(settings, out)
-    corpus = espeak_corpus(settings.languages, a.per_language)
+    corpus = corpus_of(settings, a.per_language)
     if run_cell(settings, out, corpus, a.cell, wait=a.wait, progress=a.progress, num_threads=a.num_threads) == "done":
         print(f"{cell.name}: already trained in {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mtransfer.experiments.transfer_matrix import check_settings, espeak_corpus, run_transfer_matrix, work_cells
+    from mtransfer.experiments.transfer_matrix import check_settings, run_transfer_matrix, work_cells
 
     a = parse_args(argv)
     settings = settings_of(a)  # bad settings stop here, before the corpus or any training
@@ -170,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     timings: dict[str, float] = {}
     if LAUNCHED is not None:
         rank, world = LAUNCHED
-        corpus = espeak_corpus(settings.languages, a.per_language, build=rank == 0)
+        corpus = corpus_of(settings, a.per_language, build=rank == 0)
         timings["corpus_s"] = time.perf_counter() - began
         threads = a.num_threads or max(1, (os.cpu_count() or 1) // world)
         work_cells(settings, out, corpus, progress=a.progress, num_threads=threads, worker=f"[process {rank}] ")
@@ -178,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         workers = world
     else:
-        corpus = espeak_corpus(settings.languages, a.per_language)
+        corpus = corpus_of(settings, a.per_language)
         timings["corpus_s"] = time.perf_counter() - began
         workers = a.workers or default_workers()
     t = time.perf_counter()

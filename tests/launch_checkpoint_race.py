@@ -35,7 +35,7 @@ def main(bert: str, out: str) -> None:
     val = mt.load_labeled(topic_examples(rng, 4), label_names=train.label_names)
     model = mt.TransferModel.from_backbone("text", bert, labels=train.label_names, seed=0)
     args = mt.TrainingArguments(output_dir=out, strategy="full", num_epochs=2, learning_rate=1e-3, batch_size=8,
-                                progress_bar=False, report_to=[], plot=False, save_checkpoints=True)
+                                progress_bar=False, report_to=[], plot=False, save_checkpoints="all")
     trainer = mt.Trainer(model, args, train, val)
     trainer.train()
     Path(out, f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps({"done": True}))

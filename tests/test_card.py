@@ -148,3 +148,17 @@ def test_card_names_the_base_model_by_hub_id_never_a_local_path_and_labels_split
         assert f"| metric | validation ({record.eval_samples} examples) | test (21 examples) |" in text
         assert "| accuracy | " in text and " | 0.5000 |" in text
         assert "on the validation data" in text
+
+
+def test_an_image_card_says_how_images_are_read_and_what_batch_norm_did(shape_data, tmp_path):
+    from mtransfer.card import model_card_text
+    from tests.tiny import make_small_cnn
+
+    train = mt.load_labeled(shape_data[0], input_column="image")
+    model = mt.TransferModel.from_backbone("torch", make_small_cnn(), labels=train.label_names, image_size=32, seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path), strategy="full", num_epochs=1, learning_rate=1e-3,
+                                batch_size=12, progress_bar=False, report_to=[], plot=False, save_checkpoints=False)
+    mt.Trainer(model, args, train).train()
+    text = model_card_text(tmp_path)
+    assert "then `convert(\"RGB\")`, so the alpha channel of RGBA / LA / transparent-palette images is dropped" in text
+    assert "- batch-norm statistics while the backbone trained: frozen" in text

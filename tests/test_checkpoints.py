@@ -23,7 +23,7 @@ class _RunsCode:
 @pytest.fixture()
 def interrupted(tiny_bert, topic_data, tmp_path):
     """A 2-epoch frozen run's folder holding only its first checkpoint, as a run killed in epoch 2 leaves it."""
-    common = dict(strategy="frozen", num_epochs=2, save_checkpoints=True)
+    common = dict(strategy="frozen", num_epochs=2, save_checkpoints="all")
     make(tiny_bert, topic_data, tmp_path, **common).train()
     root = tmp_path / "run" / "checkpoints"
     shutil.rmtree(root / "epoch_2")

@@ -27,6 +27,39 @@ def test_every_verb_has_help(verb, capsys):
     assert "usage: mtransfer " + verb in capsys.readouterr().out
 
 
+def test_modalities_table_is_the_registry():
+    from mtransfer.adapters import ADAPTERS, get_adapter_class
+    from mtransfer.modalities import BUILTIN_MODALITIES
+
+    for name in BUILTIN_MODALITIES:
+        get_adapter_class(name)
+    assert set(BUILTIN_MODALITIES) == set(ADAPTERS)
+    for name, (summary, column) in BUILTIN_MODALITIES.items():
+        assert (ADAPTERS[name].summary, ADAPTERS[name].default_input_column) == (summary, column)
+
+
+@pytest.mark.parametrize("argv", [["modalities"], ["--help"], *[[verb, "--help"] for verb in (
+    "demo", "train", "pretrain", "evaluate", "predict", "rank-sources", "rank-models", "adapt-speech", "tabular", "card",
+    "push", "export")]])
+def test_commands_that_load_no_model_import_no_torch(argv):
+    code = ("import sys\nfrom mtransfer.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'numpy', 'accelerate', 'datasets') if m in sys.modules)\n"
+            "print('HEAVY', heavy)" % (argv,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "HEAVY []"
+    if argv == ["modalities"]:
+        assert out.splitlines()[0].startswith("text            a transformers text encoder") and len(out.splitlines()) == 7
+
+
+def test_a_text_model_loads_without_the_other_adapters(tiny_bert):
+    code = ("import sys\nfrom mtransfer.model import TransferModel\n"
+            "m = TransferModel.from_backbone('text', %r, labels=['a', 'b'])\n"
+            "print(sorted(k for k in sys.modules if k.startswith(('mtransfer.adapters.', 'timm', "
+            "'sentence_transformers', 'gensim'))))" % str(tiny_bert))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['mtransfer.adapters.base', 'mtransfer.adapters.text']"
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("mtransfer")  # the entry point pip installed, not python -m
     assert script.is_file(), f"no console script {script}"
@@ -64,6 +97,20 @@ def test_train_evaluate_predict_round_trip(tiny_bert, topic_data, tmp_path, caps
     assert [r["input"] for r in rows] == ["bread cheese soup the", "goal match team a"]
     assert set(rows[0]["scores"]) == {"food", "science", "sport"}
     assert sum(rows[0]["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("keep, kept", [("last", ["epoch_3"]), ("all", ["epoch_1", "epoch_2", "epoch_3"]), ("none", [])])
+def test_save_checkpoints_flag(keep, kept, tiny_bert, topic_data, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", topic_data[0])
+    valid = write_csv(tmp_path / "valid.csv", topic_data[1])
+    assert main(["train", "--model", str(tiny_bert), "--train", str(train), "--validation", str(valid),
+                 "--output-dir", str(tmp_path / "out"), "--strategy", "two_stage", "--head-epochs", "1", "--epochs", "3",
+                 "--no-progress", "--set", "report_to=", "--save-checkpoints", keep]) == 0
+    root = tmp_path / "out" / "checkpoints"
+    assert (sorted(p.name for p in root.iterdir()) if root.exists() else []) == kept
+    with pytest.raises(SystemExit):
+        main(["train", "--save-checkpoints", "epoch"])
+    assert "argument --save-checkpoints: invalid choice: 'epoch'" in capsys.readouterr().err
 
 
 def test_train_errors_are_one_line_and_exit_2(tiny_bert, tmp_path, capsys):

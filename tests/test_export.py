@@ -43,6 +43,61 @@ def test_image_export_gives_the_same_pipeline_scores(arch, tiny_vision, shape_da
     assert pipe.model.config.problem_type == "single_label_classification"
 
 
+def _image_files(folder, seed=0):
+    """Image files in every mode a user's folder holds: RGB, RGBA and LA with transparent pixels of random colour
+    underneath, P with a transparent palette entry, L, CMYK, 16-bit grayscale PNG, and an EXIF-rotated JPEG."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    def pixels(channels, dtype=np.uint8, high=256):
+        return rng.integers(0, high, size=(20 + int(rng.integers(0, 20)), 24, channels)).astype(dtype)
+
+    for i in range(3):
+        rgba = pixels(4)
+        rgba[..., 3] = np.where(rng.random(rgba.shape[:2]) < 0.4, 0, rgba[..., 3])  # transparent, colour beneath
+        made = {"rgb": Image.fromarray(pixels(3)), "rgba": Image.fromarray(rgba, "RGBA"),
+                "la": Image.fromarray(rgba[..., [0, 3]], "LA"), "l": Image.fromarray(pixels(1)[..., 0], "L"),
+                "cmyk": Image.fromarray(pixels(4), "CMYK"),
+                "i16": Image.fromarray(pixels(1, np.uint16, 65536)[..., 0])}
+        palette = Image.fromarray(pixels(3)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        palette.info["transparency"] = 3
+        made["p"] = palette
+        for name, image in made.items():
+            path = folder / f"{name}{i}.{'jpg' if name == 'cmyk' else 'png'}"
+            image.save(path)
+            paths.append(path)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+        path = folder / f"exif{i}.jpg"
+        Image.fromarray(pixels(3)).save(path, exif=exif)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_every_image_mode_scores_the_same_through_the_exported_pipeline(arch, tiny_vision, tmp_path):
+    """An export used to disagree with mtransfer on RGBA files (mtransfer composited them over white, the pipeline
+    drops the alpha channel) and on EXIF-rotated photos (the pipeline turns them upright)."""
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    from mtransfer.export import export_transformers
+
+    paths = _image_files(tmp_path / "images")
+    assert {Image.open(p).mode for p in paths} >= {"RGB", "RGBA", "LA", "P", "L", "CMYK", "I;16"}
+    model = mt.TransferModel.from_backbone("image", tiny_vision(arch), labels=["a", "b", "c"], seed=0)
+    pipe = pipeline("image-classification", model=str(export_transformers(model, tmp_path / "hf")))
+    got = pipeline_scores(pipe([str(p) for p in paths], top_k=None), model.label_names)
+    ours = model.predict_proba([str(p) for p in paths])
+    differ = [p.name for p, a, b in zip(paths, got, ours) if not torch.allclose(a, b, atol=1e-5)]
+    assert not differ, f"{len(differ)} of {len(paths)} files score differently: {differ}"
+
+
 def test_regression_and_multilabel_exports_come_out_right(tiny_vision, shape_data, tmp_path):
     import torch
     from PIL import Image
@@ -103,6 +158,27 @@ def test_text_export_when_the_classifier_reads_the_same_feature(tiny_bert, tmp_p
     with pytest.raises(ValueError, match="an MLP head has no transformers-native form"):
         export_transformers(mlp, tmp_path / "no")
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_export_names_no_local_path_and_no_loading_flag(native, run_dir, tiny_bert, tmp_path):
+    """An export goes to the Hub as written: config.json used to hold the run folder (a sub-config's _name_or_path)
+    and tokenizer_config.json is_local / local_files_only."""
+    if native:  # a pooler-pooled model: BertForSequenceClassification
+        model_dir = tmp_path / "run" / "model"
+        mt.TransferModel.from_backbone("text", tiny_bert, labels=["neg", "pos"], pooling="pooler", seed=0,
+                                       max_length=8).save_pretrained(model_dir)
+    else:  # the trained run (mean pooling: the custom head), whose card the export writes
+        model_dir = run_dir / "model"
+    assert main(["export", "--model-dir", str(model_dir), "--output", str(tmp_path / "hf")]) == 0
+    files = [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"config.json", "tokenizer_config.json", "model.safetensors",
+                                       *([] if native else ["README.md", "hf_custom.py"])}
+    for path in files:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        # (the card's example may load the export folder itself by its path: that is where the user put it)
+        for needle in (str(model_dir.parent), str(tiny_bert), "local_files_only", '"is_local"', "_name_or_path"):
+            assert needle not in text, f"{path.name} holds {needle!r}"
 
 
 LONG = "bread cheese soup goal match team atom energy " * 4  # 32 words, far over max_length=8

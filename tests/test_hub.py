@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,37 @@ def test_push_to_an_unreachable_hub_fails_in_one_line(run_dir):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mtransfer push: error: Cannot push") and "127.0.0.1:9" in err[0]
     assert "Traceback" not in proc.stderr and "hf_secret_token_value" not in proc.stderr + proc.stdout
+
+
+def test_a_pushed_card_loads_the_repo_not_the_local_folder(run_dir, tmp_path, monkeypatch):
+    """A card written without --repo-id loads the folder by its path; pushed as is, that path (the user's
+    machine) went to the Hub in the card's example."""
+    import huggingface_hub
+
+    folder = tmp_path / "export"
+    assert main(["export", "--model-dir", str(run_dir / "model"), "--output", str(folder)]) == 0  # with its card
+    card = folder / "README.md"
+    assert str(folder) in card.read_text()
+    sent = {}
+
+    class FakeApi:
+        endpoint = "https://hub.example"
+
+        def __init__(self, *a, **k):
+            pass
+
+        def create_repo(self, *a, **k):
+            pass
+
+        def create_commit(self, repo_id, operations, **k):
+            for op in operations:
+                payload = op.path_or_fileobj
+                sent[op.path_in_repo] = payload if isinstance(payload, bytes) else Path(payload).read_bytes()
+            return type("Info", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert main(["push", "--folder", str(folder), "--repo-id", "me/topic-bert"]) == 0
+    assert sorted(sent) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    pushed = sent["README.md"].decode()
+    assert str(folder) not in pushed and str(tmp_path) not in pushed and '"me/topic-bert"' in pushed
+    assert card.read_text() != pushed  # the local card is left as it was

@@ -16,9 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mtransfer"
 
 # bottom to top; a module belongs to the layer of the longest prefix listed (README, "Layout")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("atomic", "locks", "weight_files", "record", "schedules", "metrics", "plots", "hub", "media", "cache",
+    ("foundation", ("atomic", "lazy", "locks", "weight_files", "record", "schedules", "metrics", "plots", "hub", "media", "cache",
                     "speech.vocabulary", "speech.ctc", "speech.decoding")),
-    ("registry", ("builtins", "backbones", "speech.presets")),
+    ("registry", ("builtins", "backbones", "modalities", "speech.presets")),
     ("models", ("adapters", "heads", "hf_custom", "tasks", "model", "strategies", "data", "speech.data")),
     ("core", ("training", "checkpoints", "config", "linear", "sklearn", "tabular", "ranking", "export", "card",
               "self_taught", "speech.pretrain", "speech")),

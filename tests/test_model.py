@@ -74,8 +74,9 @@ def test_builtin_names_resolve_in_one_place_for_the_modalities_that_read_them():
     assert resolve_model("builtin:efficientnet-lite0", "torch") == "efficientnet_lite0"
     assert resolve_model("some/hub-id", "text") == "some/hub-id"
     assert {"builtin:minilm", "builtin:efficientnet-lite0", "builtin:w2v-bert-small"} <= set(MODELS)
-    with pytest.raises(ValueError, match="builtin:efficientnet-lite0 is read by the 'torch' modality, not 'image'"):
-        TransferModel.from_backbone("image", "builtin:efficientnet-lite0", labels=2)
+    with pytest.raises(ValueError, match="builtin:efficientnet-lite0 is read by the 'torch' or 'image' modality, not "
+                                         "'text'"):
+        TransferModel.from_backbone("text", "builtin:efficientnet-lite0", labels=2)
     with pytest.raises(ValueError, match="unknown builtin model 'builtin:bert'; expected one of builtin:minilm, "):
         TransferModel.from_backbone("text", "builtin:bert", labels=2)
 

@@ -65,7 +65,7 @@ def test_checkpoints_print_no_shared_tensor_note_and_resume_exactly(tiny_sentenc
 
     train = mt.load_labeled(topic_data[0])
     settings = dict(strategy="full", num_epochs=2, learning_rate=1e-3, batch_size=16, progress_bar=False, report_to=[],
-                    plot=False, save_checkpoints=True)
+                    plot=False, save_checkpoints="all")
 
     def run(out, **extra):
         model = mt.TransferModel.from_backbone("sentence", tiny_sentence, labels=train.label_names, seed=0)

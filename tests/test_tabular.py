@@ -362,3 +362,64 @@ def test_read_table_takes_relative_media_paths_against_the_tables_folder(tmp_pat
     frame = read_table("data/t.csv")
     assert frame["image"].tolist() == [str(tmp_path / "data" / "img" / "a.png"), "/abs/b.png"]
     assert frame["note"].tolist() == ["see b.png", "plain"] and frame["y"].tolist() == [1, 2]
+
+
+def test_booster_settings_are_checked_by_name_and_searched_when_none_given(houses, tmp_path):
+    from mtransfer.tabular import SEARCH_GRIDS
+
+    train, valid = houses.iloc[:120], houses.iloc[120:]
+    cols = dict(numeric_columns=["area"], categorical_columns=["city"], progress=False, n_estimators=200,
+                early_stopping_rounds=20)
+    searched = TabularModel("regression", **cols).fit(train, train["price"])
+    grid = SEARCH_GRIDS["lightgbm"]
+    assert len(searched.search_scores) == len(grid) and searched.chosen_params in grid
+    best = min(searched.search_scores, key=lambda r: r["cv_loss"])
+    assert searched.chosen_params == {k: best[k] for k in grid[0]}
+    given = TabularModel("regression", booster_params={"num_leaves": 4, "min_data_in_leaf": 30}, **cols)
+    given.fit(train, train["price"])
+    assert given.search_scores == [] and given.chosen_params == {"num_leaves": 4, "min_data_in_leaf": 30}
+    assert given._model.params["num_leaves"] == 4  # reached LightGBM (and min_child_samples=5 did not override)
+    assert all(t["num_leaves"] <= 4 for t in given._model.dump_model()["tree_info"])
+    fixed = TabularModel("regression", search=False, **cols).fit(train, train["price"])
+    assert fixed.chosen_params == {} and fixed._model.params["num_leaves"] == 31
+    given.save(tmp_path / "m")
+    assert TabularModel.load(tmp_path / "m").chosen_params == {"num_leaves": 4, "min_data_in_leaf": 30}
+    np.testing.assert_allclose(TabularModel.load(tmp_path / "m").predict(valid), given.predict(valid))
+    with pytest.raises(ValueError, match="booster setting 'num_leafs': lightgbm has no such parameter; did you mean "
+                                         "num_leaf, num_leaves"):
+        TabularModel("regression", booster_params={"num_leafs": 8}, **cols)
+    with pytest.raises(ValueError, match="booster setting 'n_estimators' is set by mtransfer itself"):
+        TabularModel("regression", booster_params={"n_estimators": 8}, **cols)
+    with pytest.raises(ValueError, match="booster setting 'max_leaf_node': hist has no such parameter; did you mean "
+                                         "max_leaf_nodes"):
+        TabularModel("regression", booster="hist", booster_params={"max_leaf_node": 8}, **cols)
+
+
+def test_cli_tabular_threads_and_booster_params(houses, tmp_path, capsys, monkeypatch):
+    import json
+
+    import lightgbm as lgb
+
+    from mtransfer.cli import main
+
+    seen = []
+    real = lgb.LGBMRegressor.fit
+
+    def spy(self, *args, **kw):
+        seen.append(self.get_params())
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(lgb.LGBMRegressor, "fit", spy)
+    houses.to_csv(tmp_path / "train.csv", index=False)
+    args = ["tabular", "--train", str(tmp_path / "train.csv"), "--target", "price", "--numeric-column", "area",
+            "--categorical-column", "city", "--folds", "2", "--output-dir", str(tmp_path / "out"), "--no-progress",
+            "--num-threads", "1"]
+    assert main(args + ["--booster-param", "num_leaves=6", "--booster-param", "min_data_in_leaf=12"]) == 0
+    assert seen and all(kw["n_jobs"] == 1 and kw["num_leaves"] == 6 and kw["min_data_in_leaf"] == 12 for kw in seen)
+    result = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert result["booster_params"] == {"num_leaves": 6, "min_data_in_leaf": 12}
+    capsys.readouterr()
+    assert main(args + ["--booster-param", "leaves=6"]) == 2
+    assert "--booster-param: booster setting 'leaves': lightgbm has no such parameter" in capsys.readouterr().err
+    assert main(args + ["--booster-param", "num_leaves"]) == 2
+    assert "--booster-param 'num_leaves': expected KEY=VALUE" in capsys.readouterr().err

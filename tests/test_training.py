@@ -142,7 +142,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_bert, topic_data, tmp_
 
 
 def test_checkpoints_rotate_and_resume_errors(tiny_bert, topic_data, tmp_path):
-    trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints=True,
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints="all",
                    save_total_limit=2)
     trainer.train()
     root = tmp_path / "run" / "checkpoints"
@@ -152,6 +152,86 @@ def test_checkpoints_rotate_and_resume_errors(tiny_bert, topic_data, tmp_path):
     assert state["epoch"] == 2 and state["global_step"] == 27
     with pytest.raises(FileNotFoundError, match="no checkpoint under"):
         make(tiny_bert, topic_data, tmp_path / "fresh", resume_from_checkpoint="latest").train()
+
+
+class SpoilHead(TrainerCallback):
+    """Ruins the head at the start of epoch ``at`` (0-based): a best epoch before it, on any device's arithmetic."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_begin(self, trainer, epoch):
+        if epoch == self.at:
+            with torch.no_grad():
+                for p in trainer.accelerator.unwrap_model(trainer.model).head.parameters():
+                    p.mul_(-5.0)
+
+
+def _folder_bytes(path):
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("keep", ["best", "last", "all", "none"])
+def test_save_checkpoints_keeps_what_it_says_and_the_run_ends_on_its_best_epoch(keep, tiny_bert, topic_data, tmp_path):
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=4, save_checkpoints=keep,
+                   learning_rate=1e-2, lr_schedule="constant", warmup_ratio=0.0, metric_for_best_model="loss")
+    sizes = {}
+
+    class Look(TrainerCallback):  # what is on disk after each epoch's save, while the run goes
+        def on_epoch_end(self, trainer, epoch, record):
+            root = tmp_path / "run" / "checkpoints"
+            sizes[epoch + 1] = {p.name: (_folder_bytes(p), (p / "weights_only.json").is_file())
+                                for p in root.iterdir()} if root.exists() else {}
+
+    trainer.callbacks += [SpoilHead(3), Look()]
+    res = trainer.train()
+    assert res.best_epoch < 4
+    assert res.final_metrics["eval_loss"] == pytest.approx(res.history[res.best_epoch - 1]["eval_loss"], rel=1e-6)
+    root = tmp_path / "run" / "checkpoints"
+    kept = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    best = f"epoch_{res.best_epoch}"
+    assert kept == {"best": sorted([best, "epoch_4"]), "last": ["epoch_4"], "all": [f"epoch_{e}" for e in range(1, 5)],
+                    "none": []}[keep]
+    if keep == "best":
+        # while the run went: the latest full (resumable), the best as weights alone (Adam's two moments gone)
+        during = sizes[4]
+        assert sorted(during) == sorted([best, "epoch_4"]) and during["epoch_4"][1] is False and during[best][1] is True
+        assert during[best][0] < during["epoch_4"][0] / 2
+        # once it finished: both as weights alone (the frozen backbone is left out, listed)
+        for name in (best, "epoch_4"):
+            assert sorted(p.name for p in (root / name).iterdir()) == [
+                "model.safetensors", "trainer_state.json", "unchanged_parameters.json", "weights_only.json"]
+        with pytest.raises(ValueError, match=r"resume_from_checkpoint='latest': the run in .* finished; its checkpoints "
+                                             r"hold the weights of epochs .* only, so there is nothing to resume"):
+            make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=4, save_checkpoints=keep,
+                 learning_rate=1e-2, lr_schedule="constant", warmup_ratio=0.0, metric_for_best_model="loss",
+                 resume_from_checkpoint="latest").train()
+        with pytest.raises(ValueError, match=f"resume_from_checkpoint='{root / best}': holds the best epoch's weights "
+                                             "only"):
+            make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=4, save_checkpoints=keep,
+                 learning_rate=1e-2, lr_schedule="constant", warmup_ratio=0.0, metric_for_best_model="loss",
+                 resume_from_checkpoint=str(root / best)).train()
+
+
+def test_save_checkpoints_last_says_when_a_resume_lost_the_best_epoch(tiny_bert, topic_data, tmp_path, capsys):
+    common = dict(strategy="frozen", num_epochs=3, save_checkpoints="last", learning_rate=1e-2, lr_schedule="constant",
+                  warmup_ratio=0.0, metric_for_best_model="loss")
+
+    class Kill(TrainerCallback):
+        def on_epoch_begin(self, trainer, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    first = make(tiny_bert, topic_data, tmp_path, **common)
+    first.callbacks += [SpoilHead(1), Kill()]  # epoch 1 is the best; epoch 2's checkpoint replaces it
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    assert first.state.best_epoch == 1
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_2"]
+    res = make(tiny_bert, topic_data, tmp_path, resume_from_checkpoint="latest", **common).train()
+    assert res.best_epoch == 1
+    assert ("the best epoch (1) came before the resume and save_checkpoints='last' kept no copy of its weights: the "
+            "run ends with the last epoch's weights") in capsys.readouterr().out
 
 
 def test_early_stopping_and_best_model(tiny_bert, topic_data, tmp_path):
@@ -252,6 +332,7 @@ def test_multilabel_with_tuned_thresholds(tiny_bert, topic_data, tmp_path):
     ("discriminative_lr_decay", 0.5, r"discriminative_lr_decay=0.5: expected a factor >= 1.0"),
     ("mixed_precision", "fp8", r"mixed_precision='fp8'"),
     ("report_to", ["wandb"], r"report_to=\['wandb'\]"),
+    ("save_checkpoints", "epoch", r"save_checkpoints='epoch': expected one of best, last, all, none \(or true / false\)"),
 ])
 def test_invalid_settings_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -375,13 +456,13 @@ def test_best_weights_go_back_into_the_live_model_of_a_backbone_that_cannot_be_r
 
 def test_a_new_run_never_mixes_with_an_older_runs_checkpoints(tiny_bert, topic_data, tmp_path):
     """A new run used to delete its own first checkpoint (rotation saw the old ones) and resume loaded the old run."""
-    make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints=True).train()
+    make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints="all").train()
     with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(epoch_1, epoch_2, epoch_3\)"):
-        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True).train()
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all").train()
     with pytest.raises(ValueError, match=r"written by a different run \(learning_rate 0.001 -> 0.01\)"):
-        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints=True, learning_rate=1e-2,
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints="all", learning_rate=1e-2,
              resume_from_checkpoint="latest").train()
-    trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True,
+    trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all",
                    overwrite_output_dir=True)
     trainer.train()
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_1", "epoch_2"]
@@ -393,7 +474,7 @@ def test_outputs_follow_the_umask(tiny_bert, topic_data, tmp_path):
 
     old = os.umask(0o022)
     try:
-        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=1, save_checkpoints=True).train()
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=1, save_checkpoints="all").train()
     finally:
         os.umask(old)
     run = tmp_path / "run"
@@ -420,11 +501,11 @@ def test_logging_steps_count_optimizer_steps(tiny_bert, topic_data, tmp_path):
 
 
 def test_a_truncated_checkpoint_is_named_before_resuming(tiny_bert, topic_data, tmp_path):
-    make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True).train()
+    make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all").train()
     weights = tmp_path / "run" / "checkpoints" / "epoch_2" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"epoch_2/model.safetensors: not a readable safetensors file"):
-        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True,
+        make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all",
              resume_from_checkpoint="latest").train()
 
 
@@ -443,7 +524,7 @@ def _equal_weights(a, b):
 
 def test_head_only_checkpoints_hold_the_head_and_resume_exactly(tiny_bert, topic_data, tmp_path):
     """A frozen probe used to checkpoint the whole backbone every epoch; now only what it trains."""
-    common = dict(strategy="frozen", num_epochs=3, save_checkpoints=True, cache_features=False)
+    common = dict(strategy="frozen", num_epochs=3, save_checkpoints="all", cache_features=False)
     full = make(tiny_bert, topic_data, tmp_path / "a", **common)
     full.train()
     ckpt = tmp_path / "a" / "run" / "checkpoints" / "epoch_1"
@@ -480,13 +561,13 @@ def test_resuming_a_head_only_checkpoint_on_other_backbone_weights_is_refused(ti
 
     bert = tmp_path / "bert"
     shutil.copytree(tiny_bert, bert)
-    make(str(bert), topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True).train()
+    make(str(bert), topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all").train()
     weights = load_file(str(bert / "model.safetensors"))
     name = next(k for k in weights if k.endswith("weight"))
     weights[name] = weights[name] + 0.01  # same architecture and folder, other weights
     save_file(weights, str(bert / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"epoch_2: it leaves out the \d+ parameters the run had not trained yet"):
-        make(str(bert), topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints=True,
+        make(str(bert), topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all",
              resume_from_checkpoint="latest").train()
 
 
@@ -660,3 +741,39 @@ def test_a_run_says_first_how_many_processes_and_threads_it_trains_on(tiny_bert,
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "training on 1 process(es) x 1 torch thread(s), cpu (TrainingArguments.num_threads sets the threads)"
     assert lines[1].startswith("epoch 1/1 [head]")
+
+
+@pytest.mark.parametrize("setting, expected", [("auto", "frozen"), ("frozen", "frozen"), ("update", "update")])
+def test_batchnorm_statistics_stay_frozen_on_small_data(setting, expected, shape_data, tmp_path):
+    """A BN backbone fine-tuned on a few images replaced its pretrained statistics with those of a few small batches
+    (two-stage on EfficientNet-Lite0: the loss jumped from 0.44 to 2.00 at the unfreeze)."""
+    from tests.tiny import make_small_cnn
+
+    train = mt.load_labeled(shape_data[0], input_column="image")
+    val = mt.load_labeled(shape_data[1], input_column="image", label_names=train.label_names)
+    torch.manual_seed(0)
+    model = mt.TransferModel.from_backbone("torch", make_small_cnn(), labels=train.label_names, image_size=32, seed=0)
+    norm = model.adapter.backbone.norm
+    before = (norm.running_mean.clone(), norm.running_var.clone(), norm.weight.detach().clone())
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "run"), strategy="full", num_epochs=2, learning_rate=1e-2,
+                                batch_size=12, batchnorm_stats=setting, progress_bar=False, report_to=[], plot=False,
+                                save_checkpoints=False)
+    trainer = mt.Trainer(model, args, train, val)
+    trainer.train()
+    kept = torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_var, before[1])
+    assert kept is (expected == "frozen")
+    assert not torch.equal(norm.weight.detach(), before[2])  # its scale trains either way
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["batchnorm_stats"] == expected
+
+
+def test_batchnorm_auto_updates_on_large_data_and_says_nothing_without_batch_norm(tiny_bert):
+    from mtransfer.training import SMALL_DATA, resolve_batchnorm_stats
+    from tests.tiny import make_small_cnn
+
+    cnn = mt.TransferModel.from_backbone("torch", make_small_cnn(), labels=["a", "b"], image_size=32)
+    assert resolve_batchnorm_stats("auto", cnn, SMALL_DATA - 1) == "frozen"
+    assert resolve_batchnorm_stats("auto", cnn, SMALL_DATA) == "update"
+    text = mt.TransferModel.from_backbone("text", tiny_bert, labels=["a", "b"])
+    assert resolve_batchnorm_stats("frozen", text, 10) is None
+    with pytest.raises(ValueError, match="batchnorm_stats='fixed': expected 'auto', 'frozen' or 'update'"):
+        mt.TrainingArguments(batchnorm_stats="fixed")

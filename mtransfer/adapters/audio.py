@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
+from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter
 from mtransfer.media import AUDIO_SUFFIXES, find_bad_inputs, load_audio, media_fingerprint
 
@@ -140,8 +141,8 @@ class AudioAdapter(Adapter):
 
     pipeline_tag = "audio-classification"
     media_suffixes = AUDIO_SUFFIXES
-    default_input_column = "audio"
-    summary = "a transformers speech encoder (wav2vec2, HuBERT, WavLM, Data2VecAudio, w2v-BERT)"
+    default_input_column = BUILTIN_MODALITIES["audio"][1]
+    summary = BUILTIN_MODALITIES["audio"][0]
 
     def __init__(self, model_name_or_path: str | os.PathLike, *, pooling: str = "mean", max_duration: float = 10.0,
                  eval_chunking: bool = False, layer_weighting: bool = False, freeze_feature_encoder: bool = True,

@@ -48,17 +48,23 @@ def register_adapter(name: str) -> Callable[[type[T]], type[T]]:
 
 
 def list_modalities() -> list[str]:
-    """The registered adapter (modality) names: the one list every entry point reads."""
-    import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
+    """The adapter (modality) names: the built-ins (:data:`mtransfer.modalities.BUILTIN_MODALITIES`), then any
+    registered by a plug-in. The one list every entry point reads; no adapter module is imported."""
+    from mtransfer.modalities import BUILTIN_MODALITIES
 
-    return list(ADAPTERS)
+    return [*BUILTIN_MODALITIES, *(n for n in ADAPTERS if n not in BUILTIN_MODALITIES)]
 
 
 def get_adapter_class(name: str) -> type[Adapter]:
-    import mtransfer.adapters  # noqa: F401  (registers the built-in adapters)
+    """The adapter class registered as ``name``; a built-in one's module is imported on first use."""
+    import importlib
 
+    from mtransfer.modalities import ADAPTER_MODULES
+
+    if name not in ADAPTERS and name in ADAPTER_MODULES:
+        importlib.import_module(ADAPTER_MODULES[name])
     if name not in ADAPTERS:
-        raise ValueError(f"Unknown adapter type {name!r}; expected one of {', '.join(sorted(ADAPTERS))}.")
+        raise ValueError(f"Unknown adapter type {name!r}; expected one of {', '.join(sorted(list_modalities()))}.")
     return ADAPTERS[name]
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter
 from mtransfer.adapters.text import encoder_layer_groups
 from mtransfer.media import IMAGE_SUFFIXES, find_bad_inputs, load_image, media_fingerprint
@@ -177,8 +178,8 @@ class ImageAdapter(Adapter):
 
     pipeline_tag = "image-classification"
     media_suffixes = IMAGE_SUFFIXES
-    default_input_column = "image"
-    summary = "a transformers vision model or timm/... via TimmWrapper"
+    default_input_column = BUILTIN_MODALITIES["image"][1]
+    summary = BUILTIN_MODALITIES["image"][0]
 
     def __init__(self, model_name_or_path: str | os.PathLike, *, pooling: str = "auto", augmentation: Any = True,
                  pretrained: bool = True, revision: str | None = None) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter, require_texts
 from mtransfer.adapters.text import encoder_layer_groups, tokenizer_fingerprint
 
@@ -33,7 +34,7 @@ class SentenceTransformerAdapter(Adapter):
 
     pipeline_tag = "text-classification"
     max_length_setting = "max_length"
-    summary = "a sentence-transformers model, with its own pooling and dense layers"
+    summary = BUILTIN_MODALITIES["sentence"][0]
 
     def __init__(self, model_name_or_path: str | os.PathLike, *, max_length: int | None = None,
                  revision: str | None = None) -> None:

@@ -29,6 +29,7 @@ import regex
 import torch
 from torch import nn
 
+from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, register_adapter, require_texts
 from mtransfer.atomic import atomic_directory
 
@@ -208,7 +209,7 @@ class StaticVectorsAdapter(Adapter):
     pipeline_tag = "text-classification"
     max_length_setting = "max_tokens"
     training_texts_setting = "vocab_texts"
-    summary = "static word vectors (GloVe, word2vec, fastText) with an optional CNN / BiLSTM"
+    summary = BUILTIN_MODALITIES["static_vectors"][0]
 
     def __init__(self, vectors: str | os.PathLike, *, vocab_texts: Sequence[str] | None = None, vocab_budget: int = 10_000,
                  format: str = "auto", lowercase: bool | None = None, token_pattern: str = TOKEN_PATTERN,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import (Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter,
                                      require_texts)
 
@@ -95,7 +96,7 @@ class TextAdapter(Adapter):
 
     pipeline_tag = "text-classification"
     max_length_setting = "max_length"
-    summary = "a transformers text encoder (BERT, RoBERTa, MiniLM, ...)"
+    summary = BUILTIN_MODALITIES["text"][0]
 
     def __init__(self, model_name_or_path: str | os.PathLike, *, max_length: int | None = None, pooling: str = "mean",
                  pretrained: bool = True, revision: str | None = None) -> None:

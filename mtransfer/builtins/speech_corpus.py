@@ -41,6 +41,7 @@ VARIANTS = ("m1", "m3", "m7", "f1", "f2", "f4", "klatt", "m2", "f3", "m5")
 SAMPLE_RATE = 16_000
 ESPEAK_RATE = 22_050
 
+INDIC_SCRIPTS = ("bn", "as", "hi", "mr", "ne", "te")  # vowel signs are marks, not letters: a lower letter share
 _FORMAT = re.compile(r"%(\d+\$)?[-+ #0]*(\d+|\*)?(\.\d+)?(hh|h|ll|l|L|q|j|z|t)?[diouxXeEfFgGcsSpn%]|\{[^}]*\}|\$\{[^}]*\}|<[^>]+>|&\w+;")
 _ACCEL = re.compile(r"(?<=\w)_(?=\w)|^_|(?<=\s)_|&(?=\w)|~")
 
@@ -69,7 +70,7 @@ def clean_text(text: str) -> str:
 def _script_ok(text: str, language: str) -> bool:
     letters = [c for c in text if c.isalpha()]
     visible = [c for c in text if not c.isspace()]
-    if len(letters) < 6 or len(letters) < 0.75 * len(visible) * (0.8 if language in ("bn", "as", "hi", "mr", "ne") else 1):
+    if len(letters) < 6 or len(letters) < 0.75 * len(visible) * (0.8 if language in INDIC_SCRIPTS else 1):
         return False
     if language == "en":
         return all(c.isascii() for c in letters)
@@ -77,6 +78,8 @@ def _script_ok(text: str, language: str) -> bool:
         return sum("\u0980" <= c <= "\u09ff" for c in letters) / len(letters) > 0.9
     if language in ("hi", "mr", "ne"):
         return sum("\u0900" <= c <= "\u097f" for c in letters) / len(letters) > 0.9
+    if language == "te":
+        return sum("\u0c00" <= c <= "\u0c7f" for c in letters) / len(letters) > 0.9
     if language == "ru":
         return sum("\u0400" <= c <= "\u04ff" for c in letters) / len(letters) > 0.9
     return sum(c.isascii() for c in letters) / len(letters) > 0.6  # Latin-script languages (with accents)

@@ -99,7 +99,8 @@ def run_comparison(frame: Any, target: str, task: str, columns: dict[str, Sequen
     if final.booster != "hist":
         final.save(out / "model")
     result: dict[str, Any] = {"cross_validation": rows, "rows": len(frame), "folds": folds, "target": target,
-                              "task": task, "columns": {k: list(v) for k, v in columns.items()}}
+                              "task": task, "columns": {k: list(v) for k, v in columns.items()},
+                              "booster_params": final.chosen_params}
     if test is not None:
         result["test"] = score_predictions(task, test[target].to_numpy(), final.predict(test, where=test_where))
     out.mkdir(parents=True, exist_ok=True)

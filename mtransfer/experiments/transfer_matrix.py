@@ -87,6 +87,9 @@ class MatrixSettings:
         ceiling: Also train each target with the large budget.
         pooled: Also train one model on all sources pooled (the large budget split evenly across
             them; first seed only): the "acoustic model" whose features a language-ID ranker can use.
+        synthesizer: The corpus: ``espeak`` (:func:`espeak_corpus`, the published matrix) or ``festival``
+            (:func:`festival_corpus`: other voices, speakers and texts; the check that a finding is not
+            espeak-ng's alone).
 
     The defaults (6 sources, 5 targets, 2 seeds: 12 source, 10 ceiling, 1 pooled, 60 transfer and
     10 random-init runs) are sized for about 45 minutes on 2 CPU cores with ``workers=2``; the README
@@ -115,6 +118,7 @@ class MatrixSettings:
     batch_size: int = 8
     ceiling: bool = True
     pooled: bool = True
+    synthesizer: str = "espeak"
 
     def __post_init__(self) -> None:
         self.sources, self.targets, self.seeds = tuple(self.sources), tuple(self.targets), tuple(self.seeds)
@@ -124,6 +128,9 @@ class MatrixSettings:
                 raise ValueError(f"MatrixSettings.{name} is empty.")
             if len(set(values)) != len(values):
                 raise ValueError(f"MatrixSettings.{name} lists {values}: each once.")
+        if self.synthesizer not in ("espeak", "festival"):
+            raise ValueError(f"MatrixSettings.synthesizer={self.synthesizer!r}; expected 'espeak' (espeak-ng) or "
+                             "'festival' (the second corpus).")
         if self.units not in ("characters", "phones"):
             raise ValueError(f"MatrixSettings.units={self.units!r}; expected 'characters' or 'phones'.")
         for name in ("source_utterances", "target_utterances", "target_validation", "source_epochs", "target_epochs",
@@ -205,10 +212,31 @@ def espeak_corpus(languages: Sequence[str], per_language: int = 400, build: bool
     """
     size = "" if per_language == 400 else f"-n{per_language}"
     folder = default_cache_dir().parent / "speech" / ("espeak-matrix-v1-" + "-".join(languages) + size)
+    return _cached_corpus(folder, lambda: build_speech_corpus(
+        folder, languages, per_language=per_language, speakers=8, test_speakers=1, validation_speakers=1, workers=2,
+        noise_snr=(10.0, 30.0)), build, timeout)
+
+
+def festival_corpus(languages: Sequence[str], per_language: int = 360, build: bool = True,
+                    timeout: float = 3600.0) -> CorpusFolder:
+    """The second, independent corpus (:mod:`mtransfer.builtins.festival_corpus`: Festival's voices built from
+    human recordings, texts the espeak corpus does not use), with the espeak corpus's speakers, splits and
+    noise. 360 per language by default: Telugu has 387 sentences its voice reads."""
+    from mtransfer.builtins.festival_corpus import build_festival_corpus
+
+    folder = default_cache_dir().parent / "speech" / (f"festival-matrix-v1-{'-'.join(languages)}-n{per_language}")
+    return _cached_corpus(folder, lambda: build_festival_corpus(
+        folder, languages, per_language=per_language, speakers=8, test_speakers=1, validation_speakers=1, workers=2,
+        noise_snr=(10.0, 30.0)), build, timeout)
+
+
+SYNTHESIZERS = {"espeak": espeak_corpus, "festival": festival_corpus}
+
+
+def _cached_corpus(folder: Path, build_it: Callable[[], Any], build: bool, timeout: float) -> CorpusFolder:
     if build:
         with file_lock(folder):  # processes started together (a scheduler's array) build it once
-            build_speech_corpus(folder, languages, per_language=per_language, speakers=8, test_speakers=1,
-                                validation_speakers=1, workers=2, noise_snr=(10.0, 30.0))
+            build_it()
     else:
         waited = 0.0
         while not (folder / "metadata.csv").is_file():
@@ -512,7 +540,7 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
 # what a cell's run depends on beyond its own path (kind, languages, seed): a folder holds one such setting
 RUN_FIELDS = ("units", "model", "source_utterances", "target_utterances", "target_validation", "source_epochs",
               "target_epochs", "scratch_epochs", "source_lr", "target_lr", "scratch_lr", "source_patience", "patience",
-              "scratch_patience", "min_epochs", "ctc_plateau", "batch_size")
+              "scratch_patience", "min_epochs", "ctc_plateau", "batch_size", "synthesizer")
 
 
 def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
@@ -523,6 +551,7 @@ def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
     wanted = {k: getattr(settings, k) for k in RUN_FIELDS}
     if path.is_file():
         held = json.loads(path.read_text(encoding="utf-8"))
+        held.setdefault("synthesizer", "espeak")  # folders from before the second corpus
         differ = [f"{k}: {held.get(k)!r} there, {wanted[k]!r} now" for k in RUN_FIELDS if held.get(k) != wanted[k]]
         if differ:
             raise ValueError(f"{output_dir} holds a matrix trained with other settings ({'; '.join(differ)}); use "
@@ -694,7 +723,8 @@ def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, cor
     Args:
         settings: The languages, budgets and schedules.
         output_dir: Where runs, cells and the outputs go; a rerun reads finished cells instead of training them.
-        corpus: language -> splits with ``audio`` and ``transcript`` (default: :func:`espeak_corpus`).
+        corpus: language -> splits with ``audio`` and ``transcript`` (default: the settings' synthesizer's corpus,
+            :func:`espeak_corpus` or :func:`festival_corpus`).
         workers: Processes that train cells side by side (each a whole run on its own device: GPU
             ``k % gpus``, or ``cores // workers`` CPU threads). The cells are independent once the
             sources exist, and a model this small gains more from runs in parallel than from
@@ -709,7 +739,7 @@ def run_transfer_matrix(settings: MatrixSettings, output_dir: str | Path, *, cor
         raise ValueError(f"run_transfer_matrix workers={workers!r}: expected an integer >= 1.")
     out = Path(output_dir)
     check_settings(settings, out)  # before the corpus or any training
-    corpus = corpus or espeak_corpus(settings.languages)
+    corpus = corpus or SYNTHESIZERS[settings.synthesizer](settings.languages)
     began = time.perf_counter()
     if workers == 1:
         trained = work_cells(settings, out, corpus, progress=progress, log=log, num_threads=num_threads)

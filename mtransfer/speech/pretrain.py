@@ -206,7 +206,7 @@ def continue_pretraining(model_name_or_path: str | os.PathLike, audio: Sequence[
     unwrapped = accelerator.unwrap_model(model)
     identity = run_identity(asdict(args), {"adapter": {"source": str(model_name_or_path)}},
                             {"audio": media_fingerprint(audio)})
-    checkpoints = Checkpoints(out, accelerator, identity, limit=None)  # the trainer's: atomic, checked, resumable
+    checkpoints = Checkpoints(out, accelerator, identity, limit=None, keep="all")  # the trainer's: atomic, checked, resumable
     state = {"epoch": -1, "step": 0, "history": []}
     if args.resume_from_checkpoint:
         saved = checkpoints.resume(args.resume_from_checkpoint, unwrapped)
