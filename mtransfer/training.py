@@ -99,8 +99,9 @@ class TrainingArguments:
             units (``eval_length_ratio``; 0 when every hypothesis is empty) is on CTC's all-blank
             plateau. Such an epoch is never the best one, whatever its CER (an all-blank model
             scores 1.0 and one emitting a few frequent symbols a little less, better than many
-            models that have started to learn), and patience counts from the first epoch off the
-            plateau. A run that never leaves it ends with its last weights and the ``all_blank``
+            models that have started to learn), and it never counts toward patience: patience
+            runs only on epochs off the plateau (also after a run fell onto it from an early
+            garbage-emitting epoch). A run that never leaves it ends with its last weights and the ``all_blank``
             flag. None: off (every epoch competes on the metric alone).
         load_best_model_at_end: End with the best epoch's weights (needs evaluation data).
         batchnorm_stats: The running statistics of a backbone's batch-norm layers while it trains:
@@ -760,12 +761,14 @@ class Trainer:
         if self.eval_dataset is None:
             return
         if self._on_plateau(record):
+            # not a candidate, and no evidence of a stall: patience waits while the model sits on the plateau (a
+            # random-init run often emits garbage for an epoch or two, scores below the plateau's 1.0, and then
+            # spends tens of epochs on the plateau before it learns; counting those epochs ended such runs there)
             record["on_plateau"] = True
-            if state.best_epoch is None:  # not a candidate, and patience has not started
-                return
+            return
         value, best = record[self.best_metric], state.best_value
         sign = 1.0 if self.greater_is_better else -1.0
-        if not record.get("on_plateau") and (best is None or sign * (value - best) > args.early_stopping_threshold):
+        if best is None or sign * (value - best) > args.early_stopping_threshold:
             state.best_value, state.best_epoch = float(value), record["epoch"]
             state.epochs_without_improvement = 0
             if args.load_best_model_at_end and args.save_checkpoints in ("none", "last"):  # none on disk to restore

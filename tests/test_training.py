@@ -709,6 +709,36 @@ def test_a_ctc_epoch_on_the_all_blank_plateau_is_never_the_best_and_patience_sta
     assert "- all-blank: its hypotheses were (almost) all empty" in card.read_text()
 
 
+class BiasSchedule(mt.TrainerCallback):
+    """Sets the CTC blank's bias per epoch: +50 holds the head on the all-blank plateau, -50 makes it emit garbage."""
+
+    def __init__(self, biases):
+        self.biases = biases
+
+    def on_epoch_begin(self, trainer, epoch):
+        import torch
+
+        with torch.no_grad():
+            trainer.unwrapped.head.out.bias[0] = self.biases[epoch]
+
+
+def test_epochs_on_the_plateau_never_use_up_patience(tiny_speech, tmp_path):
+    """A random-init baseline on the second corpus emitted garbage at epoch 3 (CER 0.94, its best), sat on the plateau
+    for 20 epochs and was stopped by patience 20 at epoch 23; given the patience it learned (test CER 0.81)."""
+    from tests.test_speech import ctc_data
+
+    data = ctc_data()
+    model = mt.TransferModel.from_backbone("audio", tiny_speech("wav2vec2"), labels=data.vocabulary, task="ctc", seed=0)
+    args = mt.TrainingArguments(output_dir=str(tmp_path / "run"), strategy="full", num_epochs=4, learning_rate=1e-3,
+                                batch_size=4, eval_batch_size=4, metric_for_best_model="cer", progress_bar=False,
+                                report_to=[], plot=False, show_transcripts=False, early_stopping_patience=1)
+    # garbage (the first candidate, the best so far), two epochs on the plateau, garbage again
+    result = mt.Trainer(model, args, data, data, callbacks=[BiasSchedule([-50.0, 50.0, 50.0, -50.0])]).train()
+    assert [bool(h.get("on_plateau")) for h in result.history] == [False, True, True, False]
+    assert len(result.history) == 4  # patience 1 used to end the run at epoch 2, on the plateau
+    assert result.best_epoch in (1, 4) and result.stopped_early is False  # never one of the plateau epochs
+
+
 def test_a_run_with_patience_whose_last_epoch_is_its_best_is_flagged_improving_at_its_cap(tiny_bert, topic_data,
                                                                                           tmp_path):
     train = mt.load_labeled(topic_data[0])
