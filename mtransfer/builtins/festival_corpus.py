@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import random
 import shutil
@@ -44,8 +43,9 @@ from typing import Sequence
 
 import numpy as np
 
-from mtransfer.atomic import atomic_write_bytes, atomic_write_json
-from mtransfer.builtins.speech_corpus import LOCALE_DIR, SAMPLE_RATE, catalog_texts, plan_corpus
+from mtransfer.atomic import atomic_write_json
+from mtransfer.builtins.speech_corpus import (LOCALE_DIR, SAMPLE_RATE, catalog_texts, plan_corpus, speaker_split,
+                                              write_metadata)
 
 # language -> ((Festival voice, the text encoding it reads), ...)
 FESTIVAL_VOICES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -160,8 +160,7 @@ def plan_festival_corpus(languages: Sequence[str], per_language: int, speakers: 
         for n, text in enumerate(rng.sample(texts, per_language)):
             speaker = n % speakers
             (voice, encoding), cents, tempo = looks[speaker]
-            split = ("test" if speaker >= speakers - test_speakers else
-                     "validation" if speaker >= speakers - test_speakers - validation_speakers else "train")
+            split = speaker_split(speaker, speakers, test_speakers, validation_speakers)
             plan.append(FestivalUtterance(text, language, speaker, voice, encoding, cents, tempo, split))
     return plan
 
@@ -314,15 +313,8 @@ def build_festival_corpus(out: str | Path, languages: Sequence[str], per_languag
     if not rows:
         raise RuntimeError(f"{out}: Festival produced no usable utterance; see the first error: "
                            f"{dropped[0]['why'] if dropped else 'none'}")
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
     atomic_write_json(out / "dropped.json", dropped)
-    data = text.getvalue().encode("utf-8")
-    metadata = out / "metadata.csv"
-    if not metadata.is_file() or metadata.read_bytes() != data:
-        atomic_write_bytes(metadata, data)
+    write_metadata(out, rows)
     return out
 
 

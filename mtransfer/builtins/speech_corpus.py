@@ -156,8 +156,7 @@ def plan_corpus(languages: Sequence[str], per_language: int, speakers: int = 4, 
             variant, pitch, speed = voices[speaker]
             if voice_per_utterance:
                 variant, pitch, speed = rng.choice(VARIANTS), rng.randint(20, 80), rng.randint(130, 200)
-            split = ("test" if speaker >= speakers - test_speakers else
-                     "validation" if speaker >= speakers - test_speakers - validation_speakers else "train")
+            split = speaker_split(speaker, speakers, test_speakers, validation_speakers)
             plan.append(Utterance(text, language, speaker, variant, pitch, speed, split))
     return plan
 
@@ -255,13 +254,26 @@ def build_speech_corpus(out: str | Path, languages: Iterable[str] = DEFAULT_LANG
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(run, jobs))
+    write_metadata(out, rows)
+    return out
+
+
+def speaker_split(speaker: int, speakers: int, test_speakers: int, validation_speakers: int) -> str:
+    """The split of pseudo-speaker ``speaker``: the last ``test_speakers`` are the test split, the
+    ``validation_speakers`` before them the validation split, the rest train."""
+    if speaker >= speakers - test_speakers:
+        return "test"
+    return "validation" if speaker >= speakers - test_speakers - validation_speakers else "train"
+
+
+def write_metadata(out: Path, rows: list[dict]) -> None:
+    """A corpus's ``metadata.csv``, written only when it changes: a complete corpus is only read, by any number
+    of processes at once."""
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     data = text.getvalue().encode("utf-8")
     metadata = out / "metadata.csv"
-    # written only when it changes: a complete corpus is only read, by any number of processes at once
     if not metadata.is_file() or metadata.read_bytes() != data:
         atomic_write_bytes(metadata, data)
-    return out
