@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mtransfer.atomic import read_json
-from mtransfer.record import RECORD_FILE, RunRecord, describe_flags, mtransfer_version
+from mtransfer.record import RECORD_FILE, RunRecord, describe_flags, describe_head_choice, mtransfer_version
 from mtransfer.tasks import get_task
 
 
@@ -77,6 +77,7 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
              f"- learning-rate schedule: `{args['lr_schedule']}` (warmup ratio {args['warmup_ratio']}), peak rate "
              f"{args['learning_rate']}" + (f", head rate {args['head_learning_rate']}" if args.get("head_learning_rate") else "")
              + (f", discriminative decay {args['discriminative_lr_decay']} per group" if args.get("discriminative_lr_decay") else ""),
+             *([f"- head-only phase: {describe_head_choice(metrics['head_search'])}"] if metrics.get("head_search") else []),
              f"- optimizer: AdamW (weight decay {args['weight_decay']}), mixed precision `{args['mixed_precision']}`, seed {args['seed']}",
              f"- layer groups, input side first: {', '.join(f'`{g}`' for g in metrics['layer_groups'])}",
              f"- adapter settings: {_adapter_settings(config['adapter'])}",

@@ -71,6 +71,7 @@ class TrainerState:
     epochs_without_improvement: int = 0
     stopped_early: bool = False
     run_identity: dict[str, Any] = field(default_factory=dict)
+    head_search: dict[str, Any] | None = None  # the head-only phase's chosen rate (mtransfer.head_search)
 
 
 def _digest(obj: Any) -> str:

@@ -192,10 +192,13 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--output-dir", default=None, help="run folder (required without --config)")
     train.add_argument("--strategy", default="two_stage", help="frozen, last_n, full, two_stage, gradual_unfreezing, chain_thaw")
     train.add_argument("--epochs", type=positive_int, default=3)
-    train.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of fine-tuning")
-    train.add_argument("--head-lr", type=float, default=None, help="learning rate of every head-only phase: frozen, and the first phase of two_stage, "
-                            "gradual_unfreezing and chain_thaw (default: 5e-3 for two_stage and chain_thaw, --lr for "
-                            "frozen and gradual_unfreezing)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="peak learning rate of the phases that train the backbone (default 2e-5); with frozen or "
+                            "gradual_unfreezing and no --head-lr, also the head-only phase's")
+    train.add_argument("--head-lr", type=float, default=None,
+                       help="learning rate of every head-only phase: frozen, and the first phase of two_stage, "
+                            "gradual_unfreezing and chain_thaw (default: chosen on the feature cache among a few rates "
+                            "and weight decays, by the validation metric; the run prints and records the choice)")
     train.add_argument("--last-n", type=positive_int, default=None)
     train.add_argument("--head-epochs", type=positive_int, default=None, help="two_stage: epochs of the head-only stage")
     train.add_argument("--num-threads", type=positive_int, default=None,

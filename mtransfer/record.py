@@ -29,6 +29,17 @@ def describe_flags(flags: list[str]) -> list[str]:
     return [": ".join(RUN_FLAGS[f]) if f in RUN_FLAGS else f for f in flags]
 
 
+def describe_head_choice(choice: dict[str, Any]) -> str:
+    """One line for terminals and cards: the head rate, and how it was chosen."""
+    lr, wd = choice["learning_rate"], choice["weight_decay"]
+    if not choice.get("searched"):
+        return f"head learning rate {lr:g}, weight decay {wd:g} (the default: {choice.get('reason', 'no search')})"
+    best = next((c for c in choice["candidates"] if c["learning_rate"] == lr and c["weight_decay"] == wd), {})
+    return (f"head learning rate {lr:g}, weight decay {wd:g}: chosen among {len(choice['candidates'])} candidates "
+            f"trained {choice['epochs']} epoch(s) on cached features, the lowest loss ({best.get('loss', float('nan')):.4f}; "
+            f"{choice['metric']} {best.get('value', float('nan')):.4f}) on {choice['validation']} ({choice['seconds']:.1f}s)")
+
+
 def mtransfer_version() -> str:
     """The installed mtransfer's version (``importlib.metadata``), as records, configs and cards state it."""
     from importlib.metadata import PackageNotFoundError, version
@@ -72,6 +83,10 @@ class RunRecord:
             ``improving_at_cap``. Cards, reports and tables show them.
         batchnorm_stats: What the backbone's batch-norm statistics did (``frozen`` / ``update``), None
             without batch norm (``TrainingArguments.batchnorm_stats`` resolved).
+        head_search: How the head-only phase's learning rate and weight decay were set when the user
+            gave none (:class:`mtransfer.head_search.HeadSearch` as a dict: the choice, where it was
+            validated, every candidate's score; ``searched`` False with the ``reason`` when the
+            default was used); None when the user gave the rate or the plan has no head-only phase.
     """
 
     args: dict[str, Any]
@@ -90,6 +105,7 @@ class RunRecord:
     test: dict[str, float] | None = None
     flags: list[str] = field(default_factory=list)
     batchnorm_stats: str | None = None
+    head_search: dict[str, Any] | None = None
     mtransfer_record: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

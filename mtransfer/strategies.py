@@ -133,7 +133,6 @@ class _Spec:
     head_epochs: int
     unfreeze_every: int
     chain_thaw_epochs: int
-    head_rate_given: bool = False  # head_learning_rate was set: every head-only phase trains at it
 
     @property
     def head(self) -> int:
@@ -160,8 +159,7 @@ class _Spec:
 
 
 def _plan_frozen(s: _Spec) -> list[Phase]:
-    rate = s.head_rate if s.head_rate_given else None  # a head_learning_rate given is the rate of the head alone
-    return [Phase("head", 0, s.num_epochs, frozenset({s.head}), s.lrs({s.head}, rate, decay=False), 0)]
+    return [Phase("head", 0, s.num_epochs, frozenset({s.head}), s.lrs({s.head}, s.head_rate, decay=False), 0)]
 
 
 def _plan_full(s: _Spec) -> list[Phase]:
@@ -195,7 +193,7 @@ def _plan_gradual_unfreezing(s: _Spec) -> list[Phase]:
         trainable = {s.head} | set(adapter[len(adapter) - k:] if k else [])
         length = min(s.unfreeze_every if k < len(adapter) else s.num_epochs - epoch, s.num_epochs - epoch)
         name = "head" if k == 0 else f"unfreeze {s.names[adapter[len(adapter) - k]]}"
-        rate = s.head_rate if k == 0 and s.head_rate_given else None
+        rate = s.head_rate if k == 0 else None
         phases.append(Phase(name, epoch, length, frozenset(trainable), s.lrs(trainable, rate, decay=rate is None), 0))
         epoch += length
     return phases
@@ -243,14 +241,12 @@ def plan_strategy(
         strategy: One of :data:`STRATEGIES`.
         group_names: Layer-group names, bottom to top, the head last.
         num_epochs: Total epochs of the run.
-        learning_rate: Peak LR of the fine-tuning phases (and of the head under ``last_n`` and
-            ``full``; under ``frozen`` and in ``gradual_unfreezing``'s first phase when
-            ``head_learning_rate`` is None).
+        learning_rate: Peak LR of the phases that train adapter groups (and the head with them).
         head_learning_rate: Peak LR of every head-only phase (``frozen``, the first phase of
-            ``two_stage``, ``gradual_unfreezing`` and ``chain_thaw``). When None, ``two_stage`` and
-            ``chain_thaw`` use ``HEAD_LEARNING_RATE`` (5e-3, whatever ``learning_rate`` is: a new
-            linear head needs a rate of its own, far above a pretrained backbone's), and ``frozen``
-            and ``gradual_unfreezing`` use ``learning_rate``.
+            ``two_stage``, ``gradual_unfreezing`` and ``chain_thaw``). None: ``HEAD_LEARNING_RATE``
+            (5e-3, whatever ``learning_rate`` is: a new linear head needs a rate of its own, far
+            above a pretrained backbone's). The trainer passes the rate it chose on the feature
+            cache (:mod:`mtransfer.head_search`) when the user gave none.
         last_n: Adapter groups that train under ``last_n``, and under ``two_stage``'s second
             stage (all when None).
         head_epochs: Length of ``two_stage``'s head-only stage.
@@ -274,7 +270,7 @@ def plan_strategy(
         raise ValueError(f"Unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}.")
     decay = discriminative_lr_decay if discriminative_lr_decay and discriminative_lr_decay != 1.0 else None
     spec = _Spec(names, num_epochs, learning_rate, head_learning_rate if head_learning_rate is not None else HEAD_LEARNING_RATE,
-                 decay, last_n, head_epochs, unfreeze_every, chain_thaw_epochs, head_learning_rate is not None)
+                 decay, last_n, head_epochs, unfreeze_every, chain_thaw_epochs)
     phases = _PLANNERS[strategy](spec)
     return TrainingPlan(group_names=names, phases=tuple(phases), num_epochs=num_epochs)
 

@@ -25,13 +25,14 @@ import torch
 
 from mtransfer.checkpoints import SAVE_CHECKPOINTS, Checkpoints, TrainerState, run_identity
 from mtransfer.data import CachedFeatureDataset, CachedFrameDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
+from mtransfer.head_search import HEAD_WEIGHT_DECAYS, MIN_SEARCH_EXAMPLES, search_head_settings
 from mtransfer.heads import tune_thresholds
 from mtransfer.metrics import compute_metrics, greater_is_better
 from mtransfer.model import TransferModel
-from mtransfer.record import RECORD_FILE, BestEpoch, RunRecord
+from mtransfer.record import RECORD_FILE, BestEpoch, RunRecord, describe_head_choice
 from mtransfer.schedules import SCHEDULES, get_schedule
 from mtransfer.speech.data import check_transcript_lengths
-from mtransfer.strategies import STRATEGIES, TrainingPlan, plan_strategy
+from mtransfer.strategies import HEAD_LEARNING_RATE, STRATEGIES, TrainingPlan, plan_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 TRACKERS = ("tensorboard",)
 
 
+DEFAULT_LEARNING_RATE = 2e-5  # peak rate of the phases that train a pretrained backbone
 SMALL_DATA = 10_000  # batchnorm_stats="auto": below this many training examples, a backbone's BN statistics stay frozen
 DEFAULT_CTC_PLATEAU = 0.1  # hypotheses with fewer units than this share of the references': the all-blank plateau
 
@@ -63,10 +65,18 @@ class TrainingArguments:
         strategy: ``frozen``, ``last_n``, ``full``, ``two_stage``, ``gradual_unfreezing`` or
             ``chain_thaw`` (see :mod:`mtransfer.strategies`).
         num_epochs: Epochs in all, over every phase of the strategy.
-        learning_rate: Peak LR of fine-tuning (and of the head, but for head-only phases).
+        learning_rate: Peak LR of the phases that train the backbone (and the head with it); None:
+            :data:`DEFAULT_LEARNING_RATE` (2e-5). Under ``frozen`` and ``gradual_unfreezing`` a
+            rate given here, with no ``head_learning_rate``, is also the head-only phase's rate.
         head_learning_rate: Peak LR of every head-only phase (``frozen``, and the first phase of
-            ``two_stage``, ``gradual_unfreezing`` and ``chain_thaw``); None: 5e-3 for ``two_stage``
-            and ``chain_thaw``, ``learning_rate`` for ``frozen`` and ``gradual_unfreezing``.
+            ``two_stage``, ``gradual_unfreezing`` and ``chain_thaw``). None (and no
+            ``learning_rate`` under ``frozen`` / ``gradual_unfreezing``): chosen on the feature
+            cache before training (:mod:`mtransfer.head_search`): each of a few rates and weight
+            decays trains a copy of the head on the cached features for the phase's epochs, and
+            the best on the evaluation data (3-fold cross-validation of the training data without
+            it) is used; the choice and every candidate's score go to the run record and the
+            card. Where no cache serves the phase (``cache_features=False``, an adapter with
+            modules of its own, a CTC head) it is :data:`~mtransfer.strategies.HEAD_LEARNING_RATE`.
         last_n: Top adapter groups trained by ``last_n`` and by ``two_stage``'s second stage.
         head_epochs: Epochs of ``two_stage``'s head-only stage.
         unfreeze_every: Epochs between unfreezings under ``gradual_unfreezing``.
@@ -151,7 +161,7 @@ class TrainingArguments:
     output_dir: str = "outputs/run"
     strategy: str = "full"
     num_epochs: int = 3
-    learning_rate: float = 2e-5
+    learning_rate: float | None = None
     head_learning_rate: float | None = None
     last_n: int | None = None
     head_epochs: int = 1
@@ -221,6 +231,10 @@ class TrainingArguments:
             raise bad("augmented_views", "an integer >= 0")
         if self.dataloader_num_workers < 0:
             raise bad("dataloader_num_workers", "an integer >= 0")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LEARNING_RATE
+        elif self.head_learning_rate is None and self.strategy in ("frozen", "gradual_unfreezing"):
+            self.head_learning_rate = self.learning_rate  # these strategies' head phase has always trained at it
         for name in ("learning_rate", "head_learning_rate"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or not 0 < value < 10):
@@ -405,6 +419,7 @@ class Trainer:
         self.feature_cache = None
         self._cached: dict[Any, Any] = {}
         self._best_state: dict[str, torch.Tensor] | None = None
+        self.head_choice: dict[str, Any] | None = None  # how the head-only phase's rate was set (head_search)
 
     def _choose_metrics(self) -> None:
         args, eval_dataset = self.args, self.eval_dataset
@@ -540,11 +555,91 @@ class Trainer:
         model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
         self.optimizer, self.unwrapped = optimizer, accelerator.unwrap_model(model)
         self._registered = tuple(range(len(self.group_names)))
-        steps_per_epoch = max(1, math.ceil(len(loaders[0]) / args.gradient_accumulation_steps))
-        base = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            base, [self.lr_lambda(g["layer_group"], steps_per_epoch) for g in base.param_groups])
+        self.steps_per_epoch = max(1, math.ceil(len(loaders[0]) / args.gradient_accumulation_steps))
+        self._make_scheduler()
         return model, optimizer, loaders[0], (loaders[1] if len(loaders) > 1 else None)
+
+    def _make_scheduler(self) -> None:
+        """The ``LambdaLR`` that gives every param group its layer group's rate under the plan."""
+        base = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            base, [self.lr_lambda(g["layer_group"], self.steps_per_epoch) for g in base.param_groups])
+
+    # --- the head-only phase's rate -----------------------------------------------------
+    def _head_rate_open(self) -> bool:
+        """The plan starts head-only and the user gave that phase no rate (TrainingArguments.head_learning_rate)."""
+        return self.args.head_learning_rate is None and self._head_only(self.plan.phases[0])
+
+    def _no_search_reason(self) -> str | None:
+        """Why the head rate cannot be chosen on cached features here, or None."""
+        if self.unwrapped.head.kind.reads_frames:
+            return "a CTC head is not searched"
+        if not self._use_cache(self.plan.phases[0]):
+            return ("cache_features=False" if not self.args.cache_features
+                    else "the adapter trains modules of its own in head-only phases, so no feature cache serves them")
+        if len(self.train_dataset) < MIN_SEARCH_EXAMPLES:
+            return f"fewer than {MIN_SEARCH_EXAMPLES} training examples"
+        return None
+
+    def _settle_head_settings(self, recorded: dict[str, Any] | None) -> None:
+        """Choose the head-only phase's rate and weight decay (or take the checkpoint's choice), then re-plan."""
+        self.head_choice = None
+        if not self._head_rate_open():
+            return
+        args = self.args
+        if recorded is None:
+            reason = self._no_search_reason()
+            recorded = ({"learning_rate": HEAD_LEARNING_RATE, "weight_decay": args.weight_decay, "searched": False,
+                         "reason": reason} if reason else self._search_head())
+        self.head_choice = self.state.head_search = recorded
+        self.plan = plan_strategy(
+            args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
+            head_learning_rate=recorded["learning_rate"], last_n=args.last_n, head_epochs=args.head_epochs,
+            unfreeze_every=args.unfreeze_every, chain_thaw_epochs=args.chain_thaw_epochs,
+            discriminative_lr_decay=args.discriminative_lr_decay)
+        head = len(self.group_names) - 1
+        base = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        for group in base.param_groups:
+            if group["layer_group"] == head and group["weight_decay"] > 0:
+                group["weight_decay"] = recorded["weight_decay"]
+        self._make_scheduler()
+        if self.accelerator.is_local_main_process:
+            tqdm_write(describe_head_choice(recorded))
+
+    def _search_head(self) -> dict[str, Any]:
+        """Run :func:`~mtransfer.head_search.search_head_settings` on the cached features (main process; broadcast)."""
+        from accelerate.utils import broadcast_object_list
+
+        args, accelerator, plan = self.args, self.accelerator, self.plan
+        phase = plan.phases[0]
+        views = list(range(1, args.augmented_views + 1)) or [0]
+        train = [self._cache_entry(self.train_dataset, v) for v in views[:phase.num_epochs]]
+        evaluation = self._cache_entry(self.eval_dataset, 0) if self.eval_dataset is not None else None
+        choice: list[Any] = [None]
+        if accelerator.is_main_process:
+            device = accelerator.device
+            start, length = plan.segment_bounds(phase.segment)
+            def multiplier(step: int, steps_per_epoch: int) -> float:
+                total = length * steps_per_epoch
+                return get_schedule(args.lr_schedule, warmup_ratio=args.warmup_ratio, total_steps=total,
+                                    stlr_cut_frac=args.stlr_cut_frac, stlr_ratio=args.stlr_ratio)(step, total)
+
+            best_name = self.best_metric.removeprefix("eval_")
+            metric = best_name if best_name != "loss" else self.metric_names[0]
+            greater = self.greater_is_better if best_name != "loss" else greater_is_better(metric)
+            result = search_head_settings(
+                self.unwrapped.head, [e.all().to(device) for e in train], self.train_dataset.targets.to(device),
+                eval_features=evaluation.all().to(device) if evaluation is not None else None,
+                eval_labels=self.eval_dataset.targets.to(device) if evaluation is not None else None,
+                epochs=phase.num_epochs,
+                batch_size=args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes,
+                multiplier=multiplier, metric=metric, greater_is_better=greater, seed=args.seed,
+                weight_decays=(args.weight_decay, *HEAD_WEIGHT_DECAYS), betas=args.adam_betas, eps=args.adam_epsilon,
+                max_grad_norm=args.max_grad_norm)
+            choice = [result.to_dict()]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(choice, from_process=0)
+        return choice[0]
 
     def _wrap_for_phase(self, model, trainable: Sequence[int]):
         """Under DDP, a wrapper that registers exactly the phase's trainable groups.
@@ -586,6 +681,7 @@ class Trainer:
         self._best_state = None
         if args.resume_from_checkpoint:
             self.state = self.checkpoints.resume(args.resume_from_checkpoint, self.unwrapped)
+            self._settle_head_settings(self.state.head_search)  # the rate the run chose when it started
             sched = self.scheduler.state_dict()  # the schedule is a pure function of the step: no pickled state
             sched["last_epoch"] = self.state.global_step - 1
             self.scheduler.load_state_dict(sched)
@@ -596,6 +692,7 @@ class Trainer:
             self.state = TrainerState()
             if args.checkpointing:
                 self.checkpoints.start_fresh(args.overwrite_output_dir)
+            self._settle_head_settings(None)
         if args.report_to:
             accelerator.init_trackers(args.run_name or Path(args.output_dir).name, config=_tracker_config(args))
         self._show = args.progress_bar and accelerator.is_local_main_process
@@ -713,17 +810,23 @@ class Trainer:
         """Cached features serve a phase that trains only the head, when the adapter has no new modules."""
         return self.args.cache_features and self._head_only(phase) and not self.unwrapped.adapter.head_modules()
 
+    def _cache_entry(self, dataset: LabeledDataset, view: int):
+        """The cached features of ``dataset`` (extracted on first use, sharded over the processes)."""
+        args, accelerator = self.args, self.accelerator
+        frames = self.unwrapped.head.kind.reads_frames  # a CTC head reads every frame: cache them, not a pooled vector
+        return self._feature_cache().features(
+            self.unwrapped.adapter, dataset.inputs, view=view, seed=args.seed, batch_size=args.eval_batch_size,
+            device=accelerator.device, process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone,
+            progress=self._show, frames=frames)
+
     def _cache_loader(self, dataset: LabeledDataset, view: int, training: bool):
         """A prepared data loader over the cached features of ``dataset`` (extracted on first use)."""
         from torch.utils.data import DataLoader
 
         args, accelerator = self.args, self.accelerator
-        frames = self.unwrapped.head.kind.reads_frames  # a CTC head reads every frame: cache them, not a pooled vector
-        entry = self._feature_cache().features(
-            self.unwrapped.adapter, dataset.inputs, view=view, seed=args.seed, batch_size=args.eval_batch_size,
-            device=accelerator.device, process_index=accelerator.process_index,
-            num_processes=accelerator.num_processes, wait=accelerator.wait_for_everyone,
-            progress=self._show, frames=frames)
+        frames = self.unwrapped.head.kind.reads_frames
+        entry = self._cache_entry(dataset, view)
         sampler = EpochShuffleSampler(len(dataset), args.seed) if training else None
         cached = CachedFrameDataset(entry, dataset) if frames else CachedFeatureDataset(entry, dataset.targets)
         dl = DataLoader(cached, sampler=sampler, shuffle=False,
@@ -851,7 +954,7 @@ class Trainer:
                            self.state.best_epoch),
             final_eval=final, weights_epoch=weights_epoch, weights_are_best=use_best,
             stopped_early=self.state.stopped_early, train_seconds=seconds, flags=flags,
-            batchnorm_stats=getattr(self, "batchnorm_stats", None))
+            batchnorm_stats=getattr(self, "batchnorm_stats", None), head_search=self.head_choice)
 
     # --- evaluation ---------------------------------------------------------------------
     def _gather_outputs(self, model, dataloader) -> tuple[torch.Tensor, torch.Tensor]:

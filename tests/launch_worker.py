@@ -40,6 +40,7 @@ def main(bert: str, out: str) -> None:
     Path(out, f"rank{acc.process_index}.json").write_text(json.dumps({
         "rank": acc.process_index, "world": acc.num_processes, "distributed_type": str(acc.distributed_type),
         "seen": recorder.seen, "checksum": checksum, "torch_threads": torch.get_num_threads(),
+        "head_choice": trainer.head_choice,
     }))
 
 

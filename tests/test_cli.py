@@ -276,6 +276,26 @@ def test_head_lr_sets_the_rate_of_a_frozen_run_through_the_cli(tiny_bert, topic_
     assert losses["same as --lr"] == losses["lr only"]  # the flag is the head's rate, nothing else
 
 
+def test_a_frozen_run_with_no_rate_chooses_it_on_the_cache_and_says_so_in_terminal_record_and_card(
+        tiny_bert, topic_data, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", topic_data[0])
+    valid = write_csv(tmp_path / "valid.csv", topic_data[1])
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_bert), "--train", str(train), "--validation", str(valid), "--output-dir",
+                 str(out), "--epochs", "2", "--strategy", "frozen", "--no-progress", "--set", "report_to=none",
+                 "--set", "plot=false"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("head learning rate ") and "on eval_dataset (63 examples)" in lines[1]
+    record = json.loads((out / "metrics.json").read_text())
+    choice = record["head_search"]
+    assert choice["searched"] and record["args"]["head_learning_rate"] is None
+    assert record["plan"][0]["peak_lr"]["head"] == choice["learning_rate"]
+    assert main(["card", "--run-dir", str(out)]) == 0
+    card = (out / "model" / "README.md").read_text()
+    assert f"- head-only phase: head learning rate {choice['learning_rate']:g}, weight decay {choice['weight_decay']:g}: " \
+           "chosen among 27 candidates trained 2 epoch(s) on cached features, the lowest loss (" in card
+
+
 def test_the_cli_task_choices_are_the_task_registry():
     from mtransfer.cli import TASK_NAMES
     from mtransfer.tasks import task_names

@@ -184,6 +184,15 @@ def test_an_export_names_no_local_path_and_no_loading_flag(native, run_dir, tiny
 LONG = "bread cheese soup goal match team atom energy " * 4  # 32 words, far over max_length=8
 
 
+class _ListHandler(__import__("logging").Handler):
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def emit(self, record):
+        self.seen.append(record.getMessage())
+
+
 @pytest.mark.parametrize("pooling, hidden", [("mean", []), ("cls", [8])])
 def test_text_export_with_a_registered_custom_head(pooling, hidden, tiny_bert, tmp_path):
     """Mean / CLS pooling (and MLP heads) have no native BERT classifier: the export ships its model code."""
@@ -200,7 +209,21 @@ def test_text_export_with_a_registered_custom_head(pooling, hidden, tiny_bert, t
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"].endswith("MTransferForSequenceClassification")
     assert (folder / "hf_custom.py").is_file()
-    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 8
+    # the model truncates itself: the tokenizer keeps the encoder's limit (64 positions), so an input between the
+    # training length and that limit is not reported as too long
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=True)
+    seen = []
+    handler = _ListHandler(seen)
+    hf_logging.get_logger("transformers").addHandler(handler)
+    try:
+        assert 8 < len(tokenizer(LONG)["input_ids"]) <= 64
+    finally:
+        hf_logging.get_logger("transformers").removeHandler(handler)
+    assert not [m for m in seen if "longer than the specified maximum" in m]
     pipe = pipeline("text-classification", model=str(folder), trust_remote_code=True)
     # longer than the 8 training tokens: the exported model truncates as the tokenizer did in training, so a
     # pipeline called without truncation=True agrees (it used to score the whole text)

@@ -65,6 +65,9 @@ def test_two_processes_disjoint_shards_and_metrics_count_each_example_once(tiny_
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
+    # the head stage's rate, chosen on the main process and broadcast: every process trained at the same one
+    assert metrics["head_search"]["searched"] and ranks[0]["head_choice"] == ranks[1]["head_choice"] == metrics["head_search"]
+    assert metrics["plan"][0]["peak_lr"]["head"] == metrics["head_search"]["learning_rate"]
     assert [h["eval_samples"] for h in metrics["history"]] == [63, 63]
     assert metrics["final_eval"]["eval_samples"] == 63
     # the gathered metric equals a single-process evaluation of the saved model on all 63 rows

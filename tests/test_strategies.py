@@ -9,10 +9,12 @@ def trainable_by_epoch(plan):
     return [sorted(plan.trainable_names(e)) for e in range(plan.num_epochs)]
 
 
-def test_frozen_trains_only_the_head():
-    plan = plan_strategy("frozen", GROUPS, num_epochs=2, learning_rate=1e-3)
+def test_frozen_trains_only_the_head_at_the_head_rate():
+    plan = plan_strategy("frozen", GROUPS, num_epochs=2, learning_rate=1e-3, head_learning_rate=2e-2)
     assert trainable_by_epoch(plan) == [["head"], ["head"]]
-    assert plan.phases[0].peak_lrs == (0.0, 0.0, 0.0, 0.0, 1e-3)
+    assert plan.phases[0].peak_lrs == (0.0, 0.0, 0.0, 0.0, 2e-2)
+    # no head rate: the default head rate, not the backbone's (the trainer passes the one it chose on the cache)
+    assert plan_strategy("frozen", GROUPS, num_epochs=1, learning_rate=2e-5).phases[0].peak_lrs[-1] == 5e-3
 
 
 def test_full_trains_everything_at_one_rate():

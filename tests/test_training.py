@@ -459,7 +459,7 @@ def test_a_new_run_never_mixes_with_an_older_runs_checkpoints(tiny_bert, topic_d
     make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints="all").train()
     with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(epoch_1, epoch_2, epoch_3\)"):
         make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all").train()
-    with pytest.raises(ValueError, match=r"written by a different run \(learning_rate 0.001 -> 0.01\)"):
+    with pytest.raises(ValueError, match=r"written by a different run \(head_learning_rate 0.001 -> 0.01; learning_rate 0.001 -> 0.01\)"):
         make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=3, save_checkpoints="all", learning_rate=1e-2,
              resume_from_checkpoint="latest").train()
     trainer = make(tiny_bert, topic_data, tmp_path, strategy="frozen", num_epochs=2, save_checkpoints="all",
@@ -770,7 +770,8 @@ def test_a_run_says_first_how_many_processes_and_threads_it_trains_on(tiny_bert,
         torch.set_num_threads(before)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "training on 1 process(es) x 1 torch thread(s), cpu (TrainingArguments.num_threads sets the threads)"
-    assert lines[1].startswith("epoch 1/1 [head]")
+    assert lines[1].startswith("head learning rate ") and "on 3-fold cross-validation of the training data" in lines[1]
+    assert lines[2].startswith("epoch 1/1 [head]")
 
 
 @pytest.mark.parametrize("setting, expected", [("auto", "frozen"), ("frozen", "frozen"), ("update", "update")])

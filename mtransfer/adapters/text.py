@@ -120,6 +120,7 @@ class TextAdapter(Adapter):
         if tok_max and tok_max < 100_000:
             model_max = min(model_max, tok_max) if model_max else tok_max
         self.max_length = int(max_length) if max_length is not None else min(128, model_max or 128)
+        self.input_limit = model_max or self.max_length  # the longest input the encoder takes
         if model_max and self.max_length > model_max:
             raise ValueError(
                 f"TextAdapter max_length={self.max_length} exceeds what {self.model_name_or_path!r} supports "
@@ -173,12 +174,19 @@ class TextAdapter(Adapter):
     def feature_fingerprint(self) -> dict[str, Any]:
         return {**super().feature_fingerprint(), "tokenizer": tokenizer_fingerprint(self.tokenizer)}
 
-    def export_tokenizer(self) -> Any:
-        """A copy of the tokenizer that truncates where training did (``model_max_length = max_length``)."""
+    def export_tokenizer(self, model_truncates: bool = False) -> Any:
+        """A copy of the tokenizer for an export.
+
+        For a native classifier it truncates where training did (``model_max_length = max_length``:
+        ``pipeline(..., truncation=True)`` then scores what training saw). A custom head truncates
+        its inputs itself (``model_truncates``), so its tokenizer keeps the encoder's own limit:
+        inputs between the training length and that limit are scored as training saw them with no
+        "sequence length is longer than the specified maximum" warning.
+        """
         import copy
 
         tokenizer = copy.deepcopy(self.tokenizer)
-        tokenizer.model_max_length = self.max_length
+        tokenizer.model_max_length = self.input_limit if model_truncates else self.max_length
         return tokenizer
 
     def special_tokens_around(self) -> tuple[int, int]:
@@ -222,7 +230,7 @@ class TextAdapter(Adapter):
             weight, bias = folded_linear(head, allow_hidden=True)  # regression: original units
             native.classifier.weight.copy_(weight)
             native.classifier.bias.copy_(bias)
-        return native.eval(), self.export_tokenizer(), self.preprocess(["a short example text", "another one"])
+        return native.eval(), self.export_tokenizer(model_truncates=True), self.preprocess(["a short example text", "another one"])
 
     def get_config(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "pooling": self.pooling, "source": self.model_name_or_path}
