@@ -5,7 +5,7 @@ do not import torch, transformers and every adapter up front.
 
 >>> import mtransfer
 >>> sorted(mtransfer.STRATEGIES)[:3]
-['chain_thaw', 'frozen', 'full']
+['chain_thaw', 'contrastive', 'frozen']
 """
 
 from __future__ import annotations

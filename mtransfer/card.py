@@ -78,6 +78,9 @@ def model_card_text(run_dir: str | os.PathLike, *, folder: str | os.PathLike | N
              f"{args['learning_rate']}" + (f", head rate {args['head_learning_rate']}" if args.get("head_learning_rate") else "")
              + (f", discriminative decay {args['discriminative_lr_decay']} per group" if args.get("discriminative_lr_decay") else ""),
              *([f"- head-only phase: {describe_head_choice(metrics['head_search'])}"] if metrics.get("head_search") else []),
+             *([f"- head: logistic regression on the contrastively tuned features of {metrics['linear_head']['train_examples']} "
+                f"training examples (C = {metrics['linear_head'].get('C', float('nan')):.3g}, by cross-validation), "
+                "folded into a linear layer"] if metrics.get("linear_head") else []),
              f"- optimizer: AdamW (weight decay {args['weight_decay']}), mixed precision `{args['mixed_precision']}`, seed {args['seed']}",
              f"- layer groups, input side first: {', '.join(f'`{g}`' for g in metrics['layer_groups'])}",
              f"- adapter settings: {_adapter_settings(config['adapter'])}",

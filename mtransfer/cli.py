@@ -190,7 +190,10 @@ def _add_train(sub: Any) -> None:
                        help="start from a trained mtransfer model: its backbone as trained, a new head for this data "
                             "(CTC: rows of shared symbols copied)")
     train.add_argument("--output-dir", default=None, help="run folder (required without --config)")
-    train.add_argument("--strategy", default="two_stage", help="frozen, last_n, full, two_stage, gradual_unfreezing, chain_thaw")
+    train.add_argument("--strategy", default="two_stage",
+                       help="frozen, last_n, full, two_stage, gradual_unfreezing, chain_thaw, contrastive (pairs from the "
+                            "labels, then logistic regression on the tuned features; --set contrastive_pairs=N, "
+                            "--set contrastive_head=neural)")
     train.add_argument("--epochs", type=positive_int, default=3)
     train.add_argument("--lr", type=float, default=None,
                        help="peak learning rate of the phases that train the backbone (default 2e-5); with frozen or "

@@ -87,6 +87,8 @@ class RunRecord:
             gave none (:class:`mtransfer.head_search.HeadSearch` as a dict: the choice, where it was
             validated, every candidate's score; ``searched`` False with the ``reason`` when the
             default was used); None when the user gave the rate or the plan has no head-only phase.
+        linear_head: ``contrastive`` with its logistic head: the model fitted on the tuned features
+            (``kind``, the cross-validated ``C``, ``fit_seconds``, ``train_examples``); else None.
     """
 
     args: dict[str, Any]
@@ -106,6 +108,7 @@ class RunRecord:
     flags: list[str] = field(default_factory=list)
     batchnorm_stats: str | None = None
     head_search: dict[str, Any] | None = None
+    linear_head: dict[str, Any] | None = None
     mtransfer_record: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

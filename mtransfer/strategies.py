@@ -18,6 +18,11 @@ Strategies:
     ``chain_thaw``: the head alone, then each adapter group alone from the first (bottom) to
         the last, then all groups (DeepMoji), ``chain_thaw_epochs`` epochs per step and the
         remaining epochs for the last.
+    ``contrastive``: the adapter groups (the top ``last_n`` when set) learn from pairs built
+        from the labels (:mod:`mtransfer.contrastive`, SetFit's recipe), then the head: fitted
+        on the tuned features by logistic regression after the last epoch
+        (``contrastive_head="logistic"``), or trained with the top groups for the last
+        ``head_epochs`` epochs (``"neural"``).
 
 Discriminative learning rates (``discriminative_lr_decay``, e.g. 2.6 as in ULMFiT) combine with
 any strategy: the head trains at the phase's rate and each adapter group below it at that rate
@@ -31,7 +36,8 @@ from typing import Any
 
 from torch import nn
 
-STRATEGIES = ("frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw")
+STRATEGIES = ("frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw", "contrastive")
+CONTRASTIVE_HEADS = ("logistic", "neural")
 HEAD_LEARNING_RATE = 5e-3  # default peak rate of head-only phases, independent of the backbone's
 
 
@@ -46,6 +52,8 @@ class Phase:
         trainable: Indices of the trainable groups (the head is the last index).
         peak_lrs: Peak learning rate per group; 0.0 for frozen groups.
         segment: Schedule segment; the LR schedule restarts where the segment changes.
+        objective: What the phase's epochs minimise: ``"task"`` (the head's loss on the labels) or
+            ``"pairs"`` (the contrastive pair loss on pooled features; no head takes part).
     """
 
     name: str
@@ -54,6 +62,7 @@ class Phase:
     trainable: frozenset[int]
     peak_lrs: tuple[float, ...]
     segment: int
+    objective: str = "task"
 
     @property
     def end_epoch(self) -> int:
@@ -101,6 +110,7 @@ class TrainingPlan:
                 "epochs": [p.start_epoch, p.end_epoch],
                 "trainable": [self.group_names[i] for i in sorted(p.trainable)],
                 "peak_lr": {self.group_names[i]: p.peak_lrs[i] for i in sorted(p.trainable)},
+                **({"objective": p.objective} if p.objective != "task" else {}),
             }
             for p in self.phases
         ]
@@ -133,6 +143,7 @@ class _Spec:
     head_epochs: int
     unfreeze_every: int
     chain_thaw_epochs: int
+    contrastive_head: str = "logistic"
 
     @property
     def head(self) -> int:
@@ -218,8 +229,24 @@ def _plan_chain_thaw(s: _Spec) -> list[Phase]:
     return phases
 
 
+def _plan_contrastive(s: _Spec) -> list[Phase]:
+    top = set(s.top_groups(required=False))
+    if s.contrastive_head == "logistic":  # the head is fitted on the tuned features after the last epoch
+        return [Phase("contrastive", 0, s.num_epochs, frozenset(top), s.lrs(top), 0, "pairs")]
+    if not 1 <= s.head_epochs < s.num_epochs:
+        raise ValueError(
+            f"contrastive with a neural head needs 1 <= head_epochs < num_epochs (pair epochs, then head epochs); "
+            f"got head_epochs={s.head_epochs}, num_epochs={s.num_epochs}.")
+    pairs = s.num_epochs - s.head_epochs
+    both = top | {s.head}
+    rates = s.lrs(both)[:-1] + (s.head_rate,)
+    return [Phase("contrastive", 0, pairs, frozenset(top), s.lrs(top), 0, "pairs"),
+            Phase("head + top" if s.last_n is not None else "head + all", pairs, s.head_epochs, frozenset(both), rates, 1)]
+
+
 _PLANNERS = {"frozen": _plan_frozen, "last_n": _plan_last_n, "full": _plan_full, "two_stage": _plan_two_stage,
-             "gradual_unfreezing": _plan_gradual_unfreezing, "chain_thaw": _plan_chain_thaw}
+             "gradual_unfreezing": _plan_gradual_unfreezing, "chain_thaw": _plan_chain_thaw,
+             "contrastive": _plan_contrastive}
 
 
 def plan_strategy(
@@ -234,6 +261,7 @@ def plan_strategy(
     unfreeze_every: int = 1,
     chain_thaw_epochs: int = 1,
     discriminative_lr_decay: float | None = None,
+    contrastive_head: str = "logistic",
 ) -> TrainingPlan:
     """Build the :class:`TrainingPlan` of a strategy over ordered layer groups.
 
@@ -254,6 +282,8 @@ def plan_strategy(
         chain_thaw_epochs: Epochs of each single-group step under ``chain_thaw``.
         discriminative_lr_decay: Divide the LR by this once per group going down from the
             head; None or 1.0 for one LR everywhere.
+        contrastive_head: ``contrastive``: ``"logistic"`` (fitted after the pair epochs) or
+            ``"neural"`` (trained with the top groups for the last ``head_epochs`` epochs).
 
     Raises:
         ValueError: Unknown strategy, or settings that do not fit the groups and epochs.
@@ -266,11 +296,13 @@ def plan_strategy(
         raise ValueError(f"A plan needs at least one adapter group and the head; got groups {list(names)}.")
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be >= 1, got {num_epochs}.")
+    if contrastive_head not in CONTRASTIVE_HEADS:
+        raise ValueError(f"contrastive_head={contrastive_head!r}; expected one of {', '.join(CONTRASTIVE_HEADS)}.")
     if strategy not in _PLANNERS:
         raise ValueError(f"Unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}.")
     decay = discriminative_lr_decay if discriminative_lr_decay and discriminative_lr_decay != 1.0 else None
     spec = _Spec(names, num_epochs, learning_rate, head_learning_rate if head_learning_rate is not None else HEAD_LEARNING_RATE,
-                 decay, last_n, head_epochs, unfreeze_every, chain_thaw_epochs)
+                 decay, last_n, head_epochs, unfreeze_every, chain_thaw_epochs, contrastive_head)
     phases = _PLANNERS[strategy](spec)
     return TrainingPlan(group_names=names, phases=tuple(phases), num_epochs=num_epochs)
 

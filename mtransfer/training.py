@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from mtransfer.checkpoints import SAVE_CHECKPOINTS, Checkpoints, TrainerState, run_identity
+from mtransfer.contrastive import PairCollator, PairDataset, cosine_pair_loss, default_num_pairs
 from mtransfer.data import CachedFeatureDataset, CachedFrameDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
 from mtransfer.head_search import HEAD_WEIGHT_DECAYS, MIN_SEARCH_EXAMPLES, search_head_settings
 from mtransfer.heads import tune_thresholds
@@ -32,7 +33,7 @@ from mtransfer.model import TransferModel
 from mtransfer.record import RECORD_FILE, BestEpoch, RunRecord, describe_head_choice
 from mtransfer.schedules import SCHEDULES, get_schedule
 from mtransfer.speech.data import check_transcript_lengths
-from mtransfer.strategies import HEAD_LEARNING_RATE, STRATEGIES, TrainingPlan, plan_strategy
+from mtransfer.strategies import CONTRASTIVE_HEADS, HEAD_LEARNING_RATE, STRATEGIES, TrainingPlan, plan_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,13 @@ class TrainingArguments:
         head_epochs: Epochs of ``two_stage``'s head-only stage.
         unfreeze_every: Epochs between unfreezings under ``gradual_unfreezing``.
         chain_thaw_epochs: Epochs per single-group step under ``chain_thaw``.
+        contrastive_head: ``contrastive``: ``"logistic"`` (logistic regression fitted on the tuned
+            backbone's cached features after the pair epochs, its regularisation by 5-fold
+            cross-validation; SetFit's default) or ``"neural"`` (the head trained with the top
+            groups for the last ``head_epochs`` epochs, at ``head_learning_rate``).
+        contrastive_pairs: ``contrastive``: pairs per epoch, half of one class, half of two
+            (:func:`mtransfer.contrastive.sample_pairs`); None: 40 per training example (SetFit's
+            20 iterations of a positive and a negative pair each).
         discriminative_lr_decay: LR divided by this per group going down (ULMFiT: 2.6).
         lr_schedule: ``constant``, ``linear``, ``cosine`` or ``slanted_triangular``.
         warmup_ratio: Linear warmup fraction of each schedule segment.
@@ -167,6 +175,8 @@ class TrainingArguments:
     head_epochs: int = 1
     unfreeze_every: int = 1
     chain_thaw_epochs: int = 1
+    contrastive_head: str = "logistic"
+    contrastive_pairs: int | None = None
     discriminative_lr_decay: float | None = None
     lr_schedule: str = "linear"
     warmup_ratio: float = 0.1
@@ -266,6 +276,14 @@ class TrainingArguments:
             raise bad("min_epochs", f"at most num_epochs ({self.num_epochs})")
         if self.ctc_plateau is not None and (isinstance(self.ctc_plateau, bool) or not 0.0 < self.ctc_plateau < 1.0):
             raise bad("ctc_plateau", "a fraction in (0, 1) or None")
+        if self.contrastive_head not in CONTRASTIVE_HEADS:
+            raise bad("contrastive_head", f"one of {', '.join(CONTRASTIVE_HEADS)}")
+        if self.contrastive_pairs is not None and (isinstance(self.contrastive_pairs, bool)
+                                                   or not isinstance(self.contrastive_pairs, int) or self.contrastive_pairs < 2):
+            raise bad("contrastive_pairs", "an integer >= 2 or None")
+        if self.strategy == "contrastive" and self.contrastive_head == "neural" and self.head_epochs >= self.num_epochs:
+            raise ValueError(f"TrainingArguments.head_epochs={self.head_epochs} must be < num_epochs={self.num_epochs} "
+                             "for strategy='contrastive' with contrastive_head='neural' (pair epochs, then head epochs).")
         if self.batchnorm_stats not in ("auto", "frozen", "update"):
             raise bad("batchnorm_stats", "'auto', 'frozen' or 'update'")
         if isinstance(self.save_checkpoints, bool):
@@ -404,12 +422,13 @@ class Trainer:
             if ds is not None:
                 self._check_dataset(ds, role)
         self._choose_metrics()
+        self._check_contrastive()
         self.group_names = [g.name for g in model.layer_groups()]  # labels; groups are held by position
         self.plan: TrainingPlan = plan_strategy(
             args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
             head_learning_rate=args.head_learning_rate, last_n=args.last_n, head_epochs=args.head_epochs,
             unfreeze_every=args.unfreeze_every, chain_thaw_epochs=args.chain_thaw_epochs,
-            discriminative_lr_decay=args.discriminative_lr_decay,
+            discriminative_lr_decay=args.discriminative_lr_decay, contrastive_head=args.contrastive_head,
         )
         self.accelerator = None
         self.optimizer = None
@@ -420,6 +439,7 @@ class Trainer:
         self._cached: dict[Any, Any] = {}
         self._best_state: dict[str, torch.Tensor] | None = None
         self.head_choice: dict[str, Any] | None = None  # how the head-only phase's rate was set (head_search)
+        self.linear_head: dict[str, Any] | None = None  # contrastive: the logistic head fitted after the pair epochs
 
     def _choose_metrics(self) -> None:
         args, eval_dataset = self.args, self.eval_dataset
@@ -437,6 +457,18 @@ class Trainer:
             raise ValueError("TrainingArguments.early_stopping_patience needs an eval_dataset to watch.")
         if args.tune_thresholds and (not task.multi_label or eval_dataset is None):
             raise ValueError("TrainingArguments.tune_thresholds is for multi-label classification with an eval_dataset.")
+
+    def _check_contrastive(self) -> None:
+        """``contrastive`` builds pairs from class labels, and its logistic head is a linear layer."""
+        args, head = self.args, self.model.head
+        if args.strategy != "contrastive":
+            return
+        if head.task != "single_label_classification":
+            raise ValueError(f"strategy='contrastive' builds its pairs from class labels: it needs single-label "
+                             f"classification, not {head.task}.")
+        if args.contrastive_head == "logistic" and head.config.hidden_sizes:
+            raise ValueError(f"contrastive_head='logistic' fits a linear head; this model's head has hidden layers "
+                             f"{head.config.hidden_sizes} (use contrastive_head='neural', or a linear head).")
 
     def _drop_bad(self, ds: LabeledDataset | None, role: str) -> LabeledDataset | None:
         """The dataset without the inputs the adapter cannot read, saying how many were skipped."""
@@ -481,23 +513,31 @@ class Trainer:
                 check_transcript_lengths(self.model.adapter, ds, f"{role} ({ds.source})")
 
     # --- learning rates -----------------------------------------------------------------
-    def lr_lambda(self, group_index: int, steps_per_epoch: int):
-        """``step -> learning rate`` of one layer group (by position) under the plan and the schedule."""
+    def lr_lambda(self, group_index: int, epoch_steps: Sequence[int]):
+        """``step -> learning rate`` of one layer group (by position) under the plan and the schedule.
+
+        ``epoch_steps`` holds each epoch's optimizer steps (a contrastive epoch of pairs has its own count).
+        """
+        import bisect
+
         plan, args = self.plan, self.args
         schedules: dict[int, Any] = {}
+        starts = [0]
+        for n in epoch_steps:
+            starts.append(starts[-1] + n)
 
         def lr_at(step: int) -> float:
-            epoch = min(step // steps_per_epoch, plan.num_epochs - 1)
+            epoch = min(bisect.bisect_right(starts, step) - 1, plan.num_epochs - 1)
             phase = plan.phase_at(epoch)
             peak = phase.peak_lrs[group_index]
             if peak == 0.0:
                 return 0.0
             start, length = plan.segment_bounds(phase.segment)
-            total = length * steps_per_epoch
+            total = starts[start + length] - starts[start]
             if phase.segment not in schedules:
                 schedules[phase.segment] = get_schedule(args.lr_schedule, warmup_ratio=args.warmup_ratio, total_steps=total,
                                                         stlr_cut_frac=args.stlr_cut_frac, stlr_ratio=args.stlr_ratio)
-            return peak * schedules[phase.segment](step - start * steps_per_epoch, total)
+            return peak * schedules[phase.segment](step - starts[start], total)
 
         return lr_at
 
@@ -549,13 +589,24 @@ class Trainer:
         if self.eval_dataset is not None:
             loaders.append(DataLoader(self.eval_dataset, batch_size=args.eval_batch_size, shuffle=False,
                                       collate_fn=Collator(model.adapter), num_workers=args.dataloader_num_workers))
+        self.pair_dataset = None
+        if any(ph.objective == "pairs" for ph in self.plan.phases):  # the pairs are drawn anew each epoch
+            self.pair_dataset = PairDataset(self.train_dataset.inputs, self.train_dataset.targets,
+                                            args.contrastive_pairs or default_num_pairs(len(self.train_dataset)),
+                                            args.seed)
+            loaders.append(DataLoader(self.pair_dataset, batch_size=args.batch_size, shuffle=False,
+                                      collate_fn=PairCollator(model.adapter), num_workers=args.dataloader_num_workers))
         model.set_trainable(range(len(self.group_names)))  # the optimizer holds every group; phases toggle them
         optimizer = torch.optim.AdamW(optimizer_param_groups(model, args.weight_decay), lr=1.0, betas=args.adam_betas,
                                       eps=args.adam_epsilon)
         model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
         self.optimizer, self.unwrapped = optimizer, accelerator.unwrap_model(model)
         self._registered = tuple(range(len(self.group_names)))
-        self.steps_per_epoch = max(1, math.ceil(len(loaders[0]) / args.gradient_accumulation_steps))
+        self.pair_dl = loaders.pop() if self.pair_dataset is not None else None
+        steps = {name: max(1, math.ceil(len(dl) / args.gradient_accumulation_steps))
+                 for name, dl in (("task", loaders[0]), ("pairs", self.pair_dl)) if dl is not None}
+        self.steps_per_epoch = steps["task"]
+        self.epoch_steps = [steps[self.plan.phase_at(e).objective] for e in range(self.plan.num_epochs)]
         self._make_scheduler()
         return model, optimizer, loaders[0], (loaders[1] if len(loaders) > 1 else None)
 
@@ -563,7 +614,7 @@ class Trainer:
         """The ``LambdaLR`` that gives every param group its layer group's rate under the plan."""
         base = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            base, [self.lr_lambda(g["layer_group"], self.steps_per_epoch) for g in base.param_groups])
+            base, [self.lr_lambda(g["layer_group"], self.epoch_steps) for g in base.param_groups])
 
     # --- the head-only phase's rate -----------------------------------------------------
     def _head_rate_open(self) -> bool:
@@ -596,7 +647,7 @@ class Trainer:
             args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
             head_learning_rate=recorded["learning_rate"], last_n=args.last_n, head_epochs=args.head_epochs,
             unfreeze_every=args.unfreeze_every, chain_thaw_epochs=args.chain_thaw_epochs,
-            discriminative_lr_decay=args.discriminative_lr_decay)
+            discriminative_lr_decay=args.discriminative_lr_decay, contrastive_head=args.contrastive_head)
         head = len(self.group_names) - 1
         base = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         for group in base.param_groups:
@@ -703,14 +754,19 @@ class Trainer:
         """One epoch of the plan's phase: unfreeze its groups, train, evaluate; the epoch's record."""
         phase = self.plan.phase_at(epoch)
         self.unwrapped.set_trainable(phase.trainable)
-        if self._use_cache(phase):
+        loss_of = None
+        if phase.objective == "pairs":  # pooled features of pairs; no head, nothing to evaluate yet
+            self.pair_dataset.set_epoch(epoch)
+            train_dl, eval_dl, loss_of = self.pair_dl, None, _pair_loss
+        elif self._use_cache(phase):
             train_dl, eval_dl = self._cached_loaders(epoch)
         model.train()
         train_dl.set_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_begin(self, epoch)
         epoch_start = time.perf_counter()
-        train_loss = self._run_batches(model, optimizer, train_dl, f"epoch {epoch + 1}/{self.args.num_epochs} [{phase.name}]")
+        train_loss = self._run_batches(model, optimizer, train_dl, f"epoch {epoch + 1}/{self.args.num_epochs} [{phase.name}]",
+                                       loss_of)
         lrs = self.scheduler.get_last_lr()
         groups = (optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer).param_groups
         record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "train_loss": train_loss,
@@ -723,8 +779,11 @@ class Trainer:
                 cb.on_evaluate(self, metrics)
         return record
 
-    def _run_batches(self, model, optimizer, dataloader, desc: str) -> float:
-        """The inner loop: accumulate, backward, clip, step; mean training loss over the processes."""
+    def _run_batches(self, model, optimizer, dataloader, desc: str, loss_of: Any = None) -> float:
+        """The inner loop: accumulate, backward, clip, step; mean training loss over the processes.
+
+        ``loss_of(model, batch)`` replaces the task's loss (the contrastive pair loss).
+        """
         from tqdm.auto import tqdm
 
         args, accelerator = self.args, self.accelerator
@@ -734,9 +793,12 @@ class Trainer:
         for batch in dataloader:
             with accelerator.accumulate(model):
                 with self._autocast():
-                    out = model(batch.get("inputs"), batch["labels"], features=batch.get("features"),
-                                frame_mask=batch.get("frame_mask"))
-                accelerator.backward(out.loss)
+                    if loss_of is not None:
+                        loss = loss_of(model, batch)
+                    else:
+                        loss = model(batch.get("inputs"), batch["labels"], features=batch.get("features"),
+                                     frame_mask=batch.get("frame_mask")).loss
+                accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     if args.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -747,7 +809,7 @@ class Trainer:
                     self.scheduler.step()
                     self.state.global_step += 1
                 optimizer.zero_grad(set_to_none=True)
-            loss = out.loss.detach()
+            loss = loss.detach()
             loss_sum += loss
             window += loss
             window_batches += 1
@@ -861,7 +923,7 @@ class Trainer:
 
     def _track_best(self, record: dict[str, Any]) -> None:
         args, state = self.args, self.state
-        if self.eval_dataset is None:
+        if self.eval_dataset is None or self.best_metric not in record:  # no metric: a contrastive epoch
             return
         if self._on_plateau(record):
             # not a candidate, and no evidence of a stall: patience waits while the model sits on the plateau (a
@@ -902,6 +964,8 @@ class Trainer:
         if use_best and self.state.best_epoch != weights_epoch:
             self._restore_best()
         weights_epoch = self.state.best_epoch if use_best else weights_epoch
+        if self.plan.phases[-1].objective == "pairs":  # contrastive, logistic head: fitted on the tuned features
+            self._fit_linear_head()
         final = self._final_eval(model, eval_dl)
         flags = self._flags(final)
         record = self._record(final, weights_epoch, use_best, train_seconds, flags)
@@ -932,6 +996,28 @@ class Trainer:
             cb.on_train_end(self, result)
         return result
 
+    def _fit_linear_head(self) -> None:
+        """Logistic regression on the tuned backbone's cached training features, folded into the (linear) head.
+
+        Every process extracts its shards, then fits the same model (scikit-learn, seeded): no head to broadcast.
+        """
+        from mtransfer.linear import fit_linear
+
+        self.unwrapped.eval()
+        features = self._cache_entry(self.train_dataset, 0).all()
+        probe = fit_linear(features, self.train_dataset.targets, task=self.unwrapped.task, kind="logistic",
+                           seed=self.args.seed, num_labels=len(self.unwrapped.label_names))
+        fitted = probe.to_head()
+        head = self.unwrapped.head
+        with torch.no_grad():
+            head.out.weight.copy_(fitted.out.weight)
+            head.out.bias.copy_(fitted.out.bias)
+        self.linear_head = {"kind": "logistic", **probe.best_params, "fit_seconds": round(probe.fit_seconds, 3),
+                            "train_examples": len(self.train_dataset)}
+        if self.accelerator.is_local_main_process:
+            tqdm_write(f"head: logistic regression on the tuned features of {len(self.train_dataset)} training examples "
+                       f"({', '.join(f'{k}={v:.3g}' for k, v in probe.best_params.items())}, by 5-fold cross-validation)")
+
     def _final_eval(self, model, eval_dl) -> dict[str, float]:
         """Validation metrics of the weights the run ends with (thresholds tuned first when asked)."""
         if eval_dl is None:
@@ -954,7 +1040,8 @@ class Trainer:
                            self.state.best_epoch),
             final_eval=final, weights_epoch=weights_epoch, weights_are_best=use_best,
             stopped_early=self.state.stopped_early, train_seconds=seconds, flags=flags,
-            batchnorm_stats=getattr(self, "batchnorm_stats", None), head_search=self.head_choice)
+            batchnorm_stats=getattr(self, "batchnorm_stats", None), head_search=self.head_choice,
+            linear_head=self.linear_head)
 
     # --- evaluation ---------------------------------------------------------------------
     def _gather_outputs(self, model, dataloader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1049,6 +1136,11 @@ class Trainer:
         if self.feature_cache is None:
             self.feature_cache = FeatureCache(self.args.cache_dir)
         return self.feature_cache
+
+
+def _pair_loss(model: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """The contrastive loss of a batch of pairs: one forward over the left and right inputs (DDP sees one)."""
+    return cosine_pair_loss(model(batch["inputs"]).pooled, batch["pair_labels"])
 
 
 def tqdm_write(text: str) -> None:

@@ -89,7 +89,7 @@ def train_and_reload(model: mt.TransferModel, train, val, strategy: str, tmp_pat
     settings = dict(output_dir=str(tmp_path / "run"), strategy=strategy, num_epochs=epochs_for(strategy, model),
                     learning_rate=1e-3, head_learning_rate=1e-2, last_n=1, batch_size=12, progress_bar=False,
                     report_to=[], plot=False, save_checkpoints=False, load_best_model_at_end=False,
-                    lr_schedule="constant", warmup_ratio=0.0, weight_decay=WEIGHT_DECAY)
+                    lr_schedule="constant", warmup_ratio=0.0, weight_decay=WEIGHT_DECAY, contrastive_pairs=48)
     settings.update(overrides)
     args = mt.TrainingArguments(**settings)
     trainer = mt.Trainer(model, args, train, val)

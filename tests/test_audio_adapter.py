@@ -10,7 +10,7 @@ from tests.strategy_checks import train_and_reload
 from tests.test_media import write_wav
 from tests.tiny import tone
 
-STRATEGIES = ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw"]
+STRATEGIES = ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw", "contrastive"]
 
 
 def pitch_rows(n_per_class: int, seed: int):

@@ -7,7 +7,7 @@ import mtransfer as mt
 from mtransfer.adapters import ImageAdapter
 from tests.strategy_checks import train_and_reload
 
-STRATEGIES = ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw"]
+STRATEGIES = ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw", "contrastive"]
 
 
 @pytest.fixture(scope="module")

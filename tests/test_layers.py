@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "speech.vocabulary", "speech.ctc", "speech.decoding")),
     ("registry", ("builtins", "backbones", "modalities", "speech.presets")),
     ("models", ("adapters", "heads", "hf_custom", "tasks", "model", "strategies", "data", "speech.data")),
-    ("core", ("training", "head_search", "checkpoints", "config", "linear", "sklearn", "tabular", "ranking", "export", "card",
+    ("core", ("training", "head_search", "contrastive", "checkpoints", "config", "linear", "sklearn", "tabular", "ranking", "export", "card",
               "self_taught", "speech.pretrain", "speech")),
     ("experiments", ("experiments",)),
     ("entry points", ("cli", "")),  # "": the package root (mtransfer/__init__.py, the public API)

@@ -44,14 +44,20 @@ def launch_two_cpu(script, *args, env=None, timeout=600) -> subprocess.Completed
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
+def launch_ranks(script, bert, out: Path) -> tuple[list[dict], subprocess.CompletedProcess]:
+    """Launch ``script`` on 2 CPU processes; each rank's ``rank<i>.json`` (checked to say a world of 2), and the run."""
+    proc = launch_two_cpu(script, bert, out)
+    assert proc.returncode == 0, launch_report(proc)
+    ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    return ranks, proc
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_disjoint_shards_and_metrics_count_each_example_once(tiny_bert, tmp_path):
     out = tmp_path / "ddp"
-    proc = launch_two_cpu("tests/launch_worker.py", tiny_bert, out)
-    assert proc.returncode == 0, launch_report(proc)
-    ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
-    assert [r["world"] for r in ranks] == [2, 2]
+    ranks, proc = launch_ranks("tests/launch_worker.py", tiny_bert, out)
     assert {r["distributed_type"] for r in ranks} == {"DistributedType.MULTI_CPU"}
     for epoch in ("1", "2"):
         a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]

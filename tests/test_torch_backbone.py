@@ -29,7 +29,7 @@ def test_user_module_groups_from_children_and_features():
         TorchBackboneAdapter(make_small_cnn(), image_size=32, layer_groups={"x": ["nope"]})
 
 
-@pytest.mark.parametrize("strategy", ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw"])
+@pytest.mark.parametrize("strategy", ["frozen", "last_n", "full", "two_stage", "gradual_unfreezing", "chain_thaw", "contrastive"])
 def test_import_path_backbone_trains_under_every_strategy(strategy, shapes, tmp_path):
     train, val = shapes
     model = mt.TransferModel.from_backbone("torch", "tests.tiny:make_small_cnn", labels=train.label_names, seed=0,
