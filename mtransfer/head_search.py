@@ -31,6 +31,7 @@ import torch
 
 from mtransfer.heads import Head
 from mtransfer.metrics import compute_metrics
+from mtransfer.strategies import no_weight_decay_parameters
 
 HEAD_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 HEAD_WEIGHT_DECAYS = (0.01, 0.1, 1.0)
@@ -68,11 +69,6 @@ class HeadSearch:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @property
-    def best(self) -> dict[str, float]:
-        return next(c for c in self.candidates
-                    if c["learning_rate"] == self.learning_rate and c["weight_decay"] == self.weight_decay)
-
 
 def folds_of(labels: torch.Tensor, folds: int, seed: int, stratify: bool) -> list[torch.Tensor]:
     """``folds`` disjoint index sets covering ``range(len(labels))``, class-balanced when ``stratify``.
@@ -98,8 +94,9 @@ def _clone(head: Head) -> Head:
 
 
 def _decayed(head: Head) -> set[str]:
-    """Names of the head's parameters that take weight decay (weights, not biases), as the trainer's optimizer."""
-    return {name for name, p in head.named_parameters() if p.dim() > 1}
+    """Names of the head's parameters that take weight decay: the trainer optimizer's rule (no biases, no norms)."""
+    skip = no_weight_decay_parameters(head)
+    return {name for name, p in head.named_parameters() if id(p) not in skip}
 
 
 class _StackedHeads:

@@ -424,12 +424,7 @@ class Trainer:
         self._choose_metrics()
         self._check_contrastive()
         self.group_names = [g.name for g in model.layer_groups()]  # labels; groups are held by position
-        self.plan: TrainingPlan = plan_strategy(
-            args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
-            head_learning_rate=args.head_learning_rate, last_n=args.last_n, head_epochs=args.head_epochs,
-            unfreeze_every=args.unfreeze_every, chain_thaw_epochs=args.chain_thaw_epochs,
-            discriminative_lr_decay=args.discriminative_lr_decay, contrastive_head=args.contrastive_head,
-        )
+        self.plan: TrainingPlan = self._plan(args.head_learning_rate)
         self.accelerator = None
         self.optimizer = None
         self.scheduler = None
@@ -457,6 +452,15 @@ class Trainer:
             raise ValueError("TrainingArguments.early_stopping_patience needs an eval_dataset to watch.")
         if args.tune_thresholds and (not task.multi_label or eval_dataset is None):
             raise ValueError("TrainingArguments.tune_thresholds is for multi-label classification with an eval_dataset.")
+
+    def _plan(self, head_learning_rate: float | None) -> TrainingPlan:
+        """The strategy's plan over this model's groups, its head-only phases at ``head_learning_rate``."""
+        args = self.args
+        return plan_strategy(
+            args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
+            head_learning_rate=head_learning_rate, last_n=args.last_n, head_epochs=args.head_epochs,
+            unfreeze_every=args.unfreeze_every, chain_thaw_epochs=args.chain_thaw_epochs,
+            discriminative_lr_decay=args.discriminative_lr_decay, contrastive_head=args.contrastive_head)
 
     def _check_contrastive(self) -> None:
         """``contrastive`` builds pairs from class labels, and its logistic head is a linear layer."""
@@ -605,7 +609,6 @@ class Trainer:
         self.pair_dl = loaders.pop() if self.pair_dataset is not None else None
         steps = {name: max(1, math.ceil(len(dl) / args.gradient_accumulation_steps))
                  for name, dl in (("task", loaders[0]), ("pairs", self.pair_dl)) if dl is not None}
-        self.steps_per_epoch = steps["task"]
         self.epoch_steps = [steps[self.plan.phase_at(e).objective] for e in range(self.plan.num_epochs)]
         self._make_scheduler()
         return model, optimizer, loaders[0], (loaders[1] if len(loaders) > 1 else None)
@@ -643,11 +646,7 @@ class Trainer:
             recorded = ({"learning_rate": HEAD_LEARNING_RATE, "weight_decay": args.weight_decay, "searched": False,
                          "reason": reason} if reason else self._search_head())
         self.head_choice = self.state.head_search = recorded
-        self.plan = plan_strategy(
-            args.strategy, self.group_names, num_epochs=args.num_epochs, learning_rate=args.learning_rate,
-            head_learning_rate=recorded["learning_rate"], last_n=args.last_n, head_epochs=args.head_epochs,
-            unfreeze_every=args.unfreeze_every, chain_thaw_epochs=args.chain_thaw_epochs,
-            discriminative_lr_decay=args.discriminative_lr_decay, contrastive_head=args.contrastive_head)
+        self.plan = self._plan(recorded["learning_rate"])
         head = len(self.group_names) - 1
         base = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         for group in base.param_groups:
@@ -669,11 +668,15 @@ class Trainer:
         choice: list[Any] = [None]
         if accelerator.is_main_process:
             device = accelerator.device
-            start, length = plan.segment_bounds(phase.segment)
+            length = plan.segment_bounds(phase.segment)[1]
+            schedules: dict[int, Any] = {}  # one per fold size
+
             def multiplier(step: int, steps_per_epoch: int) -> float:
                 total = length * steps_per_epoch
-                return get_schedule(args.lr_schedule, warmup_ratio=args.warmup_ratio, total_steps=total,
-                                    stlr_cut_frac=args.stlr_cut_frac, stlr_ratio=args.stlr_ratio)(step, total)
+                if total not in schedules:
+                    schedules[total] = get_schedule(args.lr_schedule, warmup_ratio=args.warmup_ratio, total_steps=total,
+                                                    stlr_cut_frac=args.stlr_cut_frac, stlr_ratio=args.stlr_ratio)
+                return schedules[total](step, total)
 
             best_name = self.best_metric.removeprefix("eval_")
             metric = best_name if best_name != "loss" else self.metric_names[0]
