@@ -186,12 +186,16 @@ class FeatureCache:
 
     # --- keys -----------------------------------------------------------------------------
     def key(self, adapter: Any, inputs: Sequence[Any], view: int = 0, seed: int = 0,
-            frames: bool = False) -> dict[str, Any]:
-        """Everything that decides the features, as a JSON-ready dict."""
+            frames: bool = False, block: int | None = None) -> dict[str, Any]:
+        """Everything that decides the features, as a JSON-ready dict (``block``: only the weights below it count)."""
+        fingerprint = adapter.feature_fingerprint()
+        if block is not None:
+            fingerprint = {**fingerprint, "weights": adapter.weights_below_block(block)}
         return {
             **({"frames": True} if frames else {}),
+            **({"block_input": block} if block is not None else {}),
             "format": CACHE_FORMAT,
-            "adapter": adapter.feature_fingerprint(),
+            "adapter": fingerprint,
             "data": adapter.input_fingerprint(inputs),
             "num_rows": len(inputs),
             "view": int(view),
@@ -237,7 +241,7 @@ class FeatureCache:
     def features(self, adapter: Any, inputs: Sequence[Any], *, view: int = 0, seed: int = 0, batch_size: int = 64,
                  device: torch.device | str | None = None, process_index: int = 0, num_processes: int = 1,
                  wait: Callable[[], None] | None = None, on_shard: Callable[[int], None] | None = None,
-                 progress: bool = False, frames: bool = False) -> CacheEntry:
+                 progress: bool = False, frames: bool = False, block: int | None = None) -> CacheEntry:
         """The cached features of ``inputs``, extracting whatever is missing first.
 
         Args:
@@ -253,8 +257,12 @@ class FeatureCache:
             progress: Show a progress bar.
             frames: Cache the adapter's frame features (``Features.tokens`` within ``Features.mask``)
                 instead of the pooled vector: a :class:`FrameCacheEntry`.
+            block: Cache the hidden states entering this block of the backbone instead, each
+                example's real positions (:meth:`~mtransfer.adapters.base.Adapter.block_input`;
+                :mod:`mtransfer.partial_cache`): a :class:`FrameCacheEntry`.
         """
-        key = self.key(adapter, inputs, view, seed, frames)
+        frames = frames or block is not None
+        key = self.key(adapter, inputs, view, seed, frames, block)
         found = self.lookup(key)
         if found is not None:
             self.hits += 1
@@ -268,12 +276,13 @@ class FeatureCache:
                     self.hits += 1
                     return found
                 return self._fill(adapter, inputs, key, path, view, seed, batch_size, device, 0, 1, wait, on_shard,
-                                  progress, frames)
+                                  progress, frames, block)
         return self._fill(adapter, inputs, key, path, view, seed, batch_size, device, process_index, num_processes,
-                          wait, on_shard, progress, frames)
+                          wait, on_shard, progress, frames, block)
 
     def _fill(self, adapter, inputs, key: dict[str, Any], path: Path, view: int, seed: int, batch_size: int, device,
-              process_index: int, num_processes: int, wait, on_shard, progress: bool, frames: bool) -> CacheEntry:
+              process_index: int, num_processes: int, wait, on_shard, progress: bool, frames: bool,
+              block: int | None = None) -> CacheEntry:
         """Extract this process's missing shards of the entry at ``path``, then mark it complete."""
         self.misses += 1
         n = len(inputs)
@@ -281,7 +290,7 @@ class FeatureCache:
         mine = [s for s in range(num_shards) if s % num_processes == process_index]
         todo = [s for s in mine if not _intact(path / f"shard_{s:05d}.safetensors")]
         if todo:
-            self._extract(adapter, inputs, path, todo, view, seed, batch_size, device, on_shard, progress, frames)
+            self._extract(adapter, inputs, path, todo, view, seed, batch_size, device, on_shard, progress, frames, block)
         if wait is not None:
             wait()
         missing = [s for s in range(num_shards) if not (path / f"shard_{s:05d}.safetensors").is_file()]
@@ -298,10 +307,10 @@ class FeatureCache:
 
     @torch.no_grad()
     def _extract(self, adapter, inputs, path: Path, shards: list[int], view: int, seed: int, batch_size: int,
-                 device, on_shard, progress: bool, frames: bool = False) -> None:
+                 device, on_shard, progress: bool, frames: bool = False, block: int | None = None) -> None:
         from tqdm.auto import tqdm
 
-        was_training = adapter.training
+        modes = [(m, m.training) for m in adapter.modules()]  # restored module by module (frozen parts stay in eval)
         adapter.eval()
         device = torch.device(device) if device is not None else next(adapter.parameters()).device
         storage = torch.float16 if self.dtype == "float16" else torch.float32
@@ -319,6 +328,11 @@ class FeatureCache:
                     for start in range(lo, hi, batch_size):
                         batch = adapter.preprocess(list(inputs[start:min(hi, start + batch_size)]), training=bool(view))
                         batch = {k: v.to(device) for k, v in batch.items()}
+                        if block is not None:
+                            hidden, mask = adapter.block_input(batch, block)
+                            chunks += [h[m.bool()].float().cpu() for h, m in zip(hidden, mask)]
+                            bar.update(len(hidden))
+                            continue
                         out = adapter.forward_features(batch)
                         if frames:
                             if out.tokens is None or out.mask is None:
@@ -339,7 +353,8 @@ class FeatureCache:
                     on_shard(s)
         finally:
             bar.close()
-            adapter.train(was_training)
+            for module, mode in modes:
+                module.training = mode
 
     def clear(self) -> None:
         """Remove every entry under the root."""

@@ -55,7 +55,7 @@ _KEPT_IN_WEIGHTS_ONLY = {MODEL_WEIGHTS, STATE_FILE, UNCHANGED_FILE, WEIGHTS_ONLY
 UNTRACKED_SETTINGS = frozenset({
     "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "progress_bar", "report_to", "run_name",
     "logging_steps", "plot", "dataloader_num_workers", "cache_dir", "save_total_limit", "save_checkpoints",
-    "eval_batch_size", "num_threads", "show_transcripts",
+    "eval_batch_size", "num_threads", "show_transcripts", "partial_cache_gb",
 })
 
 

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 PAIRS_PER_EXAMPLE = 40  # SetFit's default: 20 iterations, each a positive and a negative pair per example
+# ...up to this many per epoch (100 steps of 16): on fortunes / MiniLM at 16 per class (80 examples), 1,600 pairs scored as well as
+# 3,200 (README, Benchmarks), and SetFit's 40 per example would make an epoch of 64 per class x 5 classes 12,800 pairs
+MAX_DEFAULT_PAIRS = 1600
 HEAD_KINDS = ("logistic", "neural")
 
 
@@ -83,8 +86,13 @@ def sample_pairs(labels: torch.Tensor, num_pairs: int, seed: int, epoch: int = 0
 
 
 def default_num_pairs(num_examples: int) -> int:
-    """Pairs per epoch when none is set: :data:`PAIRS_PER_EXAMPLE` per labelled example (SetFit's 20 iterations)."""
-    return PAIRS_PER_EXAMPLE * num_examples
+    """Pairs per epoch when none is set: :data:`PAIRS_PER_EXAMPLE` per labelled example (SetFit's 20 iterations),
+    at most :data:`MAX_DEFAULT_PAIRS`.
+
+    >>> default_num_pairs(40), default_num_pairs(320)
+    (1600, 1600)
+    """
+    return min(PAIRS_PER_EXAMPLE * num_examples, MAX_DEFAULT_PAIRS)
 
 
 class PairDataset(Dataset):

@@ -537,6 +537,49 @@ class CachedFrameDataset(Dataset):
         return self.__getitems__([index])
 
 
+class BlockInputDataset(Dataset):
+    """A dataset's raw inputs and targets with the cached hidden states entering one block of its backbone.
+
+    Batches (through :class:`BlockInputCollator`) carry the preprocessed ``inputs`` (the backbone's
+    stem reads them for shapes and masks), ``block_input`` ``(batch, positions, dim)`` and
+    ``block_index``; see :mod:`mtransfer.partial_cache`.
+    """
+
+    def __init__(self, entry: Any, dataset: LabeledDataset, block: int) -> None:
+        if len(entry) != len(dataset):
+            raise ValueError(f"feature cache {entry.path}: {len(entry)} rows for {len(dataset)} examples.")
+        self.entry, self.dataset, self.block = entry, dataset, block
+        self.references = getattr(dataset, "references", None)
+        self.reference_units = getattr(dataset, "reference_units", None)
+
+    def __len__(self) -> int:
+        return len(self.entry)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        hidden, _ = self.entry.frame_rows(indices)
+        batch = {"raw": [self.dataset.inputs[i] for i in indices], "block_input": hidden,
+                 "block_index": torch.tensor(self.block), "indices": idx}
+        if self.dataset.targets is not None:
+            batch["labels"] = self.dataset.targets[idx]
+        return batch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])
+
+
+@dataclass
+class BlockInputCollator:
+    """Preprocesses a :class:`BlockInputDataset` batch's raw inputs as evaluation does (no augmentation)."""
+
+    adapter: Any
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in batch.items() if k != "raw"}
+        out["inputs"] = self.adapter.preprocess(batch["raw"], training=False)
+        return out
+
+
 def collate_cached(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Identity: :class:`CachedFeatureDataset` already returns a batch."""
     return batch

@@ -318,29 +318,41 @@ class TransferModel(nn.Module):
 
     # --- forward ------------------------------------------------------------------------
     def forward(self, inputs: dict[str, torch.Tensor] | None = None, labels: torch.Tensor | None = None,
-                features: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None, **_: Any) -> ModelOutput:
+                features: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None,
+                block_input: torch.Tensor | None = None, block_index: torch.Tensor | int | None = None,
+                **_: Any) -> ModelOutput:
         """Head outputs (and the loss when ``labels`` are given).
 
         Pass either ``inputs`` (a batch from the adapter's ``preprocess``) or ``features``
         (pooled features, e.g. from a :class:`~mtransfer.cache.FeatureCache`), which skips the backbone.
-        A CTC model takes cached frame features with their ``frame_mask``.
+        A CTC model takes cached frame features with their ``frame_mask``. With ``block_input``
+        (cached hidden states entering block ``block_index``, :mod:`mtransfer.partial_cache`) the
+        backbone runs from that block up.
 
         Shape:
             features: ``(batch, embedding_dim)``; CTC: ``(batch, frames, dim)`` and ``frame_mask`` ``(batch, frames)``.
+            block_input: ``(batch, positions, dim)``.
         """
         if self.head.kind.reads_frames:
-            return self._forward_ctc(inputs, labels, features, frame_mask)
+            return self._forward_ctc(inputs, labels, features, frame_mask, block_input, block_index)
         if features is None:
             if inputs is None:
                 raise ValueError("TransferModel.forward needs inputs or features.")
             with torch.set_grad_enabled(torch.is_grad_enabled() and self._adapter_trains):
-                features = self.adapter.forward_features(inputs).pooled
+                features = self._features(inputs, block_input, block_index).pooled
         logits = self.head(features)
         loss = self.head.loss(logits, labels) if labels is not None else None
         return ModelOutput(logits=logits, loss=loss, pooled=features)
 
+    def _features(self, inputs: dict[str, torch.Tensor], block_input: torch.Tensor | None,
+                  block_index: torch.Tensor | int | None) -> Any:
+        if block_input is None:
+            return self.adapter.forward_features(inputs)
+        return self.adapter.forward_from_block(inputs, block_input, int(block_index))
+
     def _forward_ctc(self, inputs: dict[str, torch.Tensor] | None, labels: torch.Tensor | None,
-                     frames: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> ModelOutput:
+                     frames: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None,
+                     block_input: torch.Tensor | None = None, block_index: torch.Tensor | int | None = None) -> ModelOutput:
         if frames is not None:  # cached frame features: the head alone
             if frames.dim() != 3 or frame_mask is None:
                 raise ValueError("a CTC model reads frames: cached features must be (batch, frames, dim) with a "
@@ -351,7 +363,7 @@ class TransferModel(nn.Module):
         if inputs is None:
             raise ValueError("a CTC model reads frames: pass inputs or cached frame features with their frame_mask.")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._adapter_trains):
-            feats = self.adapter.forward_features(inputs)
+            feats = self._features(inputs, block_input, block_index)
         if feats.tokens is None or feats.mask is None:
             raise ValueError(f"the {self.adapter.modality} adapter gave no frame features for this batch; CTC needs "
                              "an audio adapter without eval_chunking.")

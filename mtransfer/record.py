@@ -89,6 +89,10 @@ class RunRecord:
             default was used); None when the user gave the rate or the plan has no head-only phase.
         linear_head: ``contrastive`` with its logistic head: the model fitted on the tuned features
             (``kind``, the cross-validated ``C``, ``fit_seconds``, ``train_examples``); else None.
+        partial_cache: Per phase that trains the top of the backbone above frozen blocks
+            (:mod:`mtransfer.partial_cache`): the ``block`` whose cached input it read and its
+            ``megabytes``, or ``recomputed`` with the reason it ran the frozen blocks every epoch.
+            Frozen layers run in evaluation mode (no dropout) either way. None when no phase could.
     """
 
     args: dict[str, Any]
@@ -109,6 +113,7 @@ class RunRecord:
     batchnorm_stats: str | None = None
     head_search: dict[str, Any] | None = None
     linear_head: dict[str, Any] | None = None
+    partial_cache: list[dict[str, Any]] | None = None
     mtransfer_record: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

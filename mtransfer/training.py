@@ -25,7 +25,8 @@ import torch
 
 from mtransfer.checkpoints import SAVE_CHECKPOINTS, Checkpoints, TrainerState, run_identity
 from mtransfer.contrastive import PairCollator, PairDataset, cosine_pair_loss, default_num_pairs
-from mtransfer.data import CachedFeatureDataset, CachedFrameDataset, Collator, EpochShuffleSampler, LabeledDataset, collate_cached
+from mtransfer.data import (BlockInputCollator, BlockInputDataset, CachedFeatureDataset, CachedFrameDataset, Collator,
+                            EpochShuffleSampler, LabeledDataset, collate_cached)
 from mtransfer.head_search import HEAD_WEIGHT_DECAYS, MIN_SEARCH_EXAMPLES, search_head_settings
 from mtransfer.heads import tune_thresholds
 from mtransfer.metrics import compute_metrics, greater_is_better
@@ -88,7 +89,7 @@ class TrainingArguments:
             groups for the last ``head_epochs`` epochs, at ``head_learning_rate``).
         contrastive_pairs: ``contrastive``: pairs per epoch, half of one class, half of two
             (:func:`mtransfer.contrastive.sample_pairs`); None: 40 per training example (SetFit's
-            20 iterations of a positive and a negative pair each).
+            20 iterations of a positive and a negative pair each), at most 1,600.
         discriminative_lr_decay: LR divided by this per group going down (ULMFiT: 2.6).
         lr_schedule: ``constant``, ``linear``, ``cosine`` or ``slanted_triangular``.
         warmup_ratio: Linear warmup fraction of each schedule segment.
@@ -160,6 +161,11 @@ class TrainingArguments:
             ``chain_thaw``, the first phase of ``gradual_unfreezing``) train and evaluate on
             cached backbone features: one forward pass over the data, then none per epoch.
         cache_dir: Feature-cache folder (default ``$MTRANSFER_CACHE`` or ``~/.cache/mtransfer/features``).
+        partial_cache_gb: Phases that train the top of the backbone while its lowest groups stay
+            frozen (``last_n``, gradual unfreezing, chain-thaw) read the hidden states entering the
+            lowest trainable block from the feature cache (:mod:`mtransfer.partial_cache`), when
+            their estimated size (training and evaluation data) is at most this many GB; 0: never.
+            Needs ``cache_features``.
         augmented_views: Cache this many augmented views of the training data (preprocessing in
             training mode) and use view ``epoch % augmented_views`` in cached epochs; 0: plain features.
         skip_bad_inputs: Leave out inputs the adapter cannot read (corrupt or missing image and
@@ -216,6 +222,7 @@ class TrainingArguments:
     plot: bool = True
     cache_features: bool = True
     cache_dir: str | None = None
+    partial_cache_gb: float = 8.0
     augmented_views: int = 0
     skip_bad_inputs: bool = False
 
@@ -239,6 +246,9 @@ class TrainingArguments:
             raise bad("num_threads", "an integer >= 1 or None")
         if self.augmented_views < 0:
             raise bad("augmented_views", "an integer >= 0")
+        if isinstance(self.partial_cache_gb, bool) or not isinstance(self.partial_cache_gb, (int, float)) \
+                or not self.partial_cache_gb >= 0:
+            raise bad("partial_cache_gb", "a number of GB >= 0 (0 turns the partial-network cache off)")
         if self.dataloader_num_workers < 0:
             raise bad("dataloader_num_workers", "an integer >= 0")
         if self.learning_rate is None:
@@ -432,6 +442,8 @@ class Trainer:
         self._show = False  # progress bars on this process (set when training starts)
         self.feature_cache = None
         self._cached: dict[Any, Any] = {}
+        self._blocks: dict[int, int | None] = {}  # phase start epoch -> the block whose cached input serves it
+        self.partial_cache: list[dict[str, Any]] = []  # per phase that could read one: what it read, or why not
         self._best_state: dict[str, torch.Tensor] | None = None
         self.head_choice: dict[str, Any] | None = None  # how the head-only phase's rate was set (head_search)
         self.linear_head: dict[str, Any] | None = None  # contrastive: the logistic head fitted after the pair epochs
@@ -763,6 +775,8 @@ class Trainer:
             train_dl, eval_dl, loss_of = self.pair_dl, None, _pair_loss
         elif self._use_cache(phase):
             train_dl, eval_dl = self._cached_loaders(epoch)
+        elif (block := self._partial_block(phase)) is not None:
+            train_dl, eval_dl = self._block_loaders(phase, block)
         model.train()
         train_dl.set_epoch(epoch)
         for cb in self.callbacks:
@@ -800,7 +814,8 @@ class Trainer:
                         loss = loss_of(model, batch)
                     else:
                         loss = model(batch.get("inputs"), batch["labels"], features=batch.get("features"),
-                                     frame_mask=batch.get("frame_mask")).loss
+                                     frame_mask=batch.get("frame_mask"), block_input=batch.get("block_input"),
+                                     block_index=batch.get("block_index")).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     if args.max_grad_norm:
@@ -907,6 +922,68 @@ class Trainer:
         if self.eval_dataset is not None and "eval" not in self._cached:
             self._cached["eval"] = self._cache_loader(self.eval_dataset, 0, training=False)
         return self._cached[("train", view)], self._cached.get("eval")
+
+    def _partial_block(self, phase) -> int | None:
+        """The block whose cached input serves ``phase`` (:mod:`mtransfer.partial_cache`), or None; decided once per
+        phase, on the main process (broadcast), and said in one line either way."""
+        from accelerate.utils import broadcast_object_list
+
+        from mtransfer.partial_cache import check_replay, describe, recompute_reason, split_block
+
+        if phase.start_epoch in self._blocks:
+            return self._blocks[phase.start_epoch]
+        args, accelerator, model = self.args, self.accelerator, self.unwrapped
+        block = split_block(model.adapter, model.layer_groups(), phase.trainable) if phase.objective == "task" else None
+        if block is not None:
+            decision: list[Any] = [None, 0.0]
+            if accelerator.is_main_process:
+                why, size = recompute_reason(model.adapter, args), 0.0
+                if why is None:
+                    count = min(len(self.train_dataset), args.eval_batch_size)
+                    sample = model.adapter.preprocess([self.train_dataset.inputs[i] for i in range(count)])
+                    why, per_row = check_replay(model.adapter, {k: v.to(accelerator.device) for k, v in sample.items()},
+                                                block)
+                    size = per_row * (len(self.train_dataset) + (len(self.eval_dataset) if self.eval_dataset else 0))
+                    if why is None and size > args.partial_cache_gb * 1e9:
+                        why = f"its estimated {size / 1e9:.1f} GB exceed partial_cache_gb={args.partial_cache_gb:g}"
+                decision = [why, size]
+            if accelerator.num_processes > 1:
+                broadcast_object_list(decision, from_process=0)
+            why, size = decision
+            note: dict[str, Any] = {"phase": phase.name, "block": block, "group": self.group_names[min(phase.trainable)]}
+            if why is None:
+                note["megabytes"] = round(size / 1e6, 1)
+                line = f"phase {phase.name}: " + describe(block, len(self.train_dataset), size / 1e6)
+            else:
+                block, note["recomputed"] = None, why
+                line = f"phase {phase.name}: the frozen blocks below {note['group']} run every epoch: {why}"
+            self.partial_cache.append(note)
+            if accelerator.is_local_main_process:
+                tqdm_write(line)
+        self._blocks[phase.start_epoch] = block
+        return block
+
+    def _block_loaders(self, phase, block: int):
+        """Train and eval loaders over the cached input of ``block`` (extracted when the phase starts)."""
+        key = ("block", block, phase.start_epoch)
+        if key not in self._cached:
+            evaluation = self._block_loader(self.eval_dataset, block, False) if self.eval_dataset is not None else None
+            self._cached[key] = (self._block_loader(self.train_dataset, block, True), evaluation)
+        return self._cached[key]
+
+    def _block_loader(self, dataset: LabeledDataset, block: int, training: bool):
+        from torch.utils.data import DataLoader
+
+        args, accelerator, adapter = self.args, self.accelerator, self.unwrapped.adapter
+        entry = self._feature_cache().features(
+            adapter, dataset.inputs, batch_size=args.eval_batch_size, device=accelerator.device,
+            process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+            wait=accelerator.wait_for_everyone, progress=self._show, block=block)
+        dl = DataLoader(BlockInputDataset(entry, dataset, block), shuffle=False,
+                        sampler=EpochShuffleSampler(len(dataset), args.seed) if training else None,
+                        batch_size=args.batch_size if training else args.eval_batch_size,
+                        collate_fn=BlockInputCollator(adapter))
+        return accelerator.prepare_data_loader(dl)
 
     def _on_plateau(self, record: dict[str, Any], limit: float | None = None) -> bool:
         """A CTC evaluation whose hypotheses are (almost) all empty (``ctc_plateau``, or ``limit``)."""
@@ -1044,7 +1121,7 @@ class Trainer:
             final_eval=final, weights_epoch=weights_epoch, weights_are_best=use_best,
             stopped_early=self.state.stopped_early, train_seconds=seconds, flags=flags,
             batchnorm_stats=getattr(self, "batchnorm_stats", None), head_search=self.head_choice,
-            linear_head=self.linear_head)
+            linear_head=self.linear_head, partial_cache=self.partial_cache or None)
 
     # --- evaluation ---------------------------------------------------------------------
     def _gather_outputs(self, model, dataloader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1053,7 +1130,8 @@ class Trainer:
         outputs, labels = [], []
         for batch in dataloader:
             with torch.no_grad(), self._autocast():
-                out = model(batch.get("inputs"), features=batch.get("features"))
+                out = model(batch.get("inputs"), features=batch.get("features"), block_input=batch.get("block_input"),
+                            block_index=batch.get("block_index"))
             logits, targets = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
             outputs.append(logits.cpu())
             labels.append(targets.cpu())
@@ -1073,7 +1151,8 @@ class Trainer:
         for batch in dataloader:
             with torch.no_grad(), self._autocast():
                 out = model(batch.get("inputs"), batch["labels"], features=batch.get("features"),
-                            frame_mask=batch.get("frame_mask"))
+                            frame_mask=batch.get("frame_mask"), block_input=batch.get("block_input"),
+                            block_index=batch.get("block_index"))
             index = batch["indices"].tolist()
             refs = [dataset.references[i] for i in index]
             units = [dataset.reference_units[i] for i in index] if vocab.kind == "phones" else None

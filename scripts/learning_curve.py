@@ -8,7 +8,10 @@ Tasks (all offline, real data, honest labels):
   negative as the authors labelled them), MiniLM-L6; 64 per class leaves 72 test sentences;
 * ``packages``: Debian package one-line descriptions labelled with the archive section the
   maintainers filed the package in (5 largest sections), MiniLM-L6;
-* ``digits``: scikit-learn's digit scans on noisy 96 px scenes, 10 classes, EfficientNet-Lite0.
+* ``digits``: scikit-learn's digit scans on noisy 96 px scenes, 10 classes, EfficientNet-Lite0;
+* ``faces``: scikit-image's subset of Labeled Faces in the Wild (100 face crops and 100 crops of the
+  same photos' backgrounds, 25 px grey, as its authors cut them), face / not a face,
+  EfficientNet-Lite0; 64 per class leaves 72 test images.
 
 The classic baselines are tuned by cross-validation on the labelled subset alone: TF-IDF word
 1-2-grams + character 2-5-grams with logistic regression (C in 0.01..100) for text; for images,
@@ -74,10 +77,21 @@ def _digits() -> tuple[dict, list, str]:
     return _by_class(train), test, "image"
 
 
+def _faces() -> tuple[dict, list, str]:
+    from PIL import Image
+    from skimage.data import lfw_subset
+
+    crops = (lfw_subset() * 255).round().astype("uint8")  # the first 100 are faces, the rest backgrounds
+    rows = [{"image": Image.fromarray(c), "label": "face" if i < 100 else "background"} for i, c in enumerate(crops)]
+    pool, test, _ = _split_rows(rows, test_per_class=36)
+    return pool, test, "image"
+
+
 TASKS = {"fortunes": (_fortunes, "text", "builtin:minilm", {"max_length": 96}),
          "polarity": (_polarity, "text", "builtin:minilm", {"max_length": 96}),
          "packages": (_packages, "text", "builtin:minilm", {"max_length": 64}),
-         "digits": (_digits, "torch", "builtin:efficientnet-lite0", {"image_size": 96})}
+         "digits": (_digits, "torch", "builtin:efficientnet-lite0", {"image_size": 96}),
+         "faces": (_faces, "torch", "builtin:efficientnet-lite0", {"image_size": 96})}
 # per modality: the neural methods' settings (the package's recipes for these backbones)
 SETTINGS = {
     "text": {"frozen probe": dict(strategy="frozen", num_epochs=10),
@@ -225,7 +239,10 @@ def main() -> None:
                         results.append(row)
                         path.write_text(json.dumps(results, indent=1))
                         print(json.dumps(row), flush=True)
+    (out / "curves.md").write_text(table(results) + "\n")
+    plot(results, out / "curves.png")
     print(table(results))
+    print(f"wrote {out / 'curves.json'}, {out / 'curves.md'} and {out / 'curves.png'}")
 
 
 def table(results: list[dict]) -> str:
@@ -245,6 +262,37 @@ def table(results: list[dict]) -> str:
             if any(c != "-" for c in cells):
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """One panel per task: mean test accuracy against labelled examples per class, ± sd as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in results})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in METHODS:
+            rows = [r for r in results if r["task"] == task and r["method"] == method]
+            sizes = sorted({r["per_class"] for r in rows})
+            if not sizes:
+                continue
+            acc = [[r["test_accuracy"] for r in rows if r["per_class"] == n] for n in sizes]
+            ax.errorbar(sizes, [statistics.mean(a) for a in acc], yerr=[statistics.pstdev(a) for a in acc],
+                        marker="o", capsize=3, label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["per_class"] for r in results if r["task"] == task}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_title(task)
+        ax.set_xlabel("labelled examples per class")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

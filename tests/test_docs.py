@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MODULES = ["mtransfer", "mtransfer.strategies", "mtransfer.schedules", "mtransfer.heads", "mtransfer.data",
            "mtransfer.backbones.efficientnet_lite", "mtransfer.ranking.backbones",
-           "mtransfer.speech.vocabulary", "mtransfer.tasks"]
+           "mtransfer.speech.vocabulary", "mtransfer.tasks", "mtransfer.contrastive"]
 
 
 @pytest.mark.parametrize("name", MODULES)

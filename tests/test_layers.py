@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("atomic", "lazy", "locks", "weight_files", "record", "schedules", "metrics", "plots", "hub", "media", "cache",
                     "speech.vocabulary", "speech.ctc", "speech.decoding")),
     ("registry", ("builtins", "backbones", "modalities", "speech.presets")),
-    ("models", ("adapters", "heads", "hf_custom", "tasks", "model", "strategies", "data", "speech.data")),
+    ("models", ("adapters", "heads", "hf_custom", "tasks", "model", "strategies", "data", "partial_cache", "speech.data")),
     ("core", ("training", "head_search", "contrastive", "checkpoints", "config", "linear", "sklearn", "tabular", "ranking", "export", "card",
               "self_taught", "speech.pretrain", "speech")),
     ("experiments", ("experiments",)),

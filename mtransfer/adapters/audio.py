@@ -392,13 +392,30 @@ class AudioAdapter(Adapter):
     def head_modules(self) -> list[nn.Module]:
         return [self.layer_weights] if self.layer_weights is not None else []
 
-    def layer_groups(self) -> list[LayerGroup]:
-        encoder = getattr(self.backbone, "encoder", None)
-        blocks = getattr(encoder, "layers", None)
+    def blocks(self) -> nn.ModuleList:
+        blocks = getattr(getattr(self.backbone, "encoder", None), "layers", None)
         if not isinstance(blocks, nn.ModuleList):
             from mtransfer.adapters.text import _block_list
 
             _, blocks = _block_list(self.backbone)
+        return blocks
+
+    def random_below_blocks(self) -> str | None:
+        config = self.backbone.config
+        if getattr(config, "apply_spec_augment", False) and (getattr(config, "mask_time_prob", 0) > 0
+                                                            or getattr(config, "mask_feature_prob", 0) > 0):
+            return "SpecAugment masks the encoder's input in training (mask_time_prob / mask_feature_prob > 0)"
+        if self.layerdrop > 0:
+            return f"LayerDrop skips layers at random in training (layerdrop={self.layerdrop})"
+        if not self.whole_inputs:
+            return f"training takes a random crop of a clip longer than max_duration={self.max_duration:g} s"
+        if not self.pass_attention_mask:
+            return "the model reads the padding (no attention mask), so a clip's frames depend on its batch"
+        return None
+
+    def layer_groups(self) -> list[LayerGroup]:
+        encoder = getattr(self.backbone, "encoder", None)
+        blocks = self.blocks()
         cnn = {id(p) for p in self._feature_encoder_params()}
         final_norm = getattr(encoder, "layer_norm", None) if getattr(self.backbone.config, "do_stable_layer_norm", False) else None
         after = {id(p) for p in final_norm.parameters()} if isinstance(final_norm, nn.Module) else set()

@@ -267,6 +267,92 @@ class Adapter(nn.Module, abc.ABC):
         """
         return []
 
+    # --- the lower part of the network, cached (mtransfer.partial_cache) ------------------
+    def blocks(self) -> nn.ModuleList | None:
+        """The backbone's stack of sequence blocks, input side first (the ``layer.i`` groups), each taking and
+        returning hidden states ``(batch, positions, dim)`` as its first argument; None (the default) where the
+        backbone has none, or its blocks change the shape (CNN stages): no lower part of it is cached."""
+        return None
+
+    def random_below_blocks(self) -> str | None:
+        """What makes training differ from evaluation below the blocks (augmentation, a random crop, SpecAugment,
+        LayerDrop), so that cached lower activations would change training; None when nothing does."""
+        return None
+
+    def block_input(self, batch: dict[str, torch.Tensor], index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden states entering block ``index`` and their mask (1 for real positions), from one forward pass.
+
+        Shape:
+            ``(batch, positions, dim)`` and ``(batch, positions)``.
+        """
+        blocks = self.blocks()
+        if blocks is None:
+            raise ValueError(f"the {self.modality} adapter has no block stack to split.")
+        seen: list[torch.Tensor] = []
+
+        def grab(module, args, kwargs):
+            seen.append(args[0] if args else kwargs["hidden_states"])
+
+        handle = blocks[index].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            out = self.forward_features(batch)
+        finally:
+            handle.remove()
+        if len(seen) != 1 or seen[0].dim() != 3:
+            raise ValueError(f"block {index} of the {self.modality} adapter ran {len(seen)} time(s) or took no "
+                             "(batch, positions, dim) hidden states: its input cannot be cached.")
+        hidden = seen[0]
+        mask = out.mask if out.mask is not None and out.mask.shape == hidden.shape[:2] else None
+        if mask is None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        return hidden, mask
+
+    def forward_from_block(self, batch: dict[str, torch.Tensor], hidden: torch.Tensor, index: int) -> Features:
+        """:meth:`forward_features` with the blocks below ``index`` skipped and ``hidden`` entering block ``index``.
+
+        The batch still flows through the backbone's stem (it makes the attention masks and shapes the
+        model's own forward expects); what the stem and the skipped blocks compute is replaced by ``hidden``.
+        """
+        blocks = self.blocks()
+        if blocks is None:
+            raise ValueError(f"the {self.modality} adapter has no block stack to split.")
+
+        def skip(hidden_states, *args, **kwargs):
+            return hidden_states
+
+        def inject(module, args, kwargs):
+            if args:
+                return (hidden, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": hidden}
+
+        handle = blocks[index].register_forward_pre_hook(inject, with_kwargs=True)
+        patched = [(block, block.__dict__.get("forward")) for block in blocks[:index]]  # an instance's own forward
+        for block, _ in patched:
+            block.forward = skip
+        try:
+            return self.forward_features(batch)
+        finally:
+            handle.remove()
+            for block, own in patched:
+                if own is None:
+                    del block.forward
+                else:
+                    block.forward = own
+
+    def weights_below_block(self, index: int) -> str:
+        """Content hash of every weight the input of block ``index`` depends on: the layer groups below that
+        block's group, and every buffer (a feature-cache key part: training the blocks above leaves it as is)."""
+        from mtransfer.cache import hash_tensors
+
+        groups = self.layer_groups()
+        block = self.blocks()[index]
+        position = next((i for i, g in enumerate(groups) if len(g.modules) == 1 and g.modules[0] is block), None)
+        if position is None:
+            raise ValueError(f"block {index} of the {self.modality} adapter is not a layer group of its own.")
+        below = {id(p) for g in groups[:position] for p in g.parameters()}
+        return hash_tensors({n: p for n, p in self.named_parameters(remove_duplicate=False) if id(p) in below}
+                            | dict(self.named_buffers(remove_duplicate=False)))
+
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter
-from mtransfer.adapters.text import encoder_layer_groups
+from mtransfer.adapters.text import _block_list, encoder_layer_groups
 from mtransfer.media import IMAGE_SUFFIXES, find_bad_inputs, load_image, media_fingerprint
 
 POOLINGS = ("auto", "cls", "mean", "pooler")
@@ -272,6 +272,14 @@ class ImageAdapter(Adapter):
         if timm_model is not None:
             return timm_layer_groups(timm_model)
         return encoder_layer_groups(self.backbone, self.unused_parameters())
+
+    def blocks(self) -> nn.ModuleList | None:
+        if getattr(self.backbone, "timm_model", None) is not None:
+            return None
+        return _block_list(self.backbone)[1]
+
+    def random_below_blocks(self) -> str | None:
+        return "training images are augmented" if self._train_transform is not None else None
 
     def feature_fingerprint(self) -> dict[str, Any]:
         processor = json.loads(self.processor.to_json_string()) if hasattr(self.processor, "to_json_string") else repr(self.processor)

@@ -10,7 +10,7 @@ from torch import nn
 
 from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, load_pretrained, register_adapter, require_texts
-from mtransfer.adapters.text import encoder_layer_groups, tokenizer_fingerprint
+from mtransfer.adapters.text import _block_list, encoder_layer_groups, tokenizer_fingerprint
 
 
 @register_adapter("sentence")
@@ -88,6 +88,9 @@ class SentenceTransformerAdapter(Adapter):
             else:
                 groups.append(LayerGroup("top", params=after))
         return groups
+
+    def blocks(self) -> nn.ModuleList:
+        return _block_list(self.encoder)[1]
 
     def feature_fingerprint(self) -> dict[str, Any]:
         return {**super().feature_fingerprint(), "tokenizer": tokenizer_fingerprint(self.backbone.tokenizer),

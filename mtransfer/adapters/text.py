@@ -171,6 +171,9 @@ class TextAdapter(Adapter):
     def layer_groups(self) -> list[LayerGroup]:
         return encoder_layer_groups(self.backbone, self.unused_parameters())
 
+    def blocks(self) -> nn.ModuleList:
+        return _block_list(self.backbone)[1]
+
     def feature_fingerprint(self) -> dict[str, Any]:
         return {**super().feature_fingerprint(), "tokenizer": tokenizer_fingerprint(self.tokenizer)}
 
