@@ -193,7 +193,9 @@ def image_baseline(train: list[dict], test: list[dict], seed: int) -> float:
     return float(np.mean([names[p] == r["label"] for p, r in zip(pred, test)]))
 
 
-def neural(method: str, task: str, train_rows: list[dict], test_rows: list[dict], column: str, seed: int, tmp: Path) -> float:
+def neural(method: str, task: str, train_rows: list[dict], test_rows: list[dict], column: str, seed: int,
+           tmp: Path) -> tuple[float, dict]:
+    """Test accuracy of one neural method, and for ``contrastive`` the pair epochs' pairs and seconds."""
     _, modality, backbone, adapter = TASKS[task]
     train = mt.load_labeled(train_rows, input_column=column)
     test = mt.load_labeled(test_rows, input_column=column, label_names=train.label_names)
@@ -202,8 +204,13 @@ def neural(method: str, task: str, train_rows: list[dict], test_rows: list[dict]
                                 batch_size=16, progress_bar=False, report_to=[], plot=False, save_checkpoints="none",
                                 **SETTINGS[modality][method])
     trainer = mt.Trainer(model, args, train)
-    trainer.train()
-    return trainer.evaluate(test)["eval_accuracy"]
+    result = trainer.train()
+    extra = {}
+    if method == "contrastive":
+        pair_epochs = [r for r in result.history if r["phase"].startswith("contrastive")]
+        extra = {"pairs": len(trainer.pair_dataset) * len(pair_epochs),
+                 "pair_seconds": round(sum(r["seconds"] for r in pair_epochs), 1)}
+    return trainer.evaluate(test)["eval_accuracy"], extra
 
 
 def main() -> None:
@@ -229,13 +236,14 @@ def main() -> None:
                         if (task, method, per_class, seed) in done:
                             continue
                         began = time.perf_counter()
+                        extra: dict = {}
                         if method == "baseline":
                             acc = (text_baseline if column == "text" else image_baseline)(train, test, seed)
                         else:
-                            acc = neural(method, task, train, test, column, seed, Path(tmp_name))
+                            acc, extra = neural(method, task, train, test, column, seed, Path(tmp_name))
                         row = {"task": task, "method": method, "per_class": per_class, "seed": seed,
                                "test_accuracy": acc, "seconds": round(time.perf_counter() - began, 1),
-                               "test_size": len(test)}
+                               "test_size": len(test), **extra}
                         results.append(row)
                         path.write_text(json.dumps(results, indent=1))
                         print(json.dumps(row), flush=True)

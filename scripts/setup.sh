@@ -3,7 +3,7 @@
 # Python virtual environment at .venv with the pinned stack. Idempotent: a second run
 # checks what is there and downloads nothing.
 #
-#   bash scripts/setup.sh              # runtime + test dependencies
+#   bash scripts/setup.sh              # runtime, test and benchmark dependencies
 #   bash scripts/setup.sh --festival   # also every Festival voice of the second speech corpus (~400 MB)
 #
 # Environment: MTRANSFER_VENV (default: <repo>/.venv), PYTHON (default: python3.11 or python3).
@@ -50,7 +50,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 echo "[setup] installing the pinned stack (first run: several GB, a few minutes)"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e "$root[test]"
+"$venv/bin/python" -m pip install -q -e "$root[test,bench]"
 # CTC beam search: pyctcdecode 0.5 declares numpy<2 but runs on numpy 2 (tested), so without its pins
 "$venv/bin/python" -m pip install -q --no-deps pyctcdecode==0.5.0 pygtrie==2.6.2
 # KenLM n-grams for the beam search: built from source; optional (beam search runs without it)
