@@ -44,9 +44,9 @@ def launch_two_cpu(script, *args, env=None, timeout=600) -> subprocess.Completed
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
-def launch_ranks(script, bert, out: Path) -> tuple[list[dict], subprocess.CompletedProcess]:
+def launch_ranks(script, bert, out: Path, *extra) -> tuple[list[dict], subprocess.CompletedProcess]:
     """Launch ``script`` on 2 CPU processes; each rank's ``rank<i>.json`` (checked to say a world of 2), and the run."""
-    proc = launch_two_cpu(script, bert, out)
+    proc = launch_two_cpu(script, bert, out, *extra)
     assert proc.returncode == 0, launch_report(proc)
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]

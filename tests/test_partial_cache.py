@@ -5,6 +5,8 @@ The equality tests run the same last-2 training with the cache and with recomput
 blocks run for the check, the extraction and the final evaluation, never in an epoch.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,25 @@ def test_the_split_is_the_lowest_trainable_block_above_the_first(bert4):
     assert split_block(model.adapter, groups, at("layer.0", "layer.1", "layer.2", "layer.3", "head")) is None
     assert split_block(model.adapter, groups, frozenset(range(len(names)))) is None
     assert split_block(model.adapter, groups, at("head")) is None  # head-only: the pooled-feature cache
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_extract_their_shards_once_and_train_as_recomputing(tiny_bert, tmp_path):
+    """Under `accelerate launch` the main process checks the replay and decides for both; the extraction is shared;
+    the losses, metrics and weights equal those of the same 2-process run recomputing the frozen blocks."""
+    from tests.test_multiprocess import launch_ranks
+
+    runs = {}
+    for name, gb in (("cached", 8), ("recomputed", 0)):
+        ranks, _ = launch_ranks("tests/launch_partial.py", tiny_bert, tmp_path / name, gb)
+        runs[name] = (ranks, json.loads((tmp_path / name / "metrics.json").read_text()))
+    (cached_ranks, cached), (recomputed_ranks, recomputed) = runs["cached"], runs["recomputed"]
+    assert cached_ranks[0]["partial_cache"] == cached_ranks[1]["partial_cache"] == cached["partial_cache"]
+    assert cached["partial_cache"][0]["block"] == 1 and "recomputed" in recomputed["partial_cache"][0]
+    for a, b in zip(cached["history"], recomputed["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+        assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-5)
+        assert a["eval_samples"] == b["eval_samples"] == 63
+    assert cached_ranks[0]["checksum"] == cached_ranks[1]["checksum"]
+    assert cached_ranks[0]["checksum"] == pytest.approx(recomputed_ranks[0]["checksum"], rel=1e-6)
