@@ -154,6 +154,9 @@ def text_baseline(train: list[dict], test: list[dict], seed: int) -> float:
 
 
 def _grey(image: Any, size: int = 32) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(image) if isinstance(image, np.ndarray) else image
     return np.asarray(image.convert("L").resize((size, size)), dtype=np.float32) / 255.0
 
 
