@@ -58,9 +58,21 @@ def run_mtransfer(epochs: int, cached: bool, cache_dir: str) -> tuple[float, flo
         return time.perf_counter() - start, result.final_metrics["eval_accuracy"]
 
 
-def run_hf_trainer(epochs: int) -> tuple[float, float]:
-    import numpy as np
+def hf_encode(tok, ds):
+    """A dataset as transformers' Trainer reads it: tokenized to MAX_LEN (padded per batch by its collator), labels."""
     from datasets import Dataset
+
+    enc = tok(ds.inputs, truncation=True, max_length=MAX_LEN)
+    return Dataset.from_dict({**enc, "labels": ds.targets.tolist()})
+
+
+def hf_accuracy(pred):
+    import numpy as np
+
+    return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
+
+
+def run_hf_trainer(epochs: int) -> tuple[float, float]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
     from mtransfer.builtins import minilm_path
@@ -72,20 +84,13 @@ def run_hf_trainer(epochs: int) -> tuple[float, float]:
     for p in model.base_model.parameters():
         p.requires_grad_(False)
 
-    def encode(ds):
-        enc = tok(ds.inputs, truncation=True, max_length=MAX_LEN)
-        return Dataset.from_dict({**enc, "labels": ds.targets.tolist()})
-
-    def accuracy(pred):
-        return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
-
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=BATCH,
                                  per_device_eval_batch_size=64, learning_rate=LR, eval_strategy="epoch",
                                  save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
                                  seed=SEED, use_cpu=True)
-        trainer = Trainer(model=model, args=args, train_dataset=encode(train), eval_dataset=encode(valid),
-                          processing_class=tok, compute_metrics=accuracy)
+        trainer = Trainer(model=model, args=args, train_dataset=hf_encode(tok, train), eval_dataset=hf_encode(tok, valid),
+                          processing_class=tok, compute_metrics=hf_accuracy)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

@@ -29,17 +29,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-MAX_LEN, BATCH, LR, SEED, LAST_N = 64, 16, 1e-4, 0, 2
+from bench_feature_cache import MAX_LEN, data, hf_accuracy, hf_encode  # noqa: E402  (the same data and encoding)
 
-
-def data():
-    import mtransfer as mt
-    from mtransfer.builtins.corpora import fortunes_splits
-
-    splits = fortunes_splits()
-    train = mt.load_labeled(splits["train"])
-    return train, mt.load_labeled(splits["validation"], label_names=train.label_names)
+BATCH, LR, SEED, LAST_N = 16, 1e-4, 0, 2
 
 
 def run_mtransfer(epochs: int, partial_gb: float, cache_dir: str) -> dict:
@@ -62,8 +56,6 @@ def run_mtransfer(epochs: int, partial_gb: float, cache_dir: str) -> dict:
 
 
 def run_hf_trainer(epochs: int) -> dict:
-    import numpy as np
-    from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
     from mtransfer.builtins import minilm_path
@@ -79,13 +71,6 @@ def run_hf_trainer(epochs: int) -> dict:
         for p in layer.parameters():
             p.requires_grad_(False)
 
-    def encode(ds):
-        enc = tok(ds.inputs, truncation=True, max_length=MAX_LEN)
-        return Dataset.from_dict({**enc, "labels": ds.targets.tolist()})
-
-    def accuracy(pred):
-        return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
-
     marks: list[float] = []
 
     class Clock(TrainerCallback):
@@ -97,8 +82,8 @@ def run_hf_trainer(epochs: int) -> dict:
                                  per_device_eval_batch_size=64, learning_rate=LR, eval_strategy="epoch",
                                  save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
                                  seed=SEED, use_cpu=True, lr_scheduler_type="constant")
-        trainer = Trainer(model=model, args=args, train_dataset=encode(train), eval_dataset=encode(valid),
-                          processing_class=tok, compute_metrics=accuracy, callbacks=[Clock()])
+        trainer = Trainer(model=model, args=args, train_dataset=hf_encode(tok, train), eval_dataset=hf_encode(tok, valid),
+                          processing_class=tok, compute_metrics=hf_accuracy, callbacks=[Clock()])
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
