@@ -20,6 +20,7 @@ extracts every ``num_processes``-th shard; readers see one cache in dataset orde
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -372,3 +373,105 @@ def text_fingerprint(items: Sequence[Any]) -> str:
         h.update(b"\x00")
     return h.hexdigest()
 
+
+
+class FrontEndStore:
+    """A speech encoder's front-end output (filterbank frames or the normalised waveform) of whole files, on disk.
+
+    Computing a clip's filterbank costs about as much as a small encoder's forward pass on it, and the
+    result is the same every epoch, every run and every process that reads the file with the same
+    extractor. The in-process memo (:mod:`mtransfer.adapters.audio`) covers a process's later epochs;
+    this store covers the rest: later runs, other workers of a matrix, reruns. An entry is keyed by the
+    file's *content* (SHA-256 of its bytes: a copy or a move of the file finds it, an edit in place
+    does not) and the extractor's settings (its JSON and how short clips are padded), and holds the
+    values and the count of valid frames as a safetensors file (no pickle), written to a temporary
+    file and renamed, so concurrent writers of the same entry write the same bytes and a reader never
+    sees half a file. An entry that does not read back whole is recomputed and rewritten (one warning).
+
+    Layout: ``<root>/<extractor hash>/extractor.json`` (the settings, for people) and
+    ``<root>/<extractor hash>/<content hash[:2]>/<content hash>.safetensors``. The root is
+    ``<feature cache>/front_end`` (``$MTRANSFER_CACHE``); ``enabled = False`` turns the store off.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self._root = Path(root) if root is not None else None
+        self.enabled = True
+        self.hits = self.misses = self.writes = 0
+        self._digests: dict[tuple, str] = {}  # (path, size, mtime) -> content hash: each file read once per process
+        self._described: set[str] = set()
+
+    @property
+    def root(self) -> Path:
+        return self._root if self._root is not None else default_cache_dir() / "front_end"
+
+    def digest(self, path: str | os.PathLike) -> str | None:
+        """SHA-256 of a file's bytes (kept per path, size and modification time); None when it cannot be read."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        if key not in self._digests:
+            try:
+                with open(path, "rb") as f:
+                    self._digests[key] = hashlib.file_digest(f, "sha256").hexdigest()
+            except OSError:
+                return None
+        return self._digests[key]
+
+    def entry(self, path: str | os.PathLike, extractor: str) -> Path | None:
+        """Where the front end of file ``path`` under ``extractor``'s settings is stored (None: not a readable file)."""
+        if not self.enabled or not isinstance(path, (str, os.PathLike)):
+            return None
+        content = self.digest(path)
+        if content is None:
+            return None
+        kind = hashlib.sha256(extractor.encode()).hexdigest()[:16]
+        return self.root / kind / content[:2] / f"{content}.safetensors"
+
+    def get(self, entry: Path | None) -> tuple[torch.Tensor, int, int] | None:
+        """The stored ``(values, valid frames, samples of the clip)`` of an entry, or None (not there, or not
+        whole: then it is rewritten)."""
+        if entry is None:
+            return None
+        if not entry.is_file():
+            self.misses += 1
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(entry)
+            values, valid, samples = tensors["values"], int(tensors["valid"]), int(tensors["samples"])
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+            logger.warning("front-end store: %s does not read back (%s); computing it again", entry, e)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return values, valid, samples
+
+    def put(self, entry: Path | None, values: torch.Tensor, valid: int, samples: int, extractor: str) -> None:
+        """Store one file's front end (atomically; a failure to write only costs the next reader the computation)."""
+        if entry is None:
+            return
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            kind = entry.parent.parent
+            if kind.name not in self._described:
+                settings = kind / "extractor.json"
+                if not settings.is_file():
+                    atomic_write_json(settings, {"extractor": extractor})
+                self._described.add(kind.name)
+            tmp = entry.with_name(f".{entry.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            save_file({"values": values.detach().cpu().contiguous(), "valid": torch.tensor(int(valid)),
+                       "samples": torch.tensor(int(samples))}, tmp)
+            fix_permissions(tmp)
+            os.replace(tmp, entry)
+            self.writes += 1
+        except OSError as e:
+            logger.warning("front-end store: could not write %s (%s)", entry, e)
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(tmp)
+
+
+FRONT_END_STORE = FrontEndStore()

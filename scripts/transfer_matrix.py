@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ctc-plateau", type=float, default=d.ctc_plateau,
                     help="share of the reference characters below which an epoch is on the all-blank plateau (never a "
                          "run's best; patience starts after it); 0: off, as the matrices measured before the rule")
+    ap.add_argument("--no-group-by-length", action="store_true",
+                    help="shuffled training batches instead of batches of utterances of similar length (the matrices "
+                         "measured before length grouping)")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes training cells side by side (0: one per GPU, else one per CPU core, at most 8)")
     ap.add_argument("--synthesizer", choices=["espeak", "festival"], default=d.synthesizer,
@@ -133,6 +136,7 @@ def settings_of(a: argparse.Namespace):
                           scratch_epochs=a.scratch_epochs, source_lr=a.source_lr, target_lr=a.target_lr,
                           scratch_lr=a.scratch_lr, source_patience=a.source_patience, patience=a.patience,
                           scratch_patience=a.scratch_patience, min_epochs=a.min_epochs, batch_size=a.batch_size,
+                          group_by_length=not a.no_group_by_length,
                           ctc_plateau=a.ctc_plateau or None, synthesizer=a.synthesizer,
                           ceiling=not a.no_ceiling, pooled=not a.no_pooled and a.units == "characters")
 

@@ -38,6 +38,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
 from mtransfer.modalities import BUILTIN_MODALITIES
 from mtransfer.adapters.base import Adapter, Features, LayerGroup, NativeForm, load_pretrained, register_adapter
+from mtransfer.cache import FRONT_END_STORE
 from mtransfer.media import AUDIO_SUFFIXES, find_bad_inputs, load_audio, media_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class FrontEndMemo:
     def __init__(self) -> None:
         from collections import OrderedDict
 
-        self.items: OrderedDict[tuple, tuple[torch.Tensor, int]] = OrderedDict()
+        self.items: OrderedDict[tuple, tuple[torch.Tensor, int, int]] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = 0
 
@@ -68,7 +69,8 @@ class FrontEndMemo:
             return None
         return (os.path.abspath(item), st.st_size, st.st_mtime_ns, extractor)
 
-    def get(self, key: tuple | None) -> tuple[torch.Tensor, int] | None:
+    def get(self, key: tuple | None) -> tuple[torch.Tensor, int, int] | None:
+        """``(values, valid frames, samples of the clip)``, or None."""
         if key is None or key not in self.items:
             self.misses += key is not None
             return None
@@ -76,14 +78,14 @@ class FrontEndMemo:
         self.items.move_to_end(key)
         return self.items[key]
 
-    def put(self, key: tuple | None, values: torch.Tensor, valid: int) -> None:
+    def put(self, key: tuple | None, values: torch.Tensor, valid: int, samples: int) -> None:
         size = values.numel() * values.element_size()
         if key is None or size > FRONT_END_MEMO_BYTES:
             return
-        self.items[key] = (values, valid)
+        self.items[key] = (values, valid, samples)
         self.bytes += size
         while self.bytes > FRONT_END_MEMO_BYTES and self.items:
-            old, _ = self.items.popitem(last=False)[1]
+            old = self.items.popitem(last=False)[1][0]
             self.bytes -= old.numel() * old.element_size()
 
 
@@ -257,13 +259,20 @@ class AudioAdapter(Adapter):
         key = FrontEndMemo.key(item, f"rate={self.sampling_rate}")
         if key is not None and key in SAMPLE_COUNTS:
             return SAMPLE_COUNTS[key]
-        samples = int(self.load(item).numel())
+        stored = FRONT_END_STORE.get(FRONT_END_STORE.entry(item, self._extractor_id)) if key is not None else None
+        samples = stored[2] if stored is not None else int(self.load(item).numel())
         if key is not None:
             SAMPLE_COUNTS[key] = samples
         return samples
 
     def find_bad_inputs(self, inputs: Sequence[Any]) -> list[tuple[int, str]]:
         return find_bad_inputs(inputs, self.num_samples)
+
+    def input_lengths(self, inputs: Sequence[Any]) -> list[int]:
+        """Samples per input at the model's rate, as training pads them (a clip longer than ``max_duration`` is
+        cropped to it unless ``whole_inputs``)."""
+        cap = None if self.whole_inputs else int(round(self.max_duration * self.sampling_rate))
+        return [min(self.num_samples(x), cap) if cap else self.num_samples(x) for x in inputs]
 
     def input_fingerprint(self, inputs: Sequence[Any]) -> str:
         return media_fingerprint(inputs)
@@ -274,9 +283,13 @@ class AudioAdapter(Adapter):
         owners: list[int] = []
         keys: list[tuple | None] = []
         for i, item in enumerate(inputs):
-            key = FrontEndMemo.key(item, self._extractor_id) if FRONT_END_MEMO_BYTES else None
-            if (hit := FRONT_END_MEMO.get(key)) is not None:
-                clips.append(hit)
+            key = FrontEndMemo.key(item, self._extractor_id)  # None: not a file (arrays are never kept)
+            hit = FRONT_END_MEMO.get(key) if FRONT_END_MEMO_BYTES else None
+            entry = FRONT_END_STORE.entry(item, self._extractor_id) if key is not None and hit is None else None
+            if entry is not None and (hit := FRONT_END_STORE.get(entry)) is not None and FRONT_END_MEMO_BYTES:
+                FRONT_END_MEMO.put(key, *hit)
+            if hit is not None and hit[2] <= max_samples:  # a whole clip (a longer one is cropped or chunked below)
+                clips.append(hit[:2])
                 owners.append(i)
                 keys.append(None)
                 continue
@@ -295,7 +308,7 @@ class AudioAdapter(Adapter):
             else:
                 clips.append(wav)
                 owners.append(i)
-                keys.append(key if wav.numel() <= max_samples else None)
+                keys.append((key, entry) if wav.numel() <= max_samples else None)
         values, valid, samples = [], [], []
         features = self.input_name == "input_features"
         for wav, key in zip(clips, keys):
@@ -312,7 +325,10 @@ class AudioAdapter(Adapter):
             # a filterbank's last stacked frame may be half padding: the encoder's attention mask leaves it out (as
             # the extractor says), yet it has an output frame, which the ASR pipeline decodes, and so do we
             valid.append(int(out["attention_mask"][0].sum()) if features else values[-1].shape[0])
-            FRONT_END_MEMO.put(key, values[-1], valid[-1])
+            if key is not None:
+                if FRONT_END_MEMO_BYTES:
+                    FRONT_END_MEMO.put(key[0], values[-1], valid[-1], samples[-1])
+                FRONT_END_STORE.put(key[1], values[-1], valid[-1], samples[-1], self._extractor_id)
         # lengths: samples of a waveform, frames of a filterbank; the encoder's output lengths follow from either
         lengths = torch.tensor([v.shape[0] for v in values])
         width = max(v.shape[0] for v in values)

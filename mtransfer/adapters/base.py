@@ -225,6 +225,18 @@ class Adapter(nn.Module, abc.ABC):
         """``(index, message)`` for every input this adapter cannot read; default: none."""
         return []
 
+    def input_lengths(self, inputs: Sequence[Any]) -> list[int] | None:
+        """Each input's length in the unit its batch is padded in (tokens, samples), for length-grouped
+        batches (``TrainingArguments.group_by_length``); None: inputs of one size (images), no grouping."""
+        return None
+
+    def _mask_lengths(self, inputs: Sequence[Any], chunk: int = 512) -> list[int]:
+        """Lengths as the valid positions of ``preprocess``'s attention mask (tokenisers), ``chunk`` inputs at a time."""
+        out: list[int] = []
+        for k in range(0, len(inputs), chunk):
+            out += self.preprocess(list(inputs[k:k + chunk]))["attention_mask"].sum(1).tolist()
+        return [int(n) for n in out]
+
     def feature_fingerprint(self) -> dict[str, Any]:
         """Everything about this adapter that changes its features (a feature-cache key part).
 

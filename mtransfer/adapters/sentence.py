@@ -70,6 +70,9 @@ class SentenceTransformerAdapter(Adapter):
         enc = self.backbone.preprocess(list(inputs))
         return {k: v for k, v in enc.items() if torch.is_tensor(v)}
 
+    def input_lengths(self, inputs: Sequence[Any]) -> list[int]:
+        return self._mask_lengths(inputs)
+
     def forward_features(self, batch: dict[str, torch.Tensor]) -> Features:
         out = self.backbone({**batch, "modality": "text"})
         return Features(pooled=out["sentence_embedding"], tokens=out.get("token_embeddings"), mask=batch.get("attention_mask"))

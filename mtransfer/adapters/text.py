@@ -149,6 +149,9 @@ class TextAdapter(Adapter):
                                  return_tensors="pt")
         return dict(enc)
 
+    def input_lengths(self, inputs: Sequence[Any]) -> list[int]:
+        return self._mask_lengths(inputs)
+
     def forward_features(self, batch: dict[str, torch.Tensor]) -> Features:
         out = self.backbone(**batch)
         hidden = out.last_hidden_state

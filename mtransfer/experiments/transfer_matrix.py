@@ -87,6 +87,9 @@ class MatrixSettings:
         ceiling: Also train each target with the large budget.
         pooled: Also train one model on all sources pooled (the large budget split evenly across
             them; first seed only): the "acoustic model" whose features a language-ID ranker can use.
+        group_by_length: Every run's training batches hold utterances of similar length
+            (``TrainingArguments.group_by_length``); False: shuffled batches (the matrices measured
+            before it).
         synthesizer: The corpus: ``espeak`` (:func:`espeak_corpus`, the published matrix) or ``festival``
             (:func:`festival_corpus`: other voices, speakers and texts; the check that a finding is not
             espeak-ng's alone).
@@ -118,6 +121,7 @@ class MatrixSettings:
     batch_size: int = 8
     ceiling: bool = True
     pooled: bool = True
+    group_by_length: bool = True
     synthesizer: str = "espeak"
 
     def __post_init__(self) -> None:
@@ -506,7 +510,7 @@ def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, p
     run_dir = _run_dir(cell, out)
     results = train_ctc_run(model, train, valid, test, run_dir, epochs=epochs, lr=lr, patience=patience,
                             batch_size=s.batch_size, seed=cell.seed, progress=progress, num_threads=num_threads,
-                            min_epochs=s.min_epochs, ctc_plateau=s.ctc_plateau)
+                            min_epochs=s.min_epochs, ctc_plateau=s.ctc_plateau, group_by_length=s.group_by_length)
     return {**results, "copied_rows": getattr(model, "copied_rows", None) if cell.kind == "transfer" else None,
             "test_utterances": len(test), "vocabulary_size": len(train.vocabulary)}
 
@@ -514,7 +518,7 @@ def _run_cell(cell: Cell, settings: MatrixSettings, corpus: Corpus, out: Path, p
 def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | Path, *, epochs: int, lr: float,
                   patience: int, batch_size: int, seed: int, progress: bool = False, plot: bool = False,
                   num_threads: int | None = None, min_epochs: int = 0,
-                  ctc_plateau: float | None = DEFAULT_CTC_PLATEAU) -> dict[str, Any]:
+                  ctc_plateau: float | None = DEFAULT_CTC_PLATEAU, group_by_length: bool | None = None) -> dict[str, Any]:
     """One CTC run as the matrix and the speech demo make it: every layer trains (linear schedule, 10%
     warmup), the epoch with the best validation CER off the all-blank plateau is kept (``patience``
     epochs without a better one, counted from the first epoch off the plateau, end it, though not
@@ -526,7 +530,7 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
                              metric_for_best_model="cer", early_stopping_patience=patience, seed=seed,
                              progress_bar=progress, report_to=[], plot=plot, show_transcripts=False,
                              overwrite_output_dir=True, num_threads=num_threads, min_epochs=min(min_epochs, epochs),
-                             ctc_plateau=ctc_plateau)
+                             ctc_plateau=ctc_plateau, group_by_length=group_by_length)
     trainer = Trainer(model, args, train, valid)
     began = time.perf_counter()
     result = trainer.train()
@@ -540,7 +544,7 @@ def train_ctc_run(model: Any, train: Any, valid: Any, test: Any, run_dir: str | 
 # what a cell's run depends on beyond its own path (kind, languages, seed): a folder holds one such setting
 RUN_FIELDS = ("units", "model", "source_utterances", "target_utterances", "target_validation", "source_epochs",
               "target_epochs", "scratch_epochs", "source_lr", "target_lr", "scratch_lr", "source_patience", "patience",
-              "scratch_patience", "min_epochs", "ctc_plateau", "batch_size", "synthesizer")
+              "scratch_patience", "min_epochs", "ctc_plateau", "batch_size", "group_by_length", "synthesizer")
 
 
 def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
@@ -552,6 +556,7 @@ def check_settings(settings: MatrixSettings, output_dir: str | Path) -> None:
     if path.is_file():
         held = json.loads(path.read_text(encoding="utf-8"))
         held.setdefault("synthesizer", "espeak")  # folders from before the second corpus
+        held.setdefault("group_by_length", False)  # folders from before length-grouped batches
         differ = [f"{k}: {held.get(k)!r} there, {wanted[k]!r} now" for k in RUN_FIELDS if held.get(k) != wanted[k]]
         if differ:
             raise ValueError(f"{output_dir} holds a matrix trained with other settings ({'; '.join(differ)}); use "
