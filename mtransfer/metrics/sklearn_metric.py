@@ -11,6 +11,8 @@ from typing import Any, Callable, ClassVar
 import datasets
 import evaluate
 
+from mtransfer.metrics import as_python
+
 _CLASSIFICATION_ARGS = """
 Args:
     predictions: predicted class ids (0/1 label lists with config 'multilabel').
@@ -35,8 +37,6 @@ Returns:
 """
 
 
-def _as_python(score: Any) -> Any:
-    return score.tolist() if getattr(score, "ndim", 0) else float(score)
 
 
 class _SklearnMetric(evaluate.Metric):
@@ -71,7 +71,7 @@ class ClassificationScore(_SklearnMetric):
     def _compute(self, predictions, references, sample_weight=None, **kwargs):
         if self.averaged:
             kwargs = {"average": "binary", "pos_label": 1, "zero_division": 0, **kwargs}
-        return {self.metric_name: _as_python(type(self).score_fn(references, predictions, sample_weight=sample_weight, **kwargs))}
+        return {self.metric_name: as_python(type(self).score_fn(references, predictions, sample_weight=sample_weight, **kwargs))}
 
 
 class RegressionScore(_SklearnMetric):
@@ -85,4 +85,4 @@ class RegressionScore(_SklearnMetric):
 
     def _compute(self, predictions, references, sample_weight=None, multioutput="uniform_average"):
         score = type(self).score_fn(references, predictions, sample_weight=sample_weight, multioutput=multioutput)
-        return {self.metric_name: _as_python(score)}
+        return {self.metric_name: as_python(score)}
