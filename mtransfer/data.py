@@ -481,8 +481,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     data do not divide) comes last, as data-parallel sharding expects. On 200 clips of 1-6 s in
     batches of 8, 8% of the padded positions are padding, against 38% in random batches (jitter 0:
     3%, but the same batches every epoch once the data fit in one group). Like transformers'
-    ``LengthGroupedSampler`` (``group_by_length``), which sorts megabatches of 50 batches exactly and
-    puts the longest batch first.
+    ``LengthGroupedSampler`` (``group_by_length``), which sorts megabatches of 50 batches, or a quarter of the
+    data when that is less, exactly, keeps their batches in that order and puts the longest batch first.
 
     Data parallel: with ``num_processes`` P the groups are *global* batches of ``P * batch_size``, each
     yielded as P consecutive batches of ``batch_size``, which Accelerate's sharding deals out one per
