@@ -16,8 +16,9 @@ length, no evaluation and no checkpoint during the epoch. Each side's best setti
 Runs are interleaved (A B A B ...) after one warm-up run of each, so both see the same machine
 state; each epoch is timed from its first batch to its last optimizer step (``on_epoch_begin`` /
 ``on_epoch_end`` callbacks on both sides); the fastest epoch of each is compared, and the median is
-printed beside it. Also printed: each side's padding share and the time one optimizer step takes
-alone (the part that differs between a for-loop, foreach and fused AdamW).
+printed beside it. Also printed: each side's padding share, the time one optimizer step takes
+alone (the part that differs between a for-loop, foreach and fused AdamW), and where one training
+step's time goes (forward, backward, clipping, optimizer; the share spent drawing dropout masks).
 
     .venv/bin/python scripts/bench_finetune_epoch.py [--repeats 3] [--per-topic 100] [--json out.json]
 """
@@ -142,6 +143,52 @@ def optimizer_step_ms() -> dict[str, float]:
     return out
 
 
+def step_profile(rows: list[dict], steps: int = 8) -> dict[str, float]:
+    """Where a training step's time goes (ms per step, batches of 16 of these texts in order): forward, backward,
+    gradient clipping, the fused AdamW step; and the share of the whole that drawing dropout masks takes
+    (``aten::bernoulli_``), from torch's profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import AutoModel, AutoTokenizer
+
+    from mtransfer.builtins import minilm_path
+
+    tok, model = AutoTokenizer.from_pretrained(minilm_path()), AutoModel.from_pretrained(minilm_path())
+    model.train()
+    head = torch.nn.Linear(model.config.hidden_size, 5)
+    params = [*model.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
+    texts = [r["text"] for r in rows]
+    batches = [tok(texts[k:k + BATCH], padding=True, truncation=True, max_length=MAX_LEN, return_tensors="pt")
+               for k in range(0, BATCH * (steps + 2), BATCH)]
+    parts = {"forward": 0.0, "backward": 0.0, "clip": 0.0, "optimizer": 0.0}
+
+    def step(batch, timed):
+        t0 = time.perf_counter()
+        logits = head(model(**batch).last_hidden_state.mean(1))
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        t3 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if timed:
+            for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                parts[name] += seconds
+
+    for batch in batches[:2]:
+        step(batch, False)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches[2:]:
+            step(batch, True)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    dropout = sum(e.self_cpu_time_total for e in events if e.key == "aten::bernoulli_")
+    return {**{k: round(1000 * v / steps, 1) for k, v in parts.items()}, "dropout_masks_share": round(dropout / total, 3)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
@@ -164,7 +211,7 @@ def main() -> int:
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
         "examples": len(rows), "batch_size": BATCH, "runs": runs, "best_epoch_s": best, "median_epoch_s": median,
         "ratio_best": best["mtransfer"] / best["hf_trainer"], "ratio_median": median["mtransfer"] / median["hf_trainer"],
-        "optimizer_step_ms": optimizer_step_ms(),
+        "optimizer_step_ms": optimizer_step_ms(), "step_ms": step_profile(rows),
     }
     print(f"\none epoch, MiniLM-L6 full fine-tuning, {len(rows)} texts, batch {BATCH}, {figures['device']}")
     print(f"  fastest epoch: mtransfer {best['mtransfer']:.2f} s / transformers Trainer {best['hf_trainer']:.2f} s "
@@ -174,6 +221,7 @@ def main() -> int:
     print(f"  padding share: mtransfer {runs['mtransfer'][0]['padding']:.3f}, "
           f"transformers Trainer {runs['hf_trainer'][0]['padding']:.3f}")
     print(f"  one AdamW step over 22.7 M parameters (ms): {figures['optimizer_step_ms']}")
+    print(f"  one training step (ms; share of it drawing dropout masks): {figures['step_ms']}")
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2))
     return 0

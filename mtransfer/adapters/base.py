@@ -292,7 +292,9 @@ class Adapter(nn.Module, abc.ABC):
         return None
 
     def block_input(self, batch: dict[str, torch.Tensor], index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hidden states entering block ``index`` and their mask (1 for real positions), from one forward pass.
+        """The hidden states entering block ``index`` and their mask (1 for real positions), from one forward pass
+        in which block ``index`` and those above it are skipped (the model's own forward still makes the output
+        mask, which depends on the input alone; the skipped blocks' work would be thrown away).
 
         Shape:
             ``(batch, positions, dim)`` and ``(batch, positions)``.
@@ -305,12 +307,24 @@ class Adapter(nn.Module, abc.ABC):
         def grab(module, args, kwargs):
             seen.append(args[0] if args else kwargs["hidden_states"])
 
+        def skip(hidden_states, *args, **kwargs):
+            return hidden_states
+
         handle = blocks[index].register_forward_pre_hook(grab, with_kwargs=True)
+        patched = [(block, block.__dict__.get("forward")) for block in blocks[index:]]
+        for block, _ in patched:
+            block.forward = skip
         try:
             out = self.forward_features(batch)
+        except Exception:
+            if seen and seen[0].dim() != 3:  # the skipped stages change the shape (a CNN): the check below says so
+                out = None
+            else:
+                raise
         finally:
             handle.remove()
-        if len(seen) != 1 or seen[0].dim() != 3:
+            _restore_forwards(patched)
+        if len(seen) != 1 or seen[0].dim() != 3 or out is None:
             raise ValueError(f"block {index} of the {self.modality} adapter ran {len(seen)} time(s) or took no "
                              "(batch, positions, dim) hidden states: its input cannot be cached.")
         hidden = seen[0]
@@ -345,11 +359,7 @@ class Adapter(nn.Module, abc.ABC):
             return self.forward_features(batch)
         finally:
             handle.remove()
-            for block, own in patched:
-                if own is None:
-                    del block.forward
-                else:
-                    block.forward = own
+            _restore_forwards(patched)
 
     def weights_below_block(self, index: int) -> str:
         """Content hash of every weight the input of block ``index`` depends on: the layer groups below that
@@ -364,6 +374,15 @@ class Adapter(nn.Module, abc.ABC):
         below = {id(p) for g in groups[:position] for p in g.parameters()}
         return hash_tensors({n: p for n, p in self.named_parameters(remove_duplicate=False) if id(p) in below}
                             | dict(self.named_buffers(remove_duplicate=False)))
+
+
+def _restore_forwards(patched: list[tuple[nn.Module, Any]]) -> None:
+    """Undo ``block.forward = skip``: the instance's own forward back, or the class's when it had none."""
+    for block, own in patched:
+        if own is None:
+            del block.forward
+        else:
+            block.forward = own
 
 
 @contextlib.contextmanager
