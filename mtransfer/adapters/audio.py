@@ -14,7 +14,11 @@ Front-end memo: the feature extractor's output for a whole clip read from a file
 (keyed by the file's path, size and modification time and the extractor's settings; shared by every
 adapter in the process, least recently used first out past ``FRONT_END_MEMO_BYTES``). A filterbank or
 a normalised waveform is the same every epoch, so only the first epoch reads and transforms a file:
-this halves a small encoder's epoch on a CPU. Cropped or chunked clips are not memoised. Likewise a
+this halves a small encoder's epoch on a CPU. The same outputs go to disk too
+(:class:`mtransfer.cache.FrontEndStore`, keyed by the file's content and the extractor's settings), so other
+processes, later runs and reruns read them instead of decoding and transforming the file; an entry holds the
+clip's sample count, and a clip longer than an adapter's ``max_duration`` is still cropped or chunked by it.
+Cropped or chunked clips are not memoised. Likewise a
 file's sample count is kept once it has decoded (``SAMPLE_COUNTS``), so the checks before each run
 (every input readable, every CTC transcript within its frames) decode a file once per process.
 

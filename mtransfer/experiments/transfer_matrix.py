@@ -95,8 +95,8 @@ class MatrixSettings:
             espeak-ng's alone).
 
     The defaults (6 sources, 5 targets, 2 seeds: 12 source, 10 ceiling, 1 pooled, 60 transfer and
-    10 random-init runs) are sized for about 45 minutes on 2 CPU cores with ``workers=2``; the README
-    gives the measured time.
+    10 random-init runs) take 17 minutes on 2 CPU cores with ``workers=2`` from an empty cache (24.5 before
+    length-grouped batches, on the same machine); the README gives the measured times.
     """
 
     sources: Sequence[str] = ("bn", "hi", "tr", "ru", "de", "es")
