@@ -538,7 +538,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def padding_fraction(self, epoch: int = 0) -> float:
         """The share of padded positions in one epoch's batches (each padded to its longest input)."""
         self.set_epoch(epoch)
-        return _padding_fraction(self.lengths, list(self))
+        return batch_padding(self.lengths, list(self))
 
 
 class SortedBatchSampler(Sampler[list[int]]):
@@ -570,10 +570,12 @@ def random_padding_fraction(lengths: Sequence[int], batch_size: int, seed: int, 
     sampler.set_epoch(epoch)
     order = list(sampler)
     batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-    return _padding_fraction(torch.as_tensor(list(lengths), dtype=torch.float64), batches)
+    return batch_padding(list(lengths), batches)
 
 
-def _padding_fraction(lengths: torch.Tensor, batches: list[list[int]]) -> float:
+def batch_padding(lengths: Sequence[int] | torch.Tensor, batches: list[list[int]]) -> float:
+    """The share of padded positions when each batch of indices is padded to its longest input."""
+    lengths = torch.as_tensor(lengths, dtype=torch.float64)
     total = sum(float(lengths[b].max()) * len(b) for b in batches)
     return 1.0 - sum(float(lengths[b].sum()) for b in batches) / total if total else 0.0
 

@@ -67,10 +67,9 @@ def through_mtransfer(rows: list[dict], labels: list[str], out: str) -> dict:
     clock = Clock()
     trainer = mt.Trainer(model, args, train, callbacks=[clock])
     trainer.train()
-    return {"epoch_s": clock.seconds, "padding": trainer.batching["padding"],
-            "optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
-                              else trainer.optimizer).__name__,
-            "fused": bool((getattr(trainer.optimizer, "optimizer", trainer.optimizer)).defaults.get("fused"))}
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # inside Accelerate's wrapper
+    return {"epoch_s": clock.seconds, "padding": trainer.batching["padding"], "optimizer": type(optimizer).__name__,
+            "fused": bool(optimizer.defaults.get("fused"))}
 
 
 def through_hf_trainer(rows: list[dict], labels: list[str], out: str) -> dict:
@@ -105,18 +104,17 @@ def through_hf_trainer(rows: list[dict], labels: list[str], out: str) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[Clock()])
     trainer.train()
     lengths = [len(x) for x in data["input_ids"]]
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
     return {"epoch_s": marks["end"] - marks["begin"], "padding": hf_padding(trainer, lengths),
-            "optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
-                              else trainer.optimizer).__name__}
+            "optimizer": type(optimizer).__name__}
 
 
 def hf_padding(trainer, lengths: list[int]) -> float:
     """The share of padded positions in the Trainer's length-grouped batches (its own sampler, its own order)."""
-    sampler = trainer._get_train_sampler(trainer.train_dataset)
-    order = list(sampler)
-    batches = [order[k:k + BATCH] for k in range(0, len(order), BATCH)]
-    total = sum(max(lengths[i] for i in b) * len(b) for b in batches)
-    return 1.0 - sum(lengths[i] for b in batches for i in b) / total
+    from mtransfer.data import batch_padding
+
+    order = list(trainer._get_train_sampler(trainer.train_dataset))
+    return batch_padding(lengths, [order[k:k + BATCH] for k in range(0, len(order), BATCH)])
 
 
 def optimizer_step_ms() -> dict[str, float]:

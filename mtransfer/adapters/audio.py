@@ -264,6 +264,8 @@ class AudioAdapter(Adapter):
         if key is not None and key in SAMPLE_COUNTS:
             return SAMPLE_COUNTS[key]
         stored = FRONT_END_STORE.get(FRONT_END_STORE.entry(item, self._extractor_id)) if key is not None else None
+        if stored is not None and FRONT_END_MEMO_BYTES:  # read once: the first epoch takes it from the memo
+            FRONT_END_MEMO.put(FrontEndMemo.key(item, self._extractor_id), *stored)
         samples = stored[2] if stored is not None else int(self.load(item).numel())
         if key is not None:
             SAMPLE_COUNTS[key] = samples
